@@ -1,0 +1,251 @@
+"""Where to read features from each model: its blocks, their sites, widths and prefix tokens.
+
+Each family has a small rule naming, per block, the module to hook and how many prefix tokens
+(CLS, distillation) lead its token sequence. Widths and token counts are then measured by one
+forward pass on the meta device, so nothing about a model's shape is typed by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sweep.errors import SweepError, choices
+from sweep.models.build import Preprocess, meta_module, preprocess_config
+from sweep.models.zoo import ModelEntry, get_entry
+
+#: Sites of the attention path, offered for plain ViTs and CLIP ViTs.
+ATTENTION_SITES = ("q", "k", "v", "attn_out")
+ALL_SITES = ("mlp", *ATTENTION_SITES, "channel")
+
+
+@dataclass(frozen=True)
+class Site:
+    """How to capture one tensor during the forward pass.
+
+    hook: "output" of `module`, its positional "input", or "attn_input": the query input of a
+    torch MultiheadAttention, from which q/k/v/attn_out are computed with the module's own weights.
+    part: "q", "k" or "v" (a third of a fused qkv output) or "attn_out"; None for the whole tensor.
+    call: which call of `module` within one forward (CoaT shares one MLP across three scales).
+    """
+
+    module: str
+    hook: str = "output"
+    part: str | None = None
+    call: int = 0
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a model, as the user addresses it with `--layer`."""
+
+    index: int
+    name: str
+    prefix_tokens: int
+    layout: str  # "tokens" (B, ..., C), "seq_first" (N, B, C) or "channels" (B, C, H, W)
+    sites: dict[str, Site] = field(hash=False)
+    widths: dict[str, int] = field(default_factory=dict, hash=False)
+    tokens: int | None = None  # token count including prefix tokens, at the model's input size
+
+    def site(self, name: str) -> Site:
+        if name not in self.sites:
+            raise SweepError(f"site {name!r} is not available at block {self.name}; "
+                             f"allowed: {choices(self.sites)}")
+        return self.sites[name]
+
+    def width(self, site: str) -> int:
+        self.site(site)
+        return self.widths[site]
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Everything the engine needs to know about a model's structure and input."""
+
+    entry: ModelEntry
+    preprocess: Preprocess
+    blocks: tuple[Block, ...]
+
+    @property
+    def default_site(self) -> str:
+        return "channel" if self.blocks[0].layout == "channels" else "mlp"
+
+    def block(self, layer: int | str) -> Block:
+        """Resolve `--layer`: a block index (negative counts from the end) or a block name."""
+        n = len(self.blocks)
+        if isinstance(layer, str) and re.fullmatch(r"-?\d+", layer.strip()):
+            layer = int(layer)
+        if isinstance(layer, int):
+            if -n <= layer < n:
+                return self.blocks[layer]
+            raise SweepError(f"layer {layer} out of range for {self.entry.key}: allowed 0..{n - 1} "
+                             f"(or a block name: {self.blocks[0].name} .. {self.blocks[-1].name})")
+        for b in self.blocks:
+            if b.name == layer:
+                return b
+        raise SweepError(f"unknown layer {layer!r} for {self.entry.key}; allowed 0..{n - 1} or "
+                         f"{choices([b.name for b in self.blocks], limit=60)}")
+
+    def check_features(self, block: Block, site: str, features) -> list[int]:
+        width = block.width(site)
+        bad = [f for f in features if not 0 <= int(f) < width]
+        if bad:
+            raise SweepError(f"feature {bad[0]} out of range for {self.entry.key} layer {block.index} "
+                             f"({block.name}) site {site}: allowed 0..{width - 1}")
+        return [int(f) for f in features]
+
+
+# --- family rules: (name, prefix tokens, layout, sites) per block -----------------------------------
+
+def _attention_sites_timm(path: str) -> dict[str, Site]:
+    sites = {p: Site(f"{path}.attn.qkv", part=p) for p in ("q", "k", "v")}
+    sites["attn_out"] = Site(f"{path}.attn.proj", hook="input")
+    return sites
+
+
+def _plain_vit(net: nn.Module, entry: ModelEntry):
+    for i in range(len(net.blocks)):
+        path = f"blocks.{i}"
+        sites = {"mlp": Site(f"{path}.mlp.act"), **_attention_sites_timm(path)}
+        yield path, net.num_prefix_tokens, "tokens", sites
+
+
+def _mlp_paths(net: nn.Module):
+    """Paths of every timm MLP (a module with fc1 and act), in execution order."""
+    return [n for n, m in net.named_modules() if hasattr(m, "fc1") and hasattr(m, "act")]
+
+
+def _convit(net: nn.Module, entry: ModelEntry):
+    # ConViT appends its CLS token only after the gated-positional (local) blocks.
+    for i in range(len(net.blocks)):
+        prefix = 1 if i >= net.local_up_to_layer else 0
+        yield f"blocks.{i}", prefix, "tokens", {"mlp": Site(f"blocks.{i}.mlp.act")}
+
+
+def _hierarchical(prefix_of):
+    def rule(net: nn.Module, entry: ModelEntry):
+        for path in _mlp_paths(net):
+            yield path.rsplit(".mlp", 1)[0], prefix_of(net), "tokens", {"mlp": Site(f"{path}.act")}
+    return rule
+
+
+def _coat(net: nn.Module, entry: ModelEntry):
+    # Parallel blocks run one shared MLP on three scales in turn: one layer per (block, scale).
+    for path in _mlp_paths(net):
+        block = path.rsplit(".mlp", 1)[0]
+        if block.startswith("parallel_blocks"):
+            for call, scale in enumerate((2, 3, 4)):
+                yield f"{block}@{scale}", 1, "tokens", {"mlp": Site(f"{path}.act", call=call)}
+        else:
+            yield block, 1, "tokens", {"mlp": Site(f"{path}.act")}
+
+
+def _clip_vit(net: nn.Module, entry: ModelEntry):
+    layout = "tokens" if getattr(net.transformer, "batch_first", True) else "seq_first"
+    for i in range(len(net.transformer.resblocks)):
+        path = f"transformer.resblocks.{i}"
+        sites = {"mlp": Site(f"{path}.mlp.gelu")}
+        sites.update({p: Site(f"{path}.attn", hook="attn_input", part=p) for p in ATTENTION_SITES})
+        yield path, 1, layout, sites
+
+
+_CNN_BLOCKS = {
+    "resnet50": r"layer\d+\.\d+", "resnet152": r"layer\d+\.\d+",
+    "densenet121": r"features\.(denseblock|transition)\d+", "mobilenet_v2": r"features\.\d+",
+}
+
+
+def _cnn(net: nn.Module, entry: ModelEntry):
+    pattern = _CNN_BLOCKS.get(entry.arch, r"layer\d+\.\d+")
+    for name, _ in net.named_modules():
+        if re.fullmatch(pattern, name):
+            yield name, 0, "channels", {"channel": Site(name)}
+
+
+FAMILY_RULES = {
+    "vit": _plain_vit, "deit": _plain_vit, "clip": _clip_vit, "convit": _convit, "coat": _coat,
+    "pit": _hierarchical(lambda net: net.cls_token.shape[1]),
+    "swin": _hierarchical(lambda net: 0), "twins": _hierarchical(lambda net: 0),
+    "clip_resnet": _cnn, "cnn": _cnn,
+}
+
+
+def _measure(net: nn.Module, blocks: list[Block], size: int) -> dict[tuple[str, int], tuple[int, ...]]:
+    """Shapes of every hooked tensor, from one forward on the meta device."""
+    modules = dict(net.named_modules())
+    shapes: dict[tuple[str, int], tuple[int, ...]] = {}
+    handles = []
+
+    def record(path):
+        def hook(mod, args, out=None):
+            t = args[0] if out is None else (out[0] if isinstance(out, (tuple, list)) else out)
+            calls = sum(1 for (p, _) in shapes if p == path)
+            shapes[(path, calls)] = tuple(t.shape)
+        return hook
+
+    paths = {s.module: s.hook for b in blocks for s in b.sites.values()}
+    try:
+        for path, kind in paths.items():
+            if kind == "output":
+                handles.append(modules[path].register_forward_hook(record(path)))
+            else:
+                handles.append(modules[path].register_forward_pre_hook(record(path)))
+        with torch.no_grad():
+            net(torch.empty(1, 3, size, size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _width(site: Site, shape: tuple[int, ...], layout: str) -> int:
+    if layout == "channels":
+        return shape[1]
+    if site.part in ("q", "k", "v") and site.hook == "output":
+        return shape[-1] // 3
+    return shape[-1]
+
+
+def _tokens(shape: tuple[int, ...], layout: str) -> int | None:
+    if layout == "channels":
+        return None
+    if layout == "seq_first":
+        return shape[0]
+    return math.prod(shape[1:-1])
+
+
+def describe(entry: ModelEntry) -> Anatomy:
+    """The anatomy of an entry, measured on a meta-device copy (fast, no weights needed)."""
+    try:
+        rule = FAMILY_RULES[entry.family]
+    except KeyError:
+        raise SweepError(f"no tap rule for family {entry.family!r}; allowed: {choices(FAMILY_RULES)}") from None
+    net = meta_module(entry)
+    pre = preprocess_config(entry, net)
+    raw = [Block(i, name, prefix, layout, sites)
+           for i, (name, prefix, layout, sites) in enumerate(rule(net, entry))]
+    if not raw:
+        raise SweepError(f"found no blocks to tap in {entry.key}")
+    shapes = _measure(net, raw, pre.input_size)
+    blocks = []
+    for b in raw:
+        widths, tokens = {}, None
+        for name, site in b.sites.items():
+            shape = shapes.get((site.module, site.call))
+            if shape is None:
+                raise SweepError(f"{entry.key}: module {site.module} (call {site.call}) never ran")
+            widths[name] = _width(site, shape, b.layout)
+            tokens = _tokens(shape, b.layout) if name in ("mlp", "channel") else tokens
+        blocks.append(Block(b.index, b.name, b.prefix_tokens, b.layout, b.sites, widths, tokens))
+    return Anatomy(entry, pre, tuple(blocks))
+
+
+@functools.lru_cache(maxsize=None)
+def anatomy_of(name: str) -> Anatomy:
+    """Cached `describe` by model key or alias."""
+    return describe(get_entry(name))

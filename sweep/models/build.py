@@ -1,0 +1,177 @@
+"""Build a zoo entry as a frozen torch module, with pretrained, random or local weights.
+
+The module returned is the image network itself (for CLIP: the visual tower only), in eval mode
+with gradients off for every parameter: the engine only ever differentiates the input image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sweep.errors import SweepError, one_line
+from sweep.models.zoo import ModelEntry
+
+log = logging.getLogger(__name__)
+
+#: Seed for random weights: `--weights random` gives the same network in every process.
+RANDOM_WEIGHTS_SEED = 0
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the model expects of its input, read from its own pretrained config."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _timm_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
+    import timm
+
+    name = entry.arch if entry.tag is None else f"{entry.arch}.{entry.tag}"
+    return timm.create_model(name, pretrained=pretrained, **dict(entry.kwargs))
+
+
+def _open_clip_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
+    import open_clip
+
+    # OpenAI's CLIP uses QuickGELU; forcing it keeps random and pretrained models the same network.
+    model = open_clip.create_model(entry.arch, pretrained=entry.tag if pretrained else None,
+                                   force_quick_gelu=True, device=_default_device_name())
+    return model.visual
+
+
+def _torchvision_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(entry.arch, weights=entry.tag if pretrained else None)
+
+
+def _default_device_name() -> str:
+    """open_clip moves the model to a device itself; keep it where the ambient default puts it."""
+    return str(torch.empty(0).device)
+
+
+_BUILDERS = {"timm": _timm_module, "open_clip": _open_clip_module, "torchvision": _torchvision_module}
+
+
+def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
+    """The bare network of an entry (train mode, gradients on), as its library builds it."""
+    try:
+        builder = _BUILDERS[entry.source]
+    except KeyError:
+        raise SweepError(f"model {entry.key!r} has unknown source {entry.source!r}; "
+                         f"allowed: {', '.join(_BUILDERS)}") from None
+    return builder(entry, pretrained)
+
+
+def meta_module(entry: ModelEntry) -> nn.Module:
+    """The network on the meta device: its structure and shapes, with no memory and no weights."""
+    with torch.device("meta"):
+        return instantiate(entry, pretrained=False).eval()
+
+
+def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
+    """Input size and mean/std from the model's own pretrained config (never re-typed here)."""
+    if entry.source == "timm":
+        cfg = net.pretrained_cfg
+        size = dict(entry.kwargs).get("img_size", cfg["input_size"][-1])
+        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
+    if entry.source == "open_clip":
+        cfg = net.preprocess_cfg
+        size = cfg["size"]
+        size = size[-1] if isinstance(size, (tuple, list)) else size
+        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(entry.arch)[entry.tag]
+    tf = weights.transforms()
+    return Preprocess(int(tf.crop_size[0]), tuple(tf.mean), tuple(tf.std))
+
+
+def _freeze(net: nn.Module) -> nn.Module:
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file or a torch checkpoint (plain or wrapped in 'state_dict'/'model')."""
+    if not os.path.isfile(path):
+        raise SweepError(f"cannot read weights {path!r}: no such file; expected 'pretrained', 'random' "
+                         "or the path of a safetensors file or torch state dict")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any decoder error means the same thing to the user
+        raise SweepError(f"cannot read weights {path!r}: {one_line(exc)}; expected a safetensors file "
+                         "or a torch state dict") from None
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SweepError(f"cannot read weights {path!r}: it holds no state dict of tensors")
+    return state
+
+
+def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
+    state = load_state_dict_file(path)
+    if entry.source == "open_clip" and any(k.startswith("visual.") for k in state):
+        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise SweepError(
+            f"weights {path!r} do not fit {entry.key}: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:2]})")
+
+
+def build(entry: ModelEntry, weights: str = "random", device: str | torch.device = "cpu") -> nn.Module:
+    """The frozen network of `entry` on `device`.
+
+    weights: "pretrained" (through timm/open_clip/torchvision; needs their hub or a warm cache),
+    "random" (seeded, never touches the network), or a local file path.
+    """
+    if weights == "pretrained":
+        if not entry.has_pretrained:
+            raise SweepError(f"model {entry.key!r} has no pretrained weights; use --weights random or PATH")
+        try:
+            net = instantiate(entry, pretrained=True)
+        except SweepError:
+            raise
+        except Exception as exc:
+            raise SweepError(
+                f"could not load pretrained weights for {entry.key} ({entry.source} tag {entry.tag!r}): "
+                f"{one_line(exc, 160)}; offline? use --weights random or --weights PATH") from None
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            with _quiet():
+                net = instantiate(entry, pretrained=False)
+        if weights != "random":
+            _load_local(entry, net, weights)
+    return _freeze(net).to(device)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence library chatter about missing pretrained weights when we asked for none."""
+    logger = logging.getLogger("open_clip")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

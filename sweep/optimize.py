@@ -1,0 +1,51 @@
+"""The optimization loop: Adam, cosine schedule, clamp to [0, 1] after every step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from sweep.recipe import Recipe
+
+#: loss_fn(images, step) -> (per-feature loss (F,), per-feature mean activation (F,))
+LossFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Trace:
+    """What the loop recorded, every `log_every` iterations and at the last one."""
+
+    steps: list[int]
+    loss: torch.Tensor        # (K, F)
+    activation: torch.Tensor  # (K, F), mean over the augmented copies
+
+
+def optimize(x0: torch.Tensor, loss_fn: LossFn, recipe: Recipe,
+             progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, Trace]:
+    """Optimize a batch of images; features are independent because the loss is a sum over them.
+
+    The loop never reads values back to the host, so a GPU is not stalled between steps.
+    """
+    x = x0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=recipe.lr, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps, eta_min=0.0)
+    steps, losses, acts = [], [], []
+    last = recipe.iterations - 1
+    for i in range(recipe.iterations):
+        opt.zero_grad(set_to_none=True)
+        loss, act = loss_fn(x, i)
+        loss.sum().backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)
+        if i % recipe.log_every == 0 or i == last:
+            steps.append(i)
+            losses.append(loss.detach())
+            acts.append(act.detach())
+        if progress is not None:
+            progress(1)
+    trace = Trace(steps, torch.stack(losses).cpu(), torch.stack(acts).cpu())
+    return x.detach(), trace

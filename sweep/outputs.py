@@ -1,0 +1,127 @@
+"""Results on disk or object storage: PNG images and Parquet metric rows, written atomically.
+
+Layout under a results root (a path or any fsspec URL):
+    images/model=<model>/layer=<layer>/<site>-<feature>.png
+    features/model=<model>/part-<hash>.parquet     (hive-partitioned; `model` lives in the path)
+Model keys may contain '/', so partition values are URI-encoded, which pyarrow decodes on read.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import urllib.parse
+import uuid
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from sweep.errors import SweepError, one_line
+
+#: Columns of a feature row, in order, with their Arrow types (the `model` column is the partition).
+FEATURE_SCHEMA = pa.schema([
+    ("weights", pa.string()),
+    ("layer", pa.int32()),
+    ("layer_name", pa.string()),
+    ("site", pa.string()),
+    ("feature", pa.int32()),
+    ("seed", pa.int64()),
+    ("base_seed", pa.int64()),
+    ("steps", pa.int32()),
+    ("copies", pa.int32()),
+    ("lr", pa.float64()),
+    ("tv", pa.float64()),
+    ("tv_coef", pa.float64()),
+    ("beta1", pa.float64()),
+    ("beta2", pa.float64()),
+    ("eps", pa.float64()),
+    ("color_mean", pa.float64()),
+    ("color_std", pa.float64()),
+    ("offset_std", pa.float64()),
+    ("jitter", pa.int32()),
+    ("image_size", pa.int32()),
+    ("reference_scale", pa.bool_()),
+    ("act_init", pa.float64()),
+    ("act_final", pa.float64()),
+    ("loss_final", pa.float64()),
+    ("curve_steps", pa.list_(pa.int32())),
+    ("loss_curve", pa.list_(pa.float32())),
+    ("act_curve", pa.list_(pa.float32())),
+    ("batch_features", pa.int32()),
+    ("wall_s", pa.float64()),
+    ("device", pa.string()),
+    ("versions", pa.string()),
+    ("config_hash", pa.string()),
+    ("image_path", pa.string()),
+    ("created_at", pa.timestamp("ms", tz="UTC")),
+])
+
+
+def open_root(root: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a results root (local path, file://, s3://, ...)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    except Exception as exc:
+        raise SweepError(f"cannot open results root {root!r}: {one_line(exc)}") from None
+    return fs, path.rstrip("/")
+
+
+def partition_value(value: str) -> str:
+    """URI-encode a hive partition value (pyarrow decodes it back when reading)."""
+    return urllib.parse.quote(str(value), safe="")
+
+
+def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
+    return f"images/model={partition_value(model)}/layer={layer}/{site}-{feature}.png"
+
+
+def features_dir(model: str) -> str:
+    return f"features/model={partition_value(model)}"
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write so that a reader sees either nothing or the whole file, never a partial one.
+
+    Local-like filesystems get a temporary sibling renamed into place (rename is atomic);
+    object stores publish an object only when its upload completes, so they are written directly.
+    """
+    parent = posixpath.dirname(path)
+    try:
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        if "file" in _protocols(fs):
+            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+            with fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            fs.mv(tmp, path)
+        else:
+            with fs.open(path, "wb") as fh:
+                fh.write(data)
+    except SweepError:
+        raise
+    except Exception as exc:
+        raise SweepError(f"cannot write {path!r}: {one_line(exc)}") from None
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """A (3, H, W) image in [0, 1] as 8-bit PNG bytes (rounded like torchvision's save_image)."""
+    arr = image.detach().cpu().float().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr.permute(1, 2, 0).numpy())).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()

@@ -1,0 +1,58 @@
+"""Every zoo entry, built with random weights: taps on every block and site, on CPU."""
+
+import math
+
+import pytest
+import torch
+
+from sweep.models.anatomy import describe
+from sweep.models.build import build
+from sweep.models.zoo import ENTRIES
+from sweep.taps import read_sites, reduce_features
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])
+def test_taps_on_every_block(entry):
+    anatomy = describe(entry)
+    net = build(entry, "random")
+    size = anatomy.preprocess.input_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    requests = [(b, s) for b in anatomy.blocks for s in b.sites]
+    with torch.no_grad():
+        raw = read_sites(net, requests, x, reduce=False, stop=False)
+    assert len(raw) == len(requests)
+    for (block, site), t in zip(requests, raw):
+        width = block.width(site)
+        reduced = reduce_features(t, block)
+        assert reduced.shape == (2, width), (block.name, site)
+        assert torch.isfinite(reduced).all(), (block.name, site)
+        if block.layout == "channels":
+            assert t.shape[:2] == (2, width)
+            continue
+        tokens = t.reshape(2, -1, width)
+        assert tokens.shape[1] == block.tokens
+        # What remains after dropping the prefix tokens is exactly the square patch grid ...
+        patches = block.tokens - block.prefix_tokens
+        assert math.isqrt(patches) ** 2 == patches, (block.name, block.tokens, block.prefix_tokens)
+        # ... and the reduction averages those patches only.
+        expected = tokens[:, block.prefix_tokens:].mean(1)
+        torch.testing.assert_close(reduced, expected)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])
+def test_forward_stops_after_hooked_block(entry):
+    anatomy = describe(entry)
+    net = build(entry, "random")
+    modules = dict(net.named_modules())
+    first, last = anatomy.blocks[0], anatomy.blocks[-1]
+    fired = []
+    handle = modules[last.site(anatomy.default_site).module].register_forward_hook(
+        lambda *a: fired.append(1))
+    size = anatomy.preprocess.input_size
+    try:
+        with torch.no_grad():
+            (feats,) = read_sites(net, [(first, anatomy.default_site)], torch.rand(1, 3, size, size))
+    finally:
+        handle.remove()
+    assert feats.shape == (1, first.width(anatomy.default_site))
+    assert fired == [], "blocks after the hooked one were computed"
