@@ -63,7 +63,7 @@ def cmd_visualize(args) -> int:
     recipe = Recipe(**{k: v for k, v in overrides.items() if v is not None})
     job = VisualizeJob(model=args.model, layer=args.layer, features=tuple(args.feature), site=args.site,
                        weights=args.weights, base_seed=args.seed, device=args.device, recipe=recipe,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, features_per_pass=args.features_per_pass)
     rows = run_visualize(job, args.out, progress=not args.quiet)
     for r in rows:
         print(f"{r['model']}  layer {r['layer']} ({r['layer_name']})  {r['site']} {r['feature']:>5}  "
@@ -90,9 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="registry key or alias (see `sweep models`)")
     p.add_argument("--layer", required=True, help="block index (negative counts from the end) or name")
     p.add_argument("--feature", required=True, type=int, nargs="+", help="feature indices")
-    p.add_argument("--site", choices=["mlp", "q", "k", "v", "attn_out", "channel"],
-                   help="where to read: MLP hidden (default for transformers), attention q/k/v/output, "
-                   "or channel (CNN blocks, the default there)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel: where to read: MLP hidden units (default "
+                   "for transformers), attention q/k/v/output, or channel (CNN blocks, the default there)")
     p.add_argument("--steps", type=int, help=f"cosine schedule length; runs steps+1 iterations "
                    f"(default {defaults.steps})")
     p.add_argument("--tv", type=float, help=f"TV multiplier v; coefficient {defaults.tv_base}*v "
@@ -107,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained | random | PATH to a safetensors file or torch state dict")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the accelerator if any, else cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="features optimized together (default 16)")
+    p.add_argument("--features-per-pass", type=int,
+                   help="features per forward/backward within a batch; same results, different speed "
+                   "(default: 2 on CPU, the whole batch on an accelerator)")
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)

@@ -59,33 +59,40 @@ def seeds_for(features: Sequence[int], base_seed: int = 0) -> list[int]:
 
 def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
            recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
-           progress: Callable[[int], None] | None = None) -> Rendered:
-    """Optimize one image per feature of (block, site), all features in one batch."""
+           progress: Callable[[int], None] | None = None,
+           features_per_pass: int | None = None) -> Rendered:
+    """Optimize one image per feature of (block, site), all features in one batch.
+
+    features_per_pass: how many features share one forward/backward (see `optimize`).
+    """
     features = anatomy.check_features(block, site, features)
     recipe = recipe.resolved(anatomy.entry.lr, anatomy.preprocess.input_size)
     prepare = ModelInput(anatomy)
     generators = feature_generators(seeds)
     index = torch.tensor(features, device=device)
-    per_image = index.repeat_interleave(recipe.copies)
 
     def activations(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         feats = read_features(net, block, site, prepare(images))
         return feats.gather(1, which[:, None]).squeeze(1)
 
-    def loss_fn(x: torch.Tensor, step: int):
-        z = augment(x, step, generators, recipe)
-        acts = activations(z, per_image)
+    def loss_fn(x: torch.Tensor, step: int, part: slice):
+        z = augment(x, step, generators[part], recipe)
+        acts = activations(z, index[part].repeat_interleave(recipe.copies))
         tv = total_variation(z).view(-1, recipe.copies).mean(1)
         loss = feature_loss(acts, recipe.copies, recipe.reference_scale) + recipe.tv_coef * tv
         return loss, acts.view(-1, recipe.copies).mean(1)
 
+    def clean_activations(images: torch.Tensor) -> torch.Tensor:
+        step = features_per_pass or len(features)
+        with torch.no_grad():
+            return torch.cat([activations(images[i:i + step], index[i:i + step])
+                              for i in range(0, len(features), step)])
+
     start = time.perf_counter()
     x0 = init_pixels(generators, recipe.image_size, device)
-    with torch.no_grad():
-        act_init = activations(x0, index)
-    image, trace = optimize(x0, loss_fn, recipe, progress)
-    with torch.no_grad():
-        act_final = activations(image, index)
+    act_init = clean_activations(x0)
+    image, trace = optimize(x0, loss_fn, recipe, progress, features_per_pass)
+    act_final = clean_activations(image)
     images = image.cpu()
     wall = time.perf_counter() - start
     return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall)

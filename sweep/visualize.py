@@ -37,12 +37,15 @@ class VisualizeJob:
     device: str | None = None
     recipe: Recipe = field(default_factory=Recipe)
     batch_size: int = 16
+    features_per_pass: int | None = None
 
     def __post_init__(self):
         if not self.features:
             raise SweepError("no features given; pass at least one feature index")
         if self.batch_size < 1:
             raise SweepError(f"bad batch size {self.batch_size}: must be >= 1")
+        if self.features_per_pass is not None and self.features_per_pass < 1:
+            raise SweepError(f"bad features per pass {self.features_per_pass}: must be >= 1")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -57,6 +60,17 @@ def resolve_device(device: str | None) -> torch.device:
         return dev
     acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     return acc if acc is not None else torch.device("cpu")
+
+
+#: On CPUs, passes of 2 features (16 images) were measured fastest: larger passes fall out of
+#: cache and got slower per image (benchmarks/bench_step.py). Accelerators take the whole batch.
+CPU_FEATURES_PER_PASS = 2
+
+
+def features_per_pass(job: VisualizeJob, device: torch.device) -> int | None:
+    if job.features_per_pass is not None:
+        return job.features_per_pass
+    return CPU_FEATURES_PER_PASS if device.type == "cpu" else None
 
 
 def library_versions() -> dict[str, str]:
@@ -117,6 +131,7 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
     features = anatomy.check_features(block, site, job.features)
     recipe = job.recipe.resolved(entry.lr, anatomy.preprocess.input_size)
     device = resolve_device(job.device)
+    per_pass = features_per_pass(job, device)
     fs, root = open_root(out, storage_options)
     net = build(entry, job.weights, device)
     weights = weights_label(job, entry.tag)
@@ -131,7 +146,7 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
               desc=f"{entry.key} L{block.index}") as bar:
         for batch in batches:
             result = render(net, anatomy, block, site, batch, recipe, seeds_for(batch, job.base_seed),
-                            device, progress=bar.update)
+                            device, progress=bar.update, features_per_pass=per_pass)
             batch_rows = feature_rows(job, entry.key, block.index, block.name, site, recipe, weights,
                                       result, device, versions, chash)
             for row, image in zip(batch_rows, result.images):

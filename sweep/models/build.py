@@ -6,7 +6,6 @@ with gradients off for every parameter: the engine only ever differentiates the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -130,7 +129,10 @@ def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
     state = load_state_dict_file(path)
     if entry.source == "open_clip" and any(k.startswith("visual.") for k in state):
         state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    result = net.load_state_dict(state, strict=False)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise SweepError(f"weights {path!r} do not fit {entry.key}: {one_line(exc, 200)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise SweepError(
             f"weights {path!r} do not fit {entry.key}: {len(result.missing_keys)} missing keys "
@@ -158,20 +160,7 @@ def build(entry: ModelEntry, weights: str = "random", device: str | torch.device
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            with _quiet():
-                net = instantiate(entry, pretrained=False)
+            net = instantiate(entry, pretrained=False)
         if weights != "random":
             _load_local(entry, net, weights)
     return _freeze(net).to(device)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence library chatter about missing pretrained weights when we asked for none."""
-    logger = logging.getLogger("open_clip")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

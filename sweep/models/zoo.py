@@ -110,6 +110,12 @@ _ORIGINAL_VIT = [
     _timm("vit_large_patch32_224", "orig_in21k", "vit", "L_32", _HEADLESS, ("ViT-L/32-in21k",)),
 ]
 
+# Not in the paper: small timm ViTs for laptops, tests of pretrained loading, and benchmarks.
+_SMALL_VIT = [
+    _timm("vit_tiny_patch16_224", "augreg_in21k_ft_in1k", "vit", note="not in the paper; a small ViT"),
+    _timm("vit_small_patch16_224", "augreg_in21k_ft_in1k", "vit", note="not in the paper; a small ViT"),
+]
+
 _CLIP = [
     ModelEntry(f"{arch}/openai", fam, "open_clip", arch, "openai", (openai_name,), openai_name,
                "OpenAI CLIP weights via open_clip (QuickGELU); run in fp32, the paper's code ran fp16")
@@ -138,7 +144,7 @@ _DEV = [
 ]
 
 ENTRIES: tuple[ModelEntry, ...] = tuple(
-    _DEIT + _COAT + _CONVIT + _PIT + _SWIN + _TWINS + _ORIGINAL_VIT + _CLIP + _CNN + _DEV)
+    _DEIT + _COAT + _CONVIT + _PIT + _SWIN + _TWINS + _ORIGINAL_VIT + _SMALL_VIT + _CLIP + _CNN + _DEV)
 
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in ENTRIES))
 
@@ -159,7 +165,8 @@ class Registry:
         self._entries[entry.key] = entry
         for alias in entry.aliases:
             self._aliases.setdefault(alias, entry.key)
-        self._archs.setdefault(entry.arch, []).append(entry.key)
+        if entry.has_pretrained:  # a dev model's arch name means the real, pretrained model
+            self._archs.setdefault(entry.arch, []).append(entry.key)
         return entry
 
     def get(self, name: str) -> ModelEntry:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: a virtualenv in .venv with torch, the package and test tools.
+# Idempotent: a second run only checks what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# torch first, pinned: on this project's machines pip takes this build from local disk (a CUDA
+# build that also runs on CPU); elsewhere it is the same release from PyPI.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
