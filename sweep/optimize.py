@@ -14,6 +14,12 @@ from sweep.recipe import Recipe
 LossFn = Callable[[torch.Tensor, int, slice], tuple[torch.Tensor, torch.Tensor]]
 
 
+def feature_chunks(n: int, per_pass: int | None) -> list[slice]:
+    """Slices of at most `per_pass` features covering n features (all at once when None)."""
+    size = min(per_pass or n, n)
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 @dataclass
 class Trace:
     """What the loop recorded, every `log_every` iterations and at the last one."""
@@ -33,9 +39,7 @@ def optimize(x0: torch.Tensor, loss_fn: LossFn, recipe: Recipe,
     cache use change (small chunks are faster on CPUs). None: all features in one pass.
     The loop never reads values back to the host, so a GPU is not stalled between steps.
     """
-    n = x0.shape[0]
-    per_pass = min(features_per_pass or n, n)
-    chunks = [slice(i, min(i + per_pass, n)) for i in range(0, n, per_pass)]
+    chunks = feature_chunks(x0.shape[0], features_per_pass)
     x = x0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=recipe.lr, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps, eta_min=0.0)

@@ -17,7 +17,7 @@ from torch import nn
 from sweep.augment import augment
 from sweep.models.anatomy import Anatomy, Block
 from sweep.objectives import feature_loss, total_variation
-from sweep.optimize import Trace, optimize
+from sweep.optimize import Trace, feature_chunks, optimize
 from sweep.param import feature_generators, init_pixels
 from sweep.recipe import Recipe
 from sweep.taps import read_features
@@ -83,10 +83,9 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         return loss, acts.view(-1, recipe.copies).mean(1)
 
     def clean_activations(images: torch.Tensor) -> torch.Tensor:
-        step = features_per_pass or len(features)
         with torch.no_grad():
-            return torch.cat([activations(images[i:i + step], index[i:i + step])
-                              for i in range(0, len(features), step)])
+            return torch.cat([activations(images[sl], index[sl])
+                              for sl in feature_chunks(len(features), features_per_pass)])
 
     start = time.perf_counter()
     x0 = init_pixels(generators, recipe.image_size, device)
