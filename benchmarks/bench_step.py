@@ -25,7 +25,7 @@ from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
 from sweep.recipe import Recipe
 from sweep.render import render, seeds_for
-from sweep.visualize import resolve_device
+from sweep.batch import resolve_device
 
 
 def step_times(net, anatomy, block, features, recipe, device, per_pass=None) -> list[float]:

@@ -29,6 +29,8 @@ FEATURE_SCHEMA = pa.schema([
     ("layer_name", pa.string()),
     ("site", pa.string()),
     ("feature", pa.int32()),
+    ("status", pa.string()),
+    ("error", pa.string()),
     ("seed", pa.int64()),
     ("base_seed", pa.int64()),
     ("steps", pa.int32()),
