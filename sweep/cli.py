@@ -71,6 +71,85 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def connect_ray(address: str | None = None) -> None:
+    """Attach to a running cluster (address, RAY_ADDRESS, or one on this machine), else start local Ray."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    try:
+        ray.init(address="auto")
+        log.info("attached to the running Ray cluster")
+    except (ConnectionError, RuntimeError):
+        ray.init()
+        log.info("started local Ray")
+
+
+def sweep_config_from_args(args):
+    from sweep.plan import SweepConfig
+
+    data: dict = {"preset": args.preset, "out": args.out}
+    if args.model:
+        data["models"] = args.model
+    if args.layers:
+        data["layers"] = args.layers
+    if args.all_features:
+        data["features"] = {"mode": "all"}
+    elif args.feature_list:
+        data["features"] = {"mode": "list", "indices": args.feature_list}
+    elif args.sample:
+        data["features"] = {"mode": "sample", "count": args.sample, "seed": args.sample_seed}
+    elif args.features:
+        data["features"] = {"mode": "first", "count": args.features}
+    for key in ("site", "weights", "features_per_batch"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.steps is not None:
+        data["recipe"] = {"steps": args.steps}
+    if args.workers is not None or args.cpu:
+        data["resources"] = {**({"workers": args.workers} if args.workers is not None else {}),
+                             **({"num_gpus": 0} if args.cpu else {})}
+    if args.config:
+        return SweepConfig.from_yaml(args.config, **{k: v for k, v in data.items() if k != "preset" or v})
+    if not args.preset and not args.model:
+        raise SweepError("give --config, --preset or --model")
+    if not args.out:
+        raise SweepError("give --out (the results root) or a --config that has 'out'")
+    return SweepConfig.from_dict(data)
+
+
+def cmd_run(args) -> int:
+    from sweep.distributed import run_sweep
+    from sweep.plan import expand, plan_summary
+
+    config = sweep_config_from_args(args)
+    if args.dry_run:
+        tasks = expand(config)
+        rows = plan_summary(config, tasks)
+        total = sum(r["tflop"] for r in rows)
+        print(f"{'model':45s} {'layers':>6} {'batches':>7} {'features':>8} {'est. TFLOP':>11}")
+        for r in rows:
+            print(f"{r['model']:45s} {r['layers']:>6} {r['batches']:>7} {r['features']:>8} {r['tflop']:>11.1f}")
+        print(f"{'total':45s} {'':>6} {len(tasks):>7} {sum(r['features'] for r in rows):>8} {total:>11.1f}")
+        print(f"estimated cost: {total:.1f} TFLOP (forward to the hooked block + input gradient = 3x forward, "
+              f"{config.recipe.copies} copies x {config.recipe.iterations} iterations per feature); "
+              f"at an assumed {args.assume_tflops:g} TFLOP/s sustained that is "
+              f"{total / args.assume_tflops / 3600:.2f} GPU-hours (an estimate, not a measurement)")
+        return 0
+    connect_ray(args.address)
+    report = run_sweep(config, force=args.force, max_batches=args.max_batches, progress=not args.quiet)
+    print(report.table())
+    print(f"run {report.run_id}: {report.done} done, {report.failed} failed, {report.skipped} already present, "
+          f"{report.worker_failures} worker failure(s), {report.retries} retried; results in {config.out}")
+    return 0 if report.failed == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sweep.recipe import Recipe
 
@@ -112,13 +191,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("run", help="run a sweep of (model, layer, feature) visualizations on Ray")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
     return parser
+
+
+def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
+    """Arguments of a sweep; shared by `sweep run` and jobs/all_models.py."""
+    p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.plan.SweepConfig)")
+    p.add_argument("--preset", default=preset, help="starting point: paper (38 variants + original ViTs + "
+                   "CLIP ViTs, first 256 features per layer) or smoke (two micro models, a minute on CPU)")
+    p.add_argument("--out", help="results root: a directory or fsspec URL (file://, s3://...)")
+    p.add_argument("--model", nargs="+", help="registry keys or aliases (instead of the preset's)")
+    p.add_argument("--layers", nargs="+", help="block indices or names (default: every block)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--features", type=int, help="the first N features of each layer")
+    g.add_argument("--all-features", action="store_true", help="every feature of each layer")
+    g.add_argument("--feature-list", type=int, nargs="+", help="these feature indices in every layer")
+    g.add_argument("--sample", type=int, help="a seeded random sample of N features per layer")
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel (default: the model's)")
+    p.add_argument("--weights", help="pretrained | random | PATH")
+    p.add_argument("--steps", type=int, help="recipe steps (default 400)")
+    p.add_argument("--features-per-batch", type=int, help="features optimized together (default 16)")
+    p.add_argument("--workers", type=int, help="number of workers (default: one per GPU, or per CPU slot)")
+    p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
+    p.add_argument("--assume-tflops", type=float, default=400.0,
+                   help="sustained TFLOP/s assumed by --dry-run's GPU-hours estimate (default 400)")
+    p.add_argument("--force", action="store_true", help="recompute results that already exist")
+    p.add_argument("--max-batches", type=int, help="stop after N batches (re-run to resume)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _not_library_chatter(record: logging.LogRecord) -> bool:
+    """open_clip logs its model-building steps at INFO on the root logger; keep them out."""
+    return record.levelno > logging.INFO or "open_clip" not in record.pathname
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_library_chatter)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         return args.func(args)
     except SweepError as exc:

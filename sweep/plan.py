@@ -1,0 +1,260 @@
+"""A sweep's configuration and its deterministic expansion into batches of (model, layer, feature).
+
+Pure Python: no Ray here. The config is a typed dataclass, loadable from YAML or a dict, with
+presets ("paper", "smoke") as starting points that explicit values override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from sweep.batch import Batch, check_batch
+from sweep.errors import SweepError, choices
+from sweep.models.anatomy import anatomy_of
+from sweep.models.zoo import ENTRIES
+from sweep.recipe import Recipe, config_hash
+
+FEATURE_MODES = ("all", "first", "list", "sample")
+
+
+@dataclass(frozen=True)
+class FeatureSelection:
+    """Which features of each layer: all, the first `count`, an explicit list, or a seeded sample."""
+
+    mode: str = "first"
+    count: int = 16
+    indices: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in FEATURE_MODES:
+            raise SweepError(f"unknown feature mode {self.mode!r}; allowed: {', '.join(FEATURE_MODES)}")
+        if self.mode in ("first", "sample") and self.count < 1:
+            raise SweepError(f"feature count must be >= 1, got {self.count}")
+        if self.mode == "list" and not self.indices:
+            raise SweepError("feature mode 'list' needs a non-empty 'indices'")
+
+    def pick(self, width: int, model: str, layer: int) -> list[int]:
+        if self.mode == "all":
+            return list(range(width))
+        if self.mode == "first":
+            return list(range(min(self.count, width)))
+        if self.mode == "list":
+            return list(self.indices)
+        # A per-(model, layer) stream, so adding a model never changes another model's sample.
+        rng = random.Random(config_hash({"seed": self.seed, "model": model, "layer": layer}))
+        return sorted(rng.sample(range(width), min(self.count, width)))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-worker resources. num_gpus 0 means CPU workers; workers None means one per GPU
+    (or per num_cpus CPUs on a cluster without GPUs)."""
+
+    num_gpus: float = 1.0
+    num_cpus: float = 1.0
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs; `out` is a path or fsspec URL (file://, s3://...)."""
+
+    out: str
+    models: tuple[str, ...] = ()
+    layers: tuple[int | str, ...] | None = None
+    features: FeatureSelection = field(default_factory=FeatureSelection)
+    site: str | None = None
+    weights: str = "pretrained"
+    base_seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    features_per_batch: int = 16
+    features_per_pass: int | None = None
+    resources: Resources = field(default_factory=Resources)
+    max_attempts: int = 3
+    storage_options: dict = field(default_factory=dict, hash=False)
+    preset: str | None = None
+
+    def __post_init__(self):
+        if not self.models:
+            raise SweepError("the sweep names no models; give 'models' or a preset "
+                             f"({', '.join(PRESETS)})")
+        if self.features_per_batch < 1:
+            raise SweepError(f"features_per_batch must be >= 1, got {self.features_per_batch}")
+        if self.max_attempts < 1:
+            raise SweepError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SweepConfig":
+        """Build from plain data (YAML); a 'preset' supplies defaults that the other keys override."""
+        data = dict(data)
+        preset = data.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise SweepError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+            data = {**PRESETS[preset](), **{k: v for k, v in data.items() if v is not None}}
+        _check_keys("sweep config", data, cls)
+        nested = {"features": FeatureSelection, "resources": Resources, "recipe": Recipe}
+        for key, kind in nested.items():
+            if isinstance(data.get(key), dict):
+                _check_keys(key, data[key], kind)
+                value = dict(data[key])
+                if "indices" in value:
+                    value["indices"] = tuple(value["indices"])
+                data[key] = kind(**value)
+        for key in ("models", "layers"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key]) if isinstance(data[key], (list, tuple)) else (data[key],)
+        if "out" not in data:
+            raise SweepError("the sweep config has no 'out' (the results root)")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides) -> "SweepConfig":
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SweepError(f"cannot read sweep config {path!r}: {' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise SweepError(f"sweep config {path!r} must be a mapping of keys to values")
+        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _check_keys(what: str, data: dict, kind) -> None:
+    allowed = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SweepError(f"unknown key(s) in {what}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _paper_preset() -> dict:
+    """The paper's visualizations: the 38 variants, the original ViTs and the CLIP ViTs."""
+    models = [e.key for e in ENTRIES if e.paper_38 or (e.family == "vit" and e.paper_name)]
+    models += ["ViT-B-32/openai", "ViT-B-16/openai"]
+    return {"models": models, "features": {"mode": "first", "count": 256}}
+
+
+def _smoke_preset() -> dict:
+    """Two micro models, every layer, 4 features, 4 steps: a whole sweep in about a minute on CPU."""
+    return {"models": ["dev/vit-micro", "dev/deit-micro-distilled"], "weights": "random",
+            "features": {"mode": "first", "count": 4}, "features_per_batch": 2,
+            "recipe": {"steps": 4, "jitter": 4}, "resources": {"num_gpus": 0, "num_cpus": 0.5}}
+
+
+PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One batch of the plan, with a relative cost for balancing work across workers."""
+
+    batch: Batch
+    cost: float
+
+    @property
+    def key(self) -> str:
+        return self.batch.part_name
+
+    def triples(self) -> list[tuple[str, int, str, int]]:
+        b = self.batch
+        return [(b.model, b.layer, b.site, f) for f in b.features]
+
+
+def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = None) -> list[Task]:
+    """The plan: batches of features per (model, layer, site), in config order, minus `skip`.
+
+    Every model, layer, site and feature is validated here, before any work starts.
+    """
+    skip = skip or set()
+    tasks = []
+    for name in config.models:
+        anatomy = anatomy_of(name)
+        key = anatomy.entry.key
+        site = config.site or anatomy.default_site
+        blocks = anatomy.blocks if config.layers is None else [anatomy.block(l) for l in config.layers]
+        cost_per_image = flops_to_block(key)
+        for block in blocks:
+            block.site(site)
+            feats = config.features.pick(block.width(site), key, block.index)
+            anatomy.check_features(block, site, feats)
+            todo = [f for f in feats if (key, block.index, site, f) not in skip]
+            for i in range(0, len(todo), config.features_per_batch):
+                chunk = tuple(todo[i:i + config.features_per_batch])
+                batch = Batch(key, block.index, site, chunk, config.weights, config.base_seed, config.recipe)
+                tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
+    if tasks:
+        check_batch(tasks[0].batch)
+    return tasks
+
+
+def flops_to_block(name: str) -> list[float]:
+    """Forward FLOPs of one image up to each block (measured on the meta device, cached)."""
+    return list(_flops_to_block(anatomy_of(name).entry.key))
+
+
+def _flops_to_block(key: str) -> tuple[float, ...]:
+    cached = _FLOPS.get(key)
+    if cached is None:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from sweep.models.build import meta_module
+
+        anatomy = anatomy_of(key)
+        net = meta_module(anatomy.entry).requires_grad_(False)  # the counter's module tracker
+        modules = dict(net.named_modules())                      # trips over leaf inputs otherwise
+        counter = FlopCounterMode(display=False)
+        seen: dict[int, float] = {}
+        handles = []
+        for b in anatomy.blocks:
+            site = b.sites[anatomy.default_site]
+
+            def hook(*_, index=b.index):
+                seen.setdefault(index, float(counter.get_total_flops()))
+
+            handles.append(modules[site.module].register_forward_hook(hook))
+        size = anatomy.preprocess.input_size
+        try:
+            with counter, torch.no_grad():
+                net(torch.empty(1, 3, size, size, device="meta"))
+        finally:
+            for h in handles:
+                h.remove()
+        cached = _FLOPS[key] = tuple(seen[b.index] for b in anatomy.blocks)
+    return cached
+
+
+_FLOPS: dict[str, tuple[float, ...]] = {}
+
+
+def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
+    """Per model: layers, batches, features, and the estimated compute of the plan.
+
+    Cost model: each feature runs `iterations` steps on `copies` images; a step is one forward to
+    the hooked block plus an input gradient, counted as 3x the forward FLOPs.
+    """
+    recipe = config.recipe
+    out: dict[str, dict] = {}
+    for t in tasks:
+        row = out.setdefault(t.batch.model, {"model": t.batch.model, "layers": set(), "batches": 0,
+                                             "features": 0, "tflop": 0.0})
+        row["layers"].add(t.batch.layer)
+        row["batches"] += 1
+        row["features"] += len(t.batch.features)
+        row["tflop"] += 3 * t.cost * recipe.copies * recipe.iterations / 1e12
+    for row in out.values():
+        row["layers"] = len(row["layers"])
+    return list(out.values())
+
+
+def model_choices() -> str:
+    return choices([e.key for e in ENTRIES], limit=200)
