@@ -1,0 +1,34 @@
+"""Shared assertions for sweep tests: the stored results hold the plan exactly once."""
+
+import io
+
+import pandas as pd
+from PIL import Image
+
+from sweep.plan import expand
+
+
+def planned_triples(config):
+    return {tr for t in expand(config) for tr in t.triples()}
+
+
+def stored(root, storage_options=None) -> pd.DataFrame:
+    df = pd.read_parquet(f"{root}/features", storage_options=storage_options)
+    df["model"] = df["model"].astype(str)
+    return df
+
+
+def assert_exactly_once(config, fs=None, storage_options=None):
+    """Every planned triple appears once, nothing else appears, and every ok row's PNG decodes."""
+    df = stored(config.out, storage_options)
+    keys = list(zip(df["model"], df["layer"], df["site"], df["feature"]))
+    assert len(keys) == len(set(keys)), "duplicated results"
+    assert set(keys) == planned_triples(config)
+    for path in df.loc[df["status"] == "ok", "image_path"]:
+        if fs is None:
+            data = open(f"{config.out}/{path}", "rb").read()
+        else:
+            data = fs.cat_file(f"{config.out}/{path}")
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    return df

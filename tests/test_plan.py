@@ -1,0 +1,106 @@
+"""Sweep configs and plans, without Ray: expansion, feature selection, presets, the dispatcher."""
+
+import pytest
+
+from sweep.distributed import Dispatcher
+from sweep.errors import SweepError
+from sweep.plan import FeatureSelection, SweepConfig, Task, expand, plan_summary
+
+
+def test_smoke_preset_expands_deterministically(tmp_path):
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path)})
+    tasks = expand(cfg)
+    assert [t.key for t in tasks] == [t.key for t in expand(cfg)]
+    triples = [tr for t in tasks for tr in t.triples()]
+    assert len(triples) == len(set(triples)) == 2 * 3 * 4
+    assert all(len(t.batch.features) == 2 for t in tasks)
+    assert {t.batch.model for t in tasks} == {"dev/vit-micro", "dev/deit-micro-distilled"}
+    assert all(t.cost > 0 for t in tasks)
+
+
+def test_skip_removes_done_triples(tmp_path):
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path)})
+    done = {("dev/vit-micro", 0, "mlp", 0), ("dev/vit-micro", 0, "mlp", 1), ("dev/vit-micro", 1, "mlp", 3)}
+    left = [tr for t in expand(cfg, skip=done) for tr in t.triples()]
+    assert len(left) == 24 - 3 and not done & set(left)
+
+
+def test_paper_preset_and_summary(tmp_path):
+    cfg = SweepConfig.from_dict({"preset": "paper", "out": str(tmp_path), "features": {"count": 2}})
+    rows = {r["model"]: r for r in plan_summary(cfg, expand(cfg))}
+    assert len(rows) == 38 + 7 + 2
+    assert rows["vit_base_patch16_224.orig_in21k"]["features"] == 12 * 2
+    # ViT-B/16 at 384 costs more than at 224 (more tokens), per feature
+    assert rows["deit_base_patch16_384.fb_in1k"]["tflop"] > 3 * rows["deit_base_patch16_224.fb_in1k"]["tflop"]
+
+
+def test_feature_selection_modes():
+    assert FeatureSelection("all").pick(5, "m", 0) == [0, 1, 2, 3, 4]
+    assert FeatureSelection("first", count=3).pick(100, "m", 0) == [0, 1, 2]
+    assert FeatureSelection("first", count=30).pick(4, "m", 0) == [0, 1, 2, 3]
+    assert FeatureSelection("list", indices=(7, 2)).pick(10, "m", 0) == [7, 2]
+    s = FeatureSelection("sample", count=5, seed=1)
+    a, b = s.pick(3072, "m", 3), s.pick(3072, "m", 3)
+    assert a == b and len(set(a)) == 5 and a == sorted(a)
+    assert s.pick(3072, "m", 4) != a and FeatureSelection("sample", count=5, seed=2).pick(3072, "m", 3) != a
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"models": ["nope"]}, "unknown model 'nope'"),
+    ({"models": []}, "names no models"),
+    ({"preset": "everything"}, "unknown preset 'everything'; allowed: paper, smoke"),
+    ({"models": ["dev/vit-micro"], "layerz": [1]}, "unknown key(s) in sweep config: layerz"),
+    ({"models": ["dev/vit-micro"], "layers": [5]}, "layer 5 out of range"),
+    ({"models": ["dev/vit-micro"], "features": {"mode": "list", "indices": [99]}}, "feature 99 out of range"),
+    ({"models": ["dev/vit-micro"], "features": {"mode": "best"}}, "unknown feature mode 'best'"),
+    ({"models": ["dev/vit-micro"], "recipe": {"stepz": 3}}, "unknown key(s) in recipe: stepz"),
+    ({"models": ["dev/vit-micro"], "site": "q", "layers": [0], "features": {"count": 1}}, None),
+])
+def test_bad_configs_fail_at_planning(tmp_path, data, message):
+    def plan():
+        return expand(SweepConfig.from_dict({"out": str(tmp_path), **data}))
+    if message is None:
+        assert len(plan()) == 1
+        return
+    with pytest.raises(SweepError) as err:
+        plan()
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_yaml_config(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("preset: smoke\nout: %s\nfeatures: {mode: sample, count: 2, seed: 3}\n" % (tmp_path / "r"))
+    cfg = SweepConfig.from_yaml(str(path))
+    assert cfg.features.mode == "sample" and cfg.weights == "random" and cfg.recipe.steps == 4
+    assert SweepConfig.from_yaml(str(path), out="elsewhere").out == "elsewhere"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("out: [unclosed\n")
+    with pytest.raises(SweepError, match="cannot read sweep config"):
+        SweepConfig.from_yaml(str(bad))
+
+
+def _task(model, n, cost):
+    from sweep.batch import Batch
+
+    return [Task(Batch(model, i, "mlp", (0,)), cost) for i in range(n)]
+
+
+def test_dispatcher_keeps_models_and_shares_big_ones():
+    tasks = _task("big", 8, 10.0) + _task("small", 2, 1.0)
+    d = Dispatcher(tasks)
+    got = [d.next(None), d.next(None)]
+    # Two idle workers both go to the big model: its pending cost per worker is still the largest.
+    assert [t.batch.model for t in got] == ["big", "big"]
+    got.append(d.next("small"))  # a worker that has 'small' loaded keeps it while it lasts
+    assert got[-1].batch.model == "small"
+    while (t := d.next("big")) is not None:  # then everything drains, each task exactly once
+        got.append(t)
+    assert len(d) == 0 and sorted(t.key for t in got) == sorted(t.key for t in tasks)
+
+
+def test_dispatcher_put_back_goes_first():
+    tasks = _task("m", 3, 1.0)
+    d = Dispatcher(tasks)
+    t = d.next(None)
+    d.put_back(t)
+    assert d.next("m") is t

@@ -1,0 +1,142 @@
+"""The distributed sweep on a real local Ray instance: resume, worker deaths, failures, bad configs."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import ray
+import torch
+
+from sweep.distributed import run_sweep
+from sweep.errors import SweepError
+from sweep.models.build import build
+from sweep.models.zoo import get_entry
+from sweep.plan import SweepConfig
+from sweep_checks import assert_exactly_once, stored
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def smoke(out, **over):
+    base = {"preset": "smoke", "out": str(out), "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}
+    return SweepConfig.from_dict({**base, **over})
+
+
+def part_files(root):
+    return sorted(p for p in (root / "features").rglob("*.parquet"))
+
+
+def test_sweep_then_rerun_does_nothing(tmp_path):
+    cfg = smoke(tmp_path)
+    report = run_sweep(cfg, progress=False)
+    assert (report.done, report.failed, report.skipped) == (24, 0, 0)
+    df = assert_exactly_once(cfg)
+    assert (df["status"] == "ok").all() and df["act_final"].notna().all()
+    manifests = list((tmp_path / "runs").glob("*/manifest.json"))
+    assert len(manifests) == 1 and '"status": "finished"' in manifests[0].read_text()
+    assert (manifests[0].parent / "driver.log").stat().st_size > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in part_files(tmp_path)}
+    again = run_sweep(cfg, progress=False)
+    assert (again.done, again.skipped) == (0, 24)
+    assert {p: p.stat().st_mtime_ns for p in part_files(tmp_path)} == mtimes
+
+
+def test_interrupted_sweep_resumes_without_recompute_or_duplicates(tmp_path):
+    cfg = smoke(tmp_path)
+    first = run_sweep(cfg, max_batches=5, progress=False)  # stops after 5 of 12 batches
+    assert first.done == 10
+    before = {p: p.stat().st_mtime_ns for p in part_files(tmp_path)}
+    rest = run_sweep(cfg, progress=False)
+    assert (rest.done, rest.skipped) == (14, 10)
+    after = {p: p.stat().st_mtime_ns for p in part_files(tmp_path)}
+    assert all(after[p] == t for p, t in before.items()), "a finished batch was recomputed"
+    assert len(after) == 12
+    assert_exactly_once(cfg)
+
+
+def _worker_pids():
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::SweepWorker" in line]
+
+
+def test_workers_killed_mid_sweep_lose_and_duplicate_nothing(tmp_path):
+    cfg = smoke(tmp_path, models=["dev/vit-micro"], features={"mode": "first", "count": 8},
+                recipe={"steps": 60, "jitter": 4})
+    kills = []
+
+    def killer():
+        deadline = time.time() + 240
+        for wanted_parts in (2, 6):
+            while time.time() < deadline:
+                pids = _worker_pids()
+                if len(part_files(tmp_path)) >= wanted_parts and pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    kills.append(pids[0])
+                    time.sleep(1.0)
+                    break
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    report = run_sweep(cfg, progress=False)
+    thread.join(timeout=5)
+    assert len(kills) == 2, "the test could not kill two workers mid-sweep"
+    assert report.worker_failures >= 1
+    assert report.failed == 0 and report.done == 24
+    assert_exactly_once(cfg)
+
+
+def test_repeatedly_failing_features_are_recorded_and_the_sweep_goes_on(tmp_path):
+    net = build(get_entry("dev/vit-micro"), "random")
+    nan_weights = {k: torch.full_like(v, float("nan")) if k.startswith("blocks.1.") else v
+                   for k, v in net.state_dict().items()}
+    torch.save(nan_weights, tmp_path / "nan.pt")
+    cfg = smoke(tmp_path / "out", models=["dev/vit-micro"], weights=str(tmp_path / "nan.pt"), max_attempts=2)
+    report = run_sweep(cfg, progress=False)
+    df = assert_exactly_once(cfg)
+    failed = df[df["status"] == "failed"]
+    assert set(failed["layer"]) == {1, 2} and len(failed) == 8 and report.failed == 8
+    assert failed["error"].str.contains("non-finite").all()
+    assert (df.loc[df["layer"] == 0, "status"] == "ok").all()
+    assert report.retries >= 8  # each failed feature was tried max_attempts = 2 times
+
+
+def test_force_recomputes_in_place(tmp_path):
+    cfg = smoke(tmp_path, models=["dev/vit-micro"], layers=[0])
+    run_sweep(cfg, progress=False)
+    first = stored(tmp_path)
+    again = run_sweep(cfg, force=True, progress=False)
+    assert again.done == 4 and again.skipped == 0
+    second = assert_exactly_once(cfg)
+    assert (second["created_at"].min() > first["created_at"].max())
+
+
+def test_different_recipe_in_same_root_is_refused(tmp_path):
+    run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0]), progress=False)
+    with pytest.raises(SweepError, match="different recipe or weights"):
+        run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0], recipe={"steps": 5}), progress=False)
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"layers": []}, "the sweep plan is empty"),
+    ({"models": ["vit_huge_nope"]}, "unknown model 'vit_huge_nope'"),
+])
+def test_bad_configs_fail_before_any_work(tmp_path, over, message):
+    with pytest.raises(SweepError, match=message):
+        run_sweep(smoke(tmp_path / "r", **over), progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_root_fails_before_any_work(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SweepError, match="is not writable") as err:
+        run_sweep(smoke(tmp_path / "a-file" / "results"), progress=False)
+    assert "\n" not in str(err.value)
