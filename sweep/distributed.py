@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from sweep.batch import Batch, BatchRunner, failure_rows, library_versions
 from sweep.errors import SweepError, one_line
-from sweep.outputs import atomic_write, features_dir, open_root, parquet_bytes
+from sweep.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
 from sweep.plan import SweepConfig, Task, expand, plan_summary
 from sweep.recipe import config_hash
 from sweep.results import drop_triples, read_index
@@ -227,10 +227,12 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
     opts = {"num_gpus": gpus, "num_cpus": config.resources.num_cpus}
     workers = [SweepWorker.options(**opts).remote(config.out, config.storage_options, config.features_per_pass)
                for _ in range(n_workers)]
-    infos = ray.get([w.info.remote() for w in workers])
-    report.workers = infos
-    log.info("%d workers (%s GPU, %s CPU each): %s", n_workers, gpus, config.resources.num_cpus,
-             ", ".join(f"pid {i['pid']} gpus {i['gpu_ids']}" for i in infos))
+    log.info("%d workers requested (%s GPU, %s CPU each); on an autoscaling cluster they start as nodes "
+             "come up", n_workers, gpus, config.resources.num_cpus)
+    if len(ray.nodes()) > 1 and is_local(fs):
+        log.warning("the results root %s is a local path on a multi-node cluster: each node writes to its own "
+                    "disk unless the path is shared storage", config.out)
+    seen_workers: dict[str, dict] = {}
     dispatcher = Dispatcher(tasks)
     attempts: collections.Counter[Triple] = collections.Counter()
     deaths: collections.Counter[str] = collections.Counter()
@@ -295,6 +297,10 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
                 retry_or_fail(task, {f: f"{type(cause).__name__}: {one_line(cause, 300)}"
                                      for f in task.batch.features})
             else:
+                if out["worker"]["actor_id"] not in seen_workers:
+                    seen_workers[out["worker"]["actor_id"]] = out["worker"]
+                    log.info("worker %d: pid %s on node %s, GPUs %s, device %s", i, out["worker"]["pid"],
+                             out["worker"]["node_id"][:8], out["worker"]["gpu_ids"], out["worker"]["device"])
                 report.done += len(out["done"])
                 stats = report.per_model[model]
                 stats["done"] += len(out["done"])
@@ -307,6 +313,7 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
             for j in range(n_workers):  # a put-back batch may wake an idle worker
                 if j not in {k for k, _ in inflight.values()}:
                     submit(j)
+    report.workers = list(seen_workers.values())
     for w in workers:
         ray.kill(w)
 

@@ -95,7 +95,7 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     try:
         if parent:
             fs.makedirs(parent, exist_ok=True)
-        if "file" in _protocols(fs):
+        if is_local(fs):
             tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
             with fs.open(tmp, "wb") as fh:
                 fh.write(data)
@@ -109,9 +109,10 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         raise SweepError(f"cannot write {path!r}: {one_line(exc)}") from None
 
 
-def _protocols(fs) -> tuple[str, ...]:
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether paths of `fs` are on this machine's disk (so rename is atomic, and not shared)."""
     proto = fs.protocol
-    return (proto,) if isinstance(proto, str) else tuple(proto)
+    return "file" in ((proto,) if isinstance(proto, str) else tuple(proto))
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

@@ -1,0 +1,34 @@
+"""Two Ray nodes with fake GPUs: every actor holds its own GPU, and the plan is done exactly once."""
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from sweep.distributed import run_sweep
+from sweep.plan import SweepConfig
+from sweep_checks import assert_exactly_once
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "num_gpus": 2, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, num_gpus=2)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_gpu_pinned_workers_on_two_nodes(two_node_cluster, tmp_path):
+    assert ray.cluster_resources()["GPU"] == 4
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path),
+                                 "resources": {"num_gpus": 1, "num_cpus": 0.25}})
+    report = run_sweep(cfg, progress=False)
+    slots = [(w["node_id"], tuple(w["gpu_ids"])) for w in report.workers]
+    assert len(slots) == 4, "one worker per GPU"
+    assert all(len(g) == 1 for _, g in slots), "each worker holds exactly one GPU"
+    assert len(set(slots)) == 4, "no GPU is shared"
+    assert len({n for n, _ in slots}) == 2, "both nodes work"
+    assert report.done == 24 and report.failed == 0
+    assert_exactly_once(cfg)
