@@ -28,6 +28,17 @@ from sweep.render import render, seeds_for
 from sweep.batch import resolve_device
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def step_times(net, anatomy, block, features, recipe, device, per_pass=None) -> list[float]:
     """Wall seconds of each loop iteration after the first (warm-up)."""
     stamps = []
@@ -76,7 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", help="append results to this CSV (e.g. benchmarks/results/step.csv)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
     rows = []
     for model in args.models:

@@ -75,6 +75,8 @@ def connect_ray(address: str | None = None) -> None:
     """Attach to a running cluster (address, RAY_ADDRESS, or one on this machine), else start local Ray."""
     import os
 
+    # Ray's usage statistics phone home; this tool sends nothing anywhere unless asked to.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():

@@ -37,7 +37,7 @@ def ray_head():
                     "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=180)
     try:
-        yield f"http://127.0.0.1:{dash}"
+        yield f"http://127.0.0.1:{dash}", os.environ["RAY_AUTH_TOKEN"]
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         for key, value in saved.items():
@@ -51,7 +51,9 @@ def test_submit_smoke_job(ray_head, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     out = tmp_path / "smoke"
-    client = JobSubmissionClient(ray_head)
+    address, token = ray_head
+    # The token goes in the header explicitly: Ray reads RAY_AUTH_MODE once, when it is imported.
+    client = JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"})
     job = client.submit_job(
         entrypoint=f"{sys.executable} {REPO / 'jobs' / 'all_models.py'} --preset smoke --out {out} --quiet",
         runtime_env={"env_vars": {k: os.environ[k] for k in (
@@ -79,3 +81,16 @@ def test_cluster_yaml_matches_ray_schema():
     assert types[config["head_node_type"]]["resources"] == {"CPU": 0}
     gpu = types["gpu_worker"]
     assert gpu["max_workers"] >= 1 and gpu["node_config"]["IamInstanceProfile"]["Name"]
+
+
+def test_kuberay_job_runs_the_same_job_and_image():
+    job = yaml.safe_load((REPO / "infra" / "rayjob.yaml").read_text())
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    assert job["kind"] == "RayJob" and "jobs/all_models.py" in job["spec"]["entrypoint"]
+    spec = job["spec"]["rayClusterSpec"]
+    images = {c["image"] for c in spec["headGroupSpec"]["template"]["spec"]["containers"]}
+    for group in spec["workerGroupSpecs"]:
+        images |= {c["image"] for c in group["template"]["spec"]["containers"]}
+        assert all(c["resources"]["limits"]["nvidia.com/gpu"] == 1 for c in group["template"]["spec"]["containers"])
+    assert images == {cluster["docker"]["image"]}
+    assert "FROM rayproject/ray:" + job["spec"]["rayClusterSpec"]["rayVersion"] in (REPO / "infra" / "Dockerfile").read_text()
