@@ -100,7 +100,11 @@ class SweepConfig:
         if preset is not None:
             if preset not in PRESETS:
                 raise SweepError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-            data = {**PRESETS[preset](), **{k: v for k, v in data.items() if v is not None}}
+            base = PRESETS[preset]()
+            given = {k: v for k, v in data.items() if v is not None}
+            # Nested sections merge key by key: `--steps 60` keeps the rest of the preset's recipe.
+            data = {**base, **given, **{k: {**base[k], **given[k]} for k in base
+                                        if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
         _check_keys("sweep config", data, cls)
         nested = {"features": FeatureSelection, "resources": Resources, "recipe": Recipe}
         for key, kind in nested.items():

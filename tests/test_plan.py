@@ -67,6 +67,13 @@ def test_bad_configs_fail_at_planning(tmp_path, data, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_preset_sections_merge_key_by_key(tmp_path):
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "recipe": {"steps": 9},
+                                 "resources": {"workers": 3}})
+    assert (cfg.recipe.steps, cfg.recipe.jitter) == (9, 4)
+    assert (cfg.resources.workers, cfg.resources.num_gpus) == (3, 0)
+
+
 def test_yaml_config(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text("preset: smoke\nout: %s\nfeatures: {mode: sample, count: 2, seed: 3}\n" % (tmp_path / "r"))

@@ -3,8 +3,10 @@
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -16,6 +18,8 @@ from sweep.models.build import build
 from sweep.models.zoo import get_entry
 from sweep.plan import SweepConfig
 from sweep_checks import assert_exactly_once, stored
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,6 +63,31 @@ def test_interrupted_sweep_resumes_without_recompute_or_duplicates(tmp_path):
     after = {p: p.stat().st_mtime_ns for p in part_files(tmp_path)}
     assert all(after[p] == t for p, t in before.items()), "a finished batch was recomputed"
     assert len(after) == 12
+    assert_exactly_once(cfg)
+
+
+def test_driver_interrupted_with_ctrl_c_then_resumed(tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "smoke", "--model", "dev/vit-micro", "--features", "8", "--steps", "60",
+            "--workers", "2", "--out", str(out), "--quiet"]
+    # The driver attaches to this test's Ray instance, as a job on a running cluster would.
+    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "all_models.py"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(part_files(out)) < 3 and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    log = driver.communicate(timeout=120)[0]
+    assert driver.returncode != 0, log[-2000:]
+    done_before = {p: p.stat().st_mtime_ns for p in part_files(out)}
+    assert 3 <= len(done_before) < 12, log[-2000:]
+    manifest = next((out / "runs").glob("*/manifest.json")).read_text()
+    assert '"status": "interrupted"' in manifest
+    cfg = smoke(out, models=["dev/vit-micro"], features={"mode": "first", "count": 8}, recipe={"steps": 60})
+    report = run_sweep(cfg, progress=False)
+    assert report.skipped == 2 * len(done_before) and report.done == 24 - report.skipped
+    after = {p: p.stat().st_mtime_ns for p in part_files(out)}
+    assert all(after[p] == t for p, t in done_before.items()), "a finished batch was recomputed"
     assert_exactly_once(cfg)
 
 

@@ -1,6 +1,11 @@
 """The sweep against a real S3-protocol server on loopback (moto's server), read back with pandas."""
 
+import os
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -58,6 +63,37 @@ def test_missing_bucket_fails_before_any_work(s3_endpoint):
     with pytest.raises(SweepError, match="results root 's3://no-such-bucket/run' is not writable") as err:
         run_sweep(cfg, progress=False)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def strict_s3_endpoint():
+    """A second moto server that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT=0)."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_bad_credentials_fail_before_any_work(strict_s3_endpoint, tmp_path):
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": "s3://results/run",
+                                 "storage_options": {"key": "wrong", "secret": "wrong", "client_kwargs": {
+                                     "endpoint_url": strict_s3_endpoint, "region_name": "us-east-1"}}})
+    with pytest.raises(SweepError) as err:
+        run_sweep(cfg, progress=False)
+    message = str(err.value)
+    assert "is not writable" in message and "Access Key Id you provided does not exist" in message
+    assert "\n" not in message
 
 
 def test_unreachable_endpoint_fails_before_any_work():
