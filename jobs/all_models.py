@@ -26,6 +26,10 @@ def main(argv=None) -> int:
     except SweepError as exc:
         print(f"all_models.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("all_models.py: interrupted; finished batches are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

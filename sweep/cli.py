@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sweep: interrupted; finished batches are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import ray
 from tqdm.auto import tqdm
 
-from sweep.batch import Batch, BatchRunner, failure_rows, library_versions
+from sweep.batch import (Batch, BatchRunner, check_batch, failure_rows, library_versions, visualization_hash,
+                         weights_label)
 from sweep.errors import SweepError, one_line
 from sweep.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
 from sweep.plan import SweepConfig, Task, expand, plan_summary
@@ -112,8 +113,12 @@ class SweepReport:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in (header, *rows))
 
 
-def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple], object, str, dict]:
-    """Everything that can fail before work starts: plan, root access, existing results."""
+def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple], object, str, int]:
+    """Everything that can fail before work starts: plan, root access, existing results.
+
+    Returns the tasks still to do, the triples already done, the filesystem and root, and the
+    number of old rows removed for --force.
+    """
     full = expand(config)
     if not full:
         raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
@@ -127,28 +132,27 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
     except Exception as exc:
         raise SweepError(f"results root {config.out!r} is not writable: {one_line(exc)}") from None
     index = read_index(fs, root)
-    planned = {tr: t.batch for t in full for tr in t.triples()}
-    existing = {}
-    for row in index.itertuples(index=False):
-        existing[(row.model, int(row.layer), row.site, int(row.feature))] = row.config_hash
-    wanted_hash = {tr: _hash_of(b) for tr, b in planned.items()}
-    clash = [tr for tr in planned if tr in existing and existing[tr] != wanted_hash[tr]]
+    wanted_hash = {}
+    for t in full:
+        h = _hash_of(t.batch)
+        wanted_hash.update((tr, h) for tr in t.triples())
+    existing = {(row.model, int(row.layer), row.site, int(row.feature)): row.config_hash
+                for row in index.itertuples(index=False)}
+    clash = [tr for tr, h in wanted_hash.items() if tr in existing and existing[tr] != h]
     if clash and not force:
         m, layer, site, f = clash[0]
         raise SweepError(f"{len(clash)} planned result(s) already exist under {config.out!r} with a different "
                          f"recipe or weights (e.g. {m} layer {layer} {site} {f}); use another --out, or --force "
                          "to replace them")
-    done = {tr for tr in planned if tr in existing}
-    counts = {"removed": 0}
+    done = {tr for tr in wanted_hash if tr in existing}
+    removed = 0
     if force and done:
-        counts["removed"] = drop_triples(fs, index, done)
+        removed = drop_triples(fs, index, done)
         done = set()
-    return expand(config, skip=done), done, fs, root, counts
+    return expand(config, skip=done), done, fs, root, removed
 
 
 def _hash_of(batch: Batch) -> str:
-    from sweep.batch import check_batch, visualization_hash, weights_label
-
     anatomy, site, recipe = check_batch(batch)
     return visualization_hash(anatomy.entry.key, weights_label(batch.weights, anatomy.entry.tag), batch.layer,
                               site, batch.base_seed, recipe)
@@ -171,27 +175,24 @@ def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
     return max(1, min(n, n_tasks)), gpus
 
 
-def run_sweep(config: SweepConfig, *, force: bool = False, dry_run: bool = False,
-              max_batches: int | None = None, progress: bool = True) -> SweepReport:
-    """Run (or, with dry_run, only plan) a sweep; returns its report.
+def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | None = None,
+              progress: bool = True) -> SweepReport:
+    """Run a sweep on the Ray instance this process is connected to; returns its report.
 
     max_batches stops after that many batches (to try a config; the rest resumes on a re-run).
     """
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    tasks, skipped, fs, root, counts = preflight(config, force)
+    tasks, skipped, fs, root, removed = preflight(config, force)
     report = SweepReport(run_id, planned=sum(len(t.batch.features) for t in tasks) + len(skipped),
                          skipped=len(skipped))
     summary = plan_summary(config, tasks)
+    stats = {"planned": 0, "skipped": 0, "done": 0, "failed": 0, "batches": 0, "seconds": 0.0}
     for row in summary:
-        report.per_model[row["model"]] = {"planned": row["features"], "skipped": 0, "done": 0, "failed": 0,
-                                          "batches": 0, "seconds": 0.0}
+        report.per_model[row["model"]] = {**stats, "planned": row["features"]}
     for m, *_ in skipped:
-        report.per_model.setdefault(m, {"planned": 0, "skipped": 0, "done": 0, "failed": 0, "batches": 0,
-                                        "seconds": 0.0})
-        report.per_model[m]["skipped"] += 1
-        report.per_model[m]["planned"] += 1
-    if dry_run:
-        return report
+        model = report.per_model.setdefault(m, dict(stats))
+        model["skipped"] += 1
+        model["planned"] += 1
     if max_batches is not None:
         tasks = tasks[:max_batches]
     if not tasks:
@@ -201,7 +202,7 @@ def run_sweep(config: SweepConfig, *, force: bool = False, dry_run: bool = False
     handler, log_path = _file_log()
     manifest = {"run_id": run_id, "config": config.to_dict(), "config_hash": config_hash(config.to_dict()),
                 "versions": library_versions(), "started_at": _now(), "status": "running", "force": force,
-                "removed_for_force": counts["removed"], "plan": summary}
+                "removed_for_force": removed, "plan": summary}
     _write_json(fs, root, run_id, manifest)
     try:
         _dispatch(config, tasks, fs, root, report, progress)

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from sweep.batch import Batch, check_batch
-from sweep.errors import SweepError, choices
+from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.zoo import ENTRIES
 from sweep.recipe import Recipe, config_hash
@@ -260,5 +260,3 @@ def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
     return list(out.values())
 
 
-def model_choices() -> str:
-    return choices([e.key for e in ENTRIES], limit=200)

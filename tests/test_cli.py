@@ -1,6 +1,5 @@
 """The command line end to end: outputs on disk, read back with pandas; errors as one line, exit 2."""
 
-import io
 import json
 import subprocess
 import sys
