@@ -8,10 +8,8 @@ starts local Ray otherwise. Every option of `sweep run` applies; see --help.
 """
 
 import argparse
-import sys
 
-from sweep.cli import add_run_arguments, cmd_run, setup_logging
-from sweep.errors import SweepError
+from sweep.cli import add_run_arguments, cmd_run, guarded, setup_logging
 
 
 def main(argv=None) -> int:
@@ -21,15 +19,7 @@ def main(argv=None) -> int:
     setup_logging("INFO")
     if args.out is None and args.config is None:
         args.out = "results/" + (args.preset or "sweep")
-    try:
-        return cmd_run(args)
-    except SweepError as exc:
-        print(f"all_models.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("all_models.py: interrupted; finished batches are saved, run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    return guarded("all_models.py", cmd_run, args)
 
 
 if __name__ == "__main__":

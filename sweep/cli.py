@@ -240,19 +240,24 @@ def setup_logging(level: str) -> None:
         handler.addFilter(_not_library_chatter)
 
 
+def guarded(prog: str, func, args) -> int:
+    """Run a command: user errors become one line and exit 2, Ctrl-C exits 130 with a resume hint."""
+    try:
+        return func(args)
+    except SweepError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished batches are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        return args.func(args)
-    except SweepError as exc:
-        print(f"sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sweep: interrupted; finished batches are saved, run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    return guarded("sweep", args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

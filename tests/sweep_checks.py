@@ -1,6 +1,7 @@
 """Shared assertions for sweep tests: the stored results hold the plan exactly once."""
 
 import io
+import socket
 
 import pandas as pd
 from PIL import Image
@@ -32,3 +33,10 @@ def assert_exactly_once(config, fs=None, storage_options=None):
         with Image.open(io.BytesIO(data)) as im:
             im.load()
     return df
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

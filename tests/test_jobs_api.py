@@ -3,7 +3,6 @@ and cluster.yaml checked against Ray's cluster-config schema."""
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,10 @@ import pytest
 import yaml
 
 from sweep.plan import SweepConfig
-from sweep_checks import assert_exactly_once
+from sweep_checks import assert_exactly_once, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

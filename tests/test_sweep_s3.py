@@ -16,13 +16,7 @@ from moto.server import ThreadedMotoServer
 from sweep.distributed import run_sweep
 from sweep.errors import SweepError
 from sweep.plan import SweepConfig
-from sweep_checks import assert_exactly_once
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sweep_checks import assert_exactly_once, free_port
 
 
 @pytest.fixture(scope="module")
