@@ -1,0 +1,158 @@
+"""The ablations on Ray Data: list -> decode and condition (CPU tasks) -> classify (actor pool) -> Parquet.
+
+Output per model: `ablations/experiment=<e>/model=<m>/part-NNNNN.parquet` (one row per image and
+condition, see `sweep.ablations.ROW_SCHEMA`) and `_summary.json`, written last: a model whose summary
+exists is done and is skipped on a re-run; a model without one is redone from scratch (its partial
+parts are removed first), so rows are never duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+import pandas as pd
+import ray
+
+from sweep.ablations import ROW_SCHEMA, Classifier, ModelSpec, conditions_of, prepare_batch, registry_model, summarize
+from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
+from sweep.errors import SweepError
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
+
+log = logging.getLogger(__name__)
+
+DATA_KINDS = ("train_boxes", "val_solution", "val_devkit")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the images and their labels (and boxes) are."""
+
+    kind: str = "train_boxes"
+    root: str = ""
+    boxes: str | None = None          # train_boxes: the VOC XML folder
+    solution: str | None = None       # val_solution: LOC_val_solution.csv
+    ground_truth: str | None = None   # val_devkit: ILSVRC2012_validation_ground_truth.txt
+    meta: str | None = None           # val_devkit: meta.mat
+    limit: int | None = None
+
+    def listing(self, experiment: str, storage_options: dict | None = None) -> Listing:
+        if self.kind not in DATA_KINDS:
+            raise SweepError(f"unknown data kind {self.kind!r}; allowed: {', '.join(DATA_KINDS)}")
+        need = {"train_boxes": ("root", "boxes"), "val_solution": ("root", "solution"),
+                "val_devkit": ("root", "ground_truth", "meta")}[self.kind]
+        missing = [n for n in need if not getattr(self, n)]
+        if missing:
+            raise SweepError(f"data kind {self.kind} needs {', '.join(missing)}")
+        if experiment == "foreground_background" and self.kind == "val_devkit":
+            raise SweepError("the foreground/background experiment needs boxes: use train_boxes or val_solution")
+        if self.kind == "train_boxes":
+            return train_with_boxes(self.root, self.boxes, storage_options, self.limit)
+        if self.kind == "val_solution":
+            return val_from_solution(self.root, self.solution, storage_options, self.limit,
+                                     with_boxes_only=experiment == "foreground_background")
+        return val_from_devkit(self.root, self.ground_truth, self.meta, storage_options, self.limit)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    experiment: str
+    out: str
+    data: DataSpec
+    models: tuple[str, ...] = ()
+    conditions: tuple[str, ...] | None = None
+    weights: str = "pretrained"
+    batch_size: int = 32
+    actors: int | None = None        # classifier actors; default: one per GPU, else 1
+    actor_cpus: float = 0.5          # fractional, so that decode tasks keep CPUs (a full pool hangs)
+    rows_per_part: int = 100_000
+    storage_options: dict = field(default_factory=dict, hash=False)
+
+
+def model_dir(config: AblationConfig, model: str) -> str:
+    return f"ablations/experiment={config.experiment}/model={partition_value(model)}"
+
+
+def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, force: bool = False) -> dict:
+    """Run the experiment for every model; returns {model: summary}. Validates everything first."""
+    conditions = conditions_of(config.experiment, config.conditions)
+    specs = specs or [registry_model(m, config.weights) for m in config.models]
+    if not specs:
+        raise SweepError("no models to evaluate")
+    fs, root = open_root(config.out, config.storage_options)
+    listing = config.data.listing(config.experiment, config.storage_options)
+    if not listing.records:
+        raise SweepError(f"no usable images found under {config.data.root!r} "
+                         f"({len(listing.problems)} problem(s), e.g. {listing.problems[:1]})")
+    for p in listing.problems:
+        log.warning("skipped %s (%s): %s", p["path"], p["stage"], p["error"])
+    results = {}
+    for spec in specs:
+        out_dir = posixpath.join(root, model_dir(config, spec.name))
+        marker = posixpath.join(out_dir, "_summary.json")
+        if fs.exists(marker) and not force:
+            log.info("%s: already done (%s), skipping", spec.name, marker)
+            results[spec.name] = json.loads(fs.cat_file(marker))
+            continue
+        if fs.exists(out_dir):
+            fs.rm(out_dir, recursive=True)
+        results[spec.name] = _run_model(config, spec, conditions, listing, fs, out_dir)
+    return results
+
+
+def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_dir: str) -> dict:
+    size = _input_size(spec)
+    cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = 1.0 if cluster_gpus else 0.0
+    actors = config.actors or max(1, cluster_gpus)
+    started = dt.datetime.now(dt.timezone.utc)
+    records = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in listing.records]
+    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // 8, 200)))
+    ds = ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
+        "experiment": config.experiment, "conditions": conditions, "size": size,
+        "storage_options": config.storage_options})
+    ds = ds.map_batches(Classifier, fn_constructor_args=(spec,), batch_size=config.batch_size,
+                        concurrency=actors, num_gpus=gpus, num_cpus=config.actor_cpus)
+    parts, pending, seen = 0, [], []
+    for batch in ds.iter_batches(batch_format="pandas", batch_size=config.rows_per_part):
+        pending.append(batch)
+        if sum(len(b) for b in pending) >= config.rows_per_part:
+            parts += _write_part(fs, out_dir, parts, pending, seen)
+            pending = []
+    if pending:
+        parts += _write_part(fs, out_dir, parts, pending, seen)
+    rows = pd.concat(seen, ignore_index=True) if seen else pd.DataFrame(columns=[f.name for f in ROW_SCHEMA])
+    expected = len(records) * len(conditions)
+    if len(rows) != expected:
+        raise SweepError(f"{spec.name}: {len(rows)} result rows, expected {expected} "
+                         f"({len(records)} images x {len(conditions)} conditions)")
+    summary = {"model": spec.name, "experiment": config.experiment, "conditions": conditions,
+               "data": dataclasses.asdict(config.data), "weights": config.weights, "input_size": size,
+               "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+               "listing_problems": listing.problems, "parts": parts, **summarize(rows)}
+    atomic_write(fs, posixpath.join(out_dir, "_summary.json"), json.dumps(summary, indent=2).encode())
+    log.info("%s: %d images (%d corrupt), %s", spec.name, len(records), summary["corrupt_images"],
+             ", ".join(f"{c} top-5 {v['top5']:.2f}" for c, v in summary["conditions"].items()))
+    return summary
+
+
+def _write_part(fs, out_dir: str, index: int, frames: list[pd.DataFrame], seen: list) -> int:
+    frame = pd.concat(frames, ignore_index=True)[[f.name for f in ROW_SCHEMA]]
+    frame["error"] = frame["error"].where(frame["error"] != "", None)
+    seen.append(frame[["image_id", "condition", "status", "correct1", "correct5", "loss"]])
+    atomic_write(fs, posixpath.join(out_dir, f"part-{index:05d}.parquet"), frame_parquet_bytes(frame, ROW_SCHEMA))
+    return 1
+
+
+def _input_size(spec: ModelSpec) -> int:
+    from sweep.models.anatomy import anatomy_of
+
+    try:
+        return anatomy_of(spec.name).preprocess.input_size
+    except SweepError:
+        _, pre = spec.factory()  # a custom model: ask it
+        return pre.input_size

@@ -1,0 +1,1 @@
+"""Datasets the experiments read: ImageNet folders, box annotations, ground truth."""
