@@ -158,3 +158,40 @@ def test_bad_inputs(tmp_path):
         registry_model("ViT-B/32")
     with pytest.raises(SweepError, match="no ImageNet-1k head"):
         registry_model("B_16")
+
+
+def test_job_with_a_zoo_model(tmp_path):
+    """jobs/ablations.py end to end with a real zoo classifier (random weights), attached to local Ray."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = fx.make_train(tmp_path)
+    job = Path(__file__).resolve().parents[1] / "jobs" / "ablations.py"
+    cmd = [sys.executable, str(job), "--experiment", "foreground_background", "--train", data["train"],
+           "--boxes", data["boxes"], "--models", "MobileNetV2", "--weights", "random", "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mobilenet_v2.tv_in1k: 72 rows, 1 corrupt image(s), 2 listing problem(s)" in proc.stdout
+    rows = pd.read_parquet(tmp_path / "o" / "ablations")
+    assert len(rows) == 75 and set(rows["model"].astype(str)) == {"mobilenet_v2.tv_in1k"}
+    ok = rows[rows["status"] == "ok"]
+    assert ok["top5"].map(len).eq(5).all() and ok["loss"].notna().all()
+
+
+def test_devkit_ground_truth(tmp_path):
+    from scipy.io import savemat
+
+    from sweep.data.imagenet import val_from_devkit
+
+    data = fx.make_val(tmp_path)
+    # The devkit numbers classes by ILSVRC2012_ID, an order unlike the sorted wnids: reverse it here.
+    ids = {w: 1000 - i for i, w in enumerate(fx.imagenet_synsets())}
+    synsets = np.array([(ids[w], w) for w in fx.imagenet_synsets()],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+    savemat(tmp_path / "meta.mat", {"synsets": synsets})
+    labels = [s.label for s in data["samples"]] + [5]  # one more line than images: reported missing
+    (tmp_path / "gt.txt").write_text("\n".join(str(ids[fx.WNIDS[y]]) for y in labels) + "\n")
+    listing = val_from_devkit(data["val"], str(tmp_path / "gt.txt"), str(tmp_path / "meta.mat"))
+    assert [r["label"] for r in listing.records] == labels[:-1]
+    assert [p["stage"] for p in listing.problems] == ["image"]

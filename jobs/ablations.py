@@ -1,0 +1,70 @@
+"""ImageNet ablations on Ray Data for the paper's 8 models (or any zoo classifiers).
+
+    python jobs/ablations.py --experiment foreground_background --train /data/imagenet/train \
+        --boxes /data/imagenet/boxes --out s3://BUCKET/ablations
+    python jobs/ablations.py --experiment frequency --val /data/imagenet/val \
+        --val-solution /data/LOC_val_solution.csv --models B_16_imagenet1k ResNet-50 --out results/freq
+
+Per-image rows go to <out>/ablations/experiment=<e>/model=<m>/; a finished model is skipped on a
+re-run. Then: analysis/fb_table.py and analysis/frequency_plot.py.
+"""
+
+import argparse
+import logging
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from sweep.ablation_pipeline import AblationConfig, DataSpec, run_ablation  # noqa: E402
+from sweep.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
+from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+
+log = logging.getLogger("ablations")
+
+
+def run(args) -> int:
+    if args.train:
+        data = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit)
+    elif args.val_solution:
+        data = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit)
+    else:
+        data = DataSpec("val_devkit", args.val, ground_truth=args.val_ground_truth, meta=args.val_meta,
+                        limit=args.limit)
+    config = AblationConfig(args.experiment, args.out, data, models=tuple(args.models),
+                            conditions=tuple(args.conditions) if args.conditions else None, weights=args.weights,
+                            batch_size=args.batch_size, actors=args.actors)
+    connect_ray(args.address)
+    results = run_ablation(config, force=args.force)
+    for model, summary in results.items():
+        conds = ", ".join(f"{c} top-1 {v['top1']:.2f} top-5 {v['top5']:.2f}" for c, v in summary["conditions"].items())
+        print(f"{model}: {summary['ok_rows']} rows, {summary['corrupt_images']} corrupt image(s), "
+              f"{len(summary['listing_problems'])} listing problem(s); {conds}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="ablations.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--experiment", required=True, choices=list(EXPERIMENTS))
+    p.add_argument("--out", required=True, help="results root (path or fsspec URL)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", help="ILSVRC2012 train folder (the paper's subset: images with own-class boxes)")
+    src.add_argument("--val", help="ILSVRC2012 val folder")
+    p.add_argument("--boxes", help="box annotation folder (<wnid>/<image>.xml), with --train")
+    p.add_argument("--val-solution", help="LOC_val_solution.csv (labels and boxes), with --val")
+    p.add_argument("--val-ground-truth", help="devkit ILSVRC2012_validation_ground_truth.txt, with --val")
+    p.add_argument("--val-meta", help="devkit meta.mat, with --val-ground-truth")
+    p.add_argument("--models", nargs="+", default=list(PAPER_MODELS), help="zoo classifiers (default: the 8 of the paper)")
+    p.add_argument("--conditions", nargs="+", help="subset of the experiment's conditions, or a frequency grid")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--limit", type=int, help="only the first N images (to try things out)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--actors", type=int, help="classifier actors (default: one per GPU, else 1)")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--force", action="store_true", help="redo models that are already done")
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    return guarded("ablations.py", run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
