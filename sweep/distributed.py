@@ -71,6 +71,10 @@ class Dispatcher:
     def put_back(self, task: Task) -> None:
         self.pending[task.batch.model].appendleft(task)
 
+    def release(self, model: str) -> None:
+        """A worker that held `model` lost it (it died): it no longer counts as working on it."""
+        self.on_model[model] -= 1
+
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SweepWorker:
@@ -284,6 +288,7 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
                 # The process died (killed, out of memory, node lost): Ray restarts the actor.
                 report.worker_failures += 1
                 deaths[task.key] += 1
+                dispatcher.release(model)
                 loaded[i] = None
                 log.warning("worker %d died running %s layer %d: %s; handing the batch out again", i, model,
                             task.batch.layer, one_line(exc, 160))
