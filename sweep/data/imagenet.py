@@ -226,3 +226,20 @@ def val_from_devkit(val_root: str, ground_truth: str, meta_mat: str, storage_opt
         if limit is not None and len(out.records) >= limit:
             break
     return out
+
+
+def image_folder(root: str, storage_options: dict | None = None, limit: int | None = None) -> Listing:
+    """Any folder of images (searched recursively), unlabelled (label -1), in sorted path order."""
+    fs, path = _fs(root, storage_options)
+    if not fs.isdir(path):
+        raise SweepError(f"image folder {root!r} does not exist or is not a folder")
+    out = Listing()
+    for p in sorted(p for p in fs.find(path) if _is_image(p)):
+        rel = posixpath.relpath(p, path)
+        out.records.append({"image_id": posixpath.splitext(rel)[0], "path": _url(fs, p), "wnid": "",
+                            "label": -1, "boxes": []})
+        if limit is not None and len(out.records) >= limit:
+            break
+    if not out.records:
+        raise SweepError(f"no images (.jpeg, .jpg, .png) under {root!r}")
+    return out

@@ -1,0 +1,136 @@
+"""Top natural images per feature: one Ray Data pass over a dataset, every (layer, feature) at once.
+
+Decoding and resizing run as tasks; an actor pool computes, per image, the patch-mean activation of
+every unit of the requested blocks in one forward pass (stopped after the last of them); the driver
+folds the batches into a bounded `TopK` state. Output: Parquet rows (model, layer, feature, rank,
+image_id, activation) at `top_images/split=<split>/model=<m>/part-00000.parquet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import ray
+import torch
+
+from sweep.ablations import prepare_batch
+from sweep.data.imagenet import Listing
+from sweep.errors import SweepError
+from sweep.models.anatomy import anatomy_of
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
+from sweep.taps import read_sites
+from sweep.topk import TopK
+
+log = logging.getLogger(__name__)
+
+TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("site", pa.string()),
+                        ("feature", pa.int32()), ("rank", pa.int32()), ("image_id", pa.string()),
+                        ("activation", pa.float32())])
+
+
+@dataclass(frozen=True)
+class TopImagesConfig:
+    model: str
+    out: str
+    split: str = "val"
+    k: int = 10
+    layers: tuple[int | str, ...] | None = None
+    site: str | None = None
+    weights: str = "pretrained"
+    batch_size: int = 32
+    actors: int | None = None
+    actor_cpus: float = 0.5
+    storage_options: dict = field(default_factory=dict, hash=False)
+
+
+class ActivationScanner:
+    """Ray Data actor: per image, the reduced features of every requested block, concatenated."""
+
+    def __init__(self, model: str, weights: str, layers: list[int], site: str):
+        from sweep.batch import resolve_device
+        from sweep.models.build import build
+        from sweep.render import ModelInput
+
+        self.anatomy = anatomy_of(model)
+        self.device = resolve_device(None)
+        self.net = build(self.anatomy.entry, weights, self.device)
+        self.requests = [(self.anatomy.block(layer), site) for layer in layers]
+        self.prepare = ModelInput(self.anatomy)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        ok = np.asarray(batch["status"]) == "ok"
+        width = sum(b.width(s) for b, s in self.requests)
+        acts = np.full((len(ok), width), np.nan, np.float32)
+        if ok.any():
+            x = torch.as_tensor(np.asarray(batch["image"])[ok], device=self.device).permute(0, 3, 1, 2)
+            feats = read_sites(self.net, self.requests, self.prepare(x.float()))
+            acts[ok] = torch.cat(feats, dim=1).float().cpu().numpy()
+        return {"image_id": batch["image_id"], "acts": acts}
+
+
+def unit_table(config: TopImagesConfig):
+    """(blocks, site, per-unit (layer, layer_name, feature)) in the scanner's concatenation order."""
+    anatomy = anatomy_of(config.model)
+    site = config.site or anatomy.default_site
+    blocks = list(anatomy.blocks) if config.layers is None else [anatomy.block(l) for l in config.layers]
+    units = [(b.index, b.name, f) for b in blocks for f in range(b.width(site))]
+    return anatomy, blocks, site, units
+
+
+def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
+    """Run the scan over `listing`; write and return the top-k rows."""
+    if config.k < 1:
+        raise SweepError(f"k must be >= 1, got {config.k}")
+    anatomy, blocks, site, units = unit_table(config)
+    for b in blocks:
+        b.site(site)
+    fs, root = open_root(config.out, config.storage_options)
+    records = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in listing.records]
+    index = {r["image_id"]: i for i, r in enumerate(records)}
+    if len(index) != len(records):
+        raise SweepError("image ids are not unique in this listing")
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // 8, 200)))
+    ds = ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
+        "experiment": "foreground_background", "conditions": ("original",),
+        "size": anatomy.preprocess.input_size, "storage_options": config.storage_options})
+    ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, config.weights,
+                                                                [b.index for b in blocks], site),
+                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus,
+                        num_cpus=config.actor_cpus)
+    state = TopK(len(units), config.k)
+    seen = skipped = 0
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
+        acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
+        ok = ~torch.isnan(acts).any(dim=1)
+        skipped += int((~ok).sum())
+        ids = torch.tensor([index[str(i)] for i in batch["image_id"]])
+        state.update(acts[ok], ids[ok])
+        seen += len(ids)
+    if seen != len(records):
+        raise SweepError(f"scanned {seen} images, expected {len(records)}")
+    rows = top_rows(state, units, site, records)
+    path = posixpath.join(root, f"top_images/split={partition_value(config.split)}/"
+                                f"model={partition_value(anatomy.entry.key)}/part-00000.parquet")
+    atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
+    log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
+             len(units), seen, skipped, path)
+    return rows
+
+
+def top_rows(state: TopK, units, site: str, records) -> pd.DataFrame:
+    k = state.values.shape[1]
+    valid = state.ids >= 0
+    u, r = torch.nonzero(valid, as_tuple=True)
+    return pd.DataFrame({
+        "layer": [units[i][0] for i in u.tolist()], "layer_name": [units[i][1] for i in u.tolist()],
+        "site": site, "feature": [units[i][2] for i in u.tolist()], "rank": r.int().numpy(),
+        "image_id": [records[i]["image_id"] for i in state.ids[u, r].tolist()],
+        "activation": state.values[u, r].float().numpy(),
+    }) if k else pd.DataFrame(columns=[f.name for f in TOP_SCHEMA])

@@ -1,0 +1,105 @@
+"""Top natural images (streaming, mergeable top-k on Ray Data) and activation maps."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+from PIL import Image
+
+from sweep.ablations import prepare_batch
+from sweep.activation_maps import activation_maps, save_map
+from sweep.data.imagenet import image_folder
+from sweep.models.anatomy import anatomy_of
+from sweep.models.build import build
+from sweep.render import ModelInput
+from sweep.taps import read_sites
+from sweep.top_images import TopImagesConfig, scan_top_images
+from sweep.topk import TopK
+from test_engine import PLANTED, plant_redness_unit
+
+
+def test_topk_equals_argsort_and_merges_in_any_split():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(50, 7, generator=g)
+    acts[10, 3] = acts[20, 3] = acts[:, 3].max() + 1  # a tie: the smaller image index ranks first
+    ids = torch.arange(50)
+    whole = TopK(7, 5).update(acts, ids)
+    order = torch.argsort(-acts.T, dim=1, stable=True)[:, :5]
+    assert torch.equal(whole.ids, order)
+    assert whole.ids[3, 0] == 10 and whole.ids[3, 1] == 20
+    a = TopK(7, 5).update(acts[30:], ids[30:]).update(acts[:10], ids[:10])
+    b = TopK(7, 5).update(acts[10:30], ids[10:30])
+    merged = b.merge(a)
+    assert torch.equal(merged.ids, whole.ids) and torch.equal(merged.values, whole.values)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        sub = root / ("a" if i % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(sub / f"img{i:02d}.png")
+    (root / "b" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_top_images_one_or_two_workers_equal_brute_force(image_dir, tmp_path, local_ray):
+    listing = image_folder(str(image_dir))
+    assert len(listing.records) == 41
+    results = []
+    for actors in (1, 2):
+        cfg = TopImagesConfig("dev/vit-micro", str(tmp_path / f"w{actors}"), split="folder", k=4,
+                              weights="random", batch_size=8, actors=actors)
+        results.append(scan_top_images(cfg, listing))
+    one, two = results
+    pd.testing.assert_frame_equal(one, two)
+    stored = pd.read_parquet(tmp_path / "w2" / "top_images")
+    assert len(stored) == len(one) == 3 * 64 * 4 and set(stored["model"].astype(str)) == {"dev/vit-micro"}
+    # Brute force: every activation of every image, sorted.
+    anatomy = anatomy_of("dev/vit-micro")
+    net = build(anatomy.entry, "random")
+    good = [r for r in listing.records if r["image_id"] != "b/broken"]
+    batch = prepare_batch({k: [r[k] for r in good] for k in ("image_id", "path", "label", "boxes")},
+                          "foreground_background", ("original",), 32)
+    x = torch.as_tensor(batch["image"]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        acts = torch.cat(read_sites(net, [(b, "mlp") for b in anatomy.blocks], ModelInput(anatomy)(x)), 1)
+    order = torch.argsort(-acts.T, dim=1, stable=True)[:, :4]
+    top = one.sort_values(["layer", "feature", "rank"])
+    expected_ids = [good[i]["image_id"] for i in order.flatten().tolist()]
+    assert top["image_id"].tolist() == expected_ids
+    np.testing.assert_allclose(top["activation"].to_numpy(), acts.T.gather(1, order).flatten().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert "b/broken" not in set(one["image_id"])
+
+
+def test_activation_map_finds_the_planted_pattern(tmp_path):
+    anatomy = anatomy_of("dev/vit-micro")
+    net = plant_redness_unit(build(anatomy.entry, "random"))
+    image = torch.full((1, 3, 32, 32), 0.5)
+    image[0, :, 8:16, 16:24] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]   # patch (row 1, col 2)
+    image[0, :, 16:24, 16:24] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # patch (row 2, col 2)
+    amap = activation_maps(net, anatomy, anatomy.block(0), "mlp", PLANTED, image)[0]
+    assert amap.shape == (4, 4)
+    hot = {tuple(ix) for ix in torch.nonzero(amap > amap.max() / 2).tolist()}
+    assert hot == {(1, 2), (2, 2)}
+    png = save_map(str(tmp_path), anatomy.entry.key, 0, "mlp", PLANTED, "img/one",
+                   image[0].permute(1, 2, 0).numpy(), amap.numpy())
+    with Image.open(png) as im:
+        assert im.size == (32, 32)
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert rgb[12, 20].sum() > rgb[4, 4].sum()  # hot patch brighter than a cold one in the overlay
+    saved = np.load(png[:-4] + ".npy")
+    np.testing.assert_allclose(saved, amap.numpy())
