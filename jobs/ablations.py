@@ -1,12 +1,15 @@
-"""ImageNet ablations on Ray Data for the paper's 8 models (or any zoo classifiers).
+"""ImageNet ablations on Ray Data: foreground/background, frequency, and token experiments.
 
     python jobs/ablations.py --experiment foreground_background --train /data/imagenet/train \
         --boxes /data/imagenet/boxes --out s3://BUCKET/ablations
     python jobs/ablations.py --experiment frequency --val /data/imagenet/val \
         --val-solution /data/LOC_val_solution.csv --models B_16_imagenet1k ResNet-50 --out results/freq
 
+    python jobs/ablations.py --experiment tokens --val /data/imagenet/val \
+        --val-solution /data/LOC_val_solution.csv --out results/tokens     # CLS, pooling, positions
+
 Per-image rows go to <out>/ablations/experiment=<e>/model=<m>/; a finished model is skipped on a
-re-run. Then: analysis/fb_table.py and analysis/frequency_plot.py.
+re-run. Then: analysis/fb_table.py, analysis/frequency_plot.py, analysis/token_tables.py.
 """
 
 import argparse
@@ -20,6 +23,7 @@ from sweep.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
 from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
 
 log = logging.getLogger("ablations")
+TOKEN_MODELS = ("B_16_imagenet1k", "B_32_imagenet1k")
 
 
 def run(args) -> int:
@@ -30,7 +34,8 @@ def run(args) -> int:
     else:
         data = DataSpec("val_devkit", args.val, ground_truth=args.val_ground_truth, meta=args.val_meta,
                         limit=args.limit)
-    config = AblationConfig(args.experiment, args.out, data, models=tuple(args.models),
+    models = args.models or (TOKEN_MODELS if args.experiment == "tokens" else PAPER_MODELS)
+    config = AblationConfig(args.experiment, args.out, data, models=tuple(models),
                             conditions=tuple(args.conditions) if args.conditions else None, weights=args.weights,
                             batch_size=args.batch_size, actors=args.actors)
     connect_ray(args.address)
@@ -53,8 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-solution", help="LOC_val_solution.csv (labels and boxes), with --val")
     p.add_argument("--val-ground-truth", help="devkit ILSVRC2012_validation_ground_truth.txt, with --val")
     p.add_argument("--val-meta", help="devkit meta.mat, with --val-ground-truth")
-    p.add_argument("--models", nargs="+", default=list(PAPER_MODELS), help="zoo classifiers (default: the 8 of the paper)")
-    p.add_argument("--conditions", nargs="+", help="subset of the experiment's conditions, or a frequency grid")
+    p.add_argument("--models", nargs="+", help="zoo classifiers (default: the paper's 8; for tokens its 2 ViTs)")
+    p.add_argument("--conditions", nargs="+", help="subset of the experiment's conditions, a frequency grid, "
+                   "or token variants (intact, cls_isolated_after:L, pool:mean_patches, pos:zero, shuffle:32, ...)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--limit", type=int, help="only the first N images (to try things out)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import ray
 
-from sweep.ablations import ROW_SCHEMA, Classifier, ModelSpec, conditions_of, prepare_batch, registry_model, summarize
+from sweep.ablations import (ROW_SCHEMA, Classifier, ModelSpec, TokenClassifier, conditions_of, prepare_batch,
+                             registry_model, summarize)
 from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
 from sweep.errors import SweepError
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
@@ -112,10 +113,15 @@ def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_di
     started = dt.datetime.now(dt.timezone.utc)
     records = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in listing.records]
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // 8, 200)))
+    if config.experiment == "tokens":  # conditions are model variants: images are prepared once
+        conditions = conditions or tuple(_token_variants(spec))
+        image_conditions, stage, args = ("original",), TokenClassifier, (spec, conditions)
+    else:
+        image_conditions, stage, args = conditions, Classifier, (spec,)
     ds = ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
-        "experiment": config.experiment, "conditions": conditions, "size": size,
+        "experiment": config.experiment, "conditions": image_conditions, "size": size,
         "storage_options": config.storage_options})
-    ds = ds.map_batches(Classifier, fn_constructor_args=(spec,), batch_size=config.batch_size,
+    ds = ds.map_batches(stage, fn_constructor_args=args, batch_size=config.batch_size,
                         concurrency=actors, num_gpus=gpus, num_cpus=config.actor_cpus)
     parts, pending, seen = 0, [], []
     for batch in ds.iter_batches(batch_format="pandas", batch_size=config.rows_per_part):
@@ -146,6 +152,16 @@ def _write_part(fs, out_dir: str, index: int, frames: list[pd.DataFrame], seen: 
     seen.append(frame[["image_id", "condition", "status", "correct1", "correct5", "loss"]])
     atomic_write(fs, posixpath.join(out_dir, f"part-{index:05d}.parquet"), frame_parquet_bytes(frame, ROW_SCHEMA))
     return 1
+
+
+def _token_variants(spec: ModelSpec) -> list[str]:
+    from sweep.surgery import check_plain_vit, paper_variants
+
+    net, _ = spec.factory()
+    check_plain_vit(net, spec.name)
+    variants = paper_variants(len(net.blocks))
+    patches = net.patch_embed.num_patches
+    return [v for v in variants if not v.startswith("pool:patch:") or int(v.rsplit(":", 1)[1]) < patches]
 
 
 def _input_size(spec: ModelSpec) -> int:

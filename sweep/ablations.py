@@ -27,6 +27,7 @@ from sweep.models.build import Preprocess
 EXPERIMENTS = {
     "foreground_background": MASK_CONDITIONS,
     "frequency": frequency_conditions(),
+    "tokens": ("intact",),  # model variants (sweep.surgery); the default grid depends on the model's depth
 }
 
 #: The paper's tables: 4 original ViTs and 4 CNNs (registry aliases).
@@ -50,6 +51,10 @@ def conditions_of(experiment: str, conditions=None) -> tuple[str, ...]:
     if experiment not in EXPERIMENTS:
         raise SweepError(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
     allowed = EXPERIMENTS[experiment]
+    if experiment == "tokens":
+        from sweep.surgery import check_variant
+
+        return tuple(check_variant(c) for c in conditions) if conditions else ()
     if experiment == "frequency" and conditions:
         for c in conditions:  # any grid of named filters is fine, checked by parsing
             try:
@@ -147,8 +152,11 @@ class Classifier:
         self.mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
 
-    @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
+        return self._score(batch, self.net)
+
+    @torch.no_grad()
+    def _score(self, batch: dict, net) -> dict:
         n = len(batch["label"])
         ok = np.asarray(batch["status"]) == "ok"
         top5 = np.full((n, 5), -1, np.int32)
@@ -156,7 +164,7 @@ class Classifier:
         if ok.any():
             x = torch.as_tensor(np.asarray(batch["image"])[ok], device=self.device).permute(0, 3, 1, 2)
             x = (x.float() - self.mean) / self.std
-            logits = self.net(x).float()
+            logits = net(x).float()
             labels = torch.as_tensor(np.asarray(batch["label"])[ok], device=self.device).long()
             top5[ok] = logits.topk(5, dim=1).indices.cpu().numpy()
             loss[ok] = F.cross_entropy(logits, labels, reduction="none").cpu().numpy()
@@ -167,6 +175,28 @@ class Classifier:
             "correct1": np.where(ok, top5[:, 0] == labels, False),
             "correct5": np.where(ok, (top5 == labels[:, None]).any(1), False), "loss": loss,
         }
+
+
+class TokenClassifier(Classifier):
+    """Ray Data actor stage for the token experiments: every image through every model variant.
+
+    The variants share one network; each input row comes out once per variant, with the variant
+    as its `condition`.
+    """
+
+    def __init__(self, spec: ModelSpec, variants: tuple[str, ...], seed: int = 0):
+        from sweep.surgery import TokenVariant
+
+        super().__init__(spec)
+        self.variants = [(v, TokenVariant(self.net, v, seed)) for v in variants]
+
+    def __call__(self, batch: dict) -> dict:
+        outs = []
+        for name, variant in self.variants:
+            out = self._score(batch, variant)
+            out["condition"] = np.full(len(out["label"]), name, dtype=object)
+            outs.append(out)
+        return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
 
 
 def summarize(rows) -> dict:

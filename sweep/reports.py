@@ -79,3 +79,39 @@ def to_latex(table: pd.DataFrame) -> str:
                         *(f"{row[c]:.2f}" for c in cols)]) + r" \\" for model, row in table.iterrows()]
     return "\n".join([r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", head, r"\midrule", *body,
                       r"\bottomrule", r"\end{tabular}"])
+
+
+#: Token experiments of the paper (ImageNet val, 384 px), top-1/top-5 %: reference notes sections 5.2-5.4.
+_TEAR_B16 = [(0.10, 0.50), (0.076, 0.53), (0.158, 0.76), (0.09, 0.57), (0.136, 0.61), (0.22, 0.85), (1.66, 4.60),
+             (3.95, 10.07), (8.99, 19.84), (19.89, 37.62), (36.85, 61.50), (71.24, 91.46), (84.20, 97.17)]
+_TEAR_B32 = [(0.10, 0.50)] * 7 + [(0.10, 0.52), (11.64, 24.30), (28.33, 48.63), (52.09, 76.02), (72.72, 91.31),
+                                  (81.73, 96.13)]
+PAPER_TOKENS = {
+    "ViT-B16": {
+        **{f"cls_isolated_after:{L}": v for L, v in enumerate(_TEAR_B16)},
+        **{f"cls_apart_until:{L}": v for L, v in {0: (84.20, 97.17), 1: (83.73, 97.03), 2: (82.98, 96.83),
+                                                  4: (83.22, 96.87), 5: (83.03, 96.88), 6: (82.98, 96.79),
+                                                  9: (81.10, 95.95), 10: (80.32, 95.57), 11: (78.61, 94.19),
+                                                  12: (0.10, 0.50)}.items()},
+        "pool:cls": (84.20, 97.17), "pool:mean_patches": (83.40, 96.97), "pool:mean_all": (83.40, 96.97),
+        "pool:patch:120": (72.62, 87.50), "intact": (84.20, 97.17),
+        "pos:zero": (22.0, None), "pos:redraw": (22.0, None), "shuffle:32": (33.0, None),
+    },
+    "ViT-B32": {
+        **{f"cls_isolated_after:{L}": v for L, v in enumerate(_TEAR_B32)},
+        "pool:cls": (81.73, 96.13), "pool:mean_patches": (80.87, 95.80), "pool:mean_all": (80.89, 95.83),
+        "intact": (81.73, 96.13), "pos:zero": (58.0, None), "pos:redraw": (58.0, None), "shuffle:32": (54.0, None),
+    },
+}
+
+
+def token_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Top-1/top-5/CE per (model, variant) with the paper's values (positional ones are approximate)."""
+    acc = accuracy(rows)
+    names = {m: paper_name(str(m)) for m in acc["model"].unique()}
+    paper = [PAPER_TOKENS.get(names[m] or "", {}).get(c, (None, None)) for m, c in zip(acc["model"], acc["condition"])]
+    acc["paper_name"] = [names[m] or "" for m in acc["model"]]
+    acc["top1_paper"] = [p[0] for p in paper]
+    acc["top5_paper"] = [p[1] for p in paper]
+    acc["top1_diff"] = acc["top1"].round(2) - pd.to_numeric(acc["top1_paper"])
+    return acc.round(3)

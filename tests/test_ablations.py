@@ -195,3 +195,22 @@ def test_devkit_ground_truth(tmp_path):
     listing = val_from_devkit(data["val"], str(tmp_path / "gt.txt"), str(tmp_path / "meta.mat"))
     assert [r["label"] for r in listing.records] == labels[:-1]
     assert [p["stage"] for p in listing.problems] == ["image"]
+
+
+def test_token_experiments_on_ray_data(tmp_path):
+    """Every image through every token variant; variants that equal the intact model score the same."""
+    data = fx.make_val(tmp_path)
+    cfg = AblationConfig("tokens", str(tmp_path / "out"), DataSpec("val_solution", data["val"],
+                                                                   solution=data["solution"]),
+                         weights="random", batch_size=8)
+    summary = run_ablation(cfg, [registry_model("dev/vit-micro", "random")])["dev/vit-micro"]
+    variants = summary["conditions"]
+    assert "cls_isolated_after:3" in variants and "pos:zero" in variants and "pool:patch:120" not in variants
+    rows = pd.read_parquet(tmp_path / "out" / "ablations" / "experiment=tokens")
+    assert len(rows) == 24 * len(variants) and (rows["status"] == "ok").all()
+    by = {c: g.sort_values("image_id")["top5"].map(list).tolist() for c, g in rows.groupby("condition")}
+    assert by["cls_isolated_after:3"] == by["intact"] == by["cls_apart_until:0"]
+    assert len({tuple(map(tuple, v)) for v in by.values()}) > 1  # the surgery changes predictions
+    with pytest.raises(SweepError, match="unknown token variant"):
+        run_ablation(AblationConfig("tokens", str(tmp_path / "x"), cfg.data, conditions=("tearing",)),
+                     [registry_model("dev/vit-micro", "random")])

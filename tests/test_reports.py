@@ -84,3 +84,26 @@ def test_frequency_plot(tmp_path):
     curves = pd.read_csv(out / "frequency.csv")
     assert set(curves["band"].dropna()) == {"original", "lowpass", "highpass"}
     assert len(curves) == 2 * len(conditions)
+
+
+def test_token_tables_and_plot(tmp_path):
+    from sweep.reports import PAPER_TOKENS
+
+    key = get_entry("B_16_imagenet1k").key
+    conds, hits = [], []
+    for variant, (top1, _) in PAPER_TOKENS["ViT-B16"].items():
+        if variant.startswith(("cls_isolated_after", "pool:cls")):
+            n1 = round(top1 * 100)  # 10,000 images: the paper's top-1 as counts (0.076 -> 8 ~ 0.08)
+            conds += [variant] * N
+            hits += [True] * n1 + [False] * (N - n1)
+    write_rows(tmp_path, "tokens", key, {"condition": conds, "correct1": hits, "correct5": hits})
+    out = tmp_path / "t"
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "token_tables.py"), "--results", str(tmp_path),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out / "tokens.csv")
+    row = table[table["condition"] == "cls_isolated_after:11"].iloc[0]
+    assert row["paper_name"] == "ViT-B16" and row["top1"] == 71.24 and row["top1_paper"] == 71.24
+    assert (table["top1_diff"].abs() <= 0.01).all()
+    with Image.open(out / "tokens_vs_L.png") as im:
+        assert im.size[0] > 800

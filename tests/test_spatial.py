@@ -1,6 +1,5 @@
 """Top natural images (streaming, mergeable top-k on Ray Data) and activation maps."""
 
-import io
 
 import numpy as np
 import pandas as pd
@@ -103,3 +102,21 @@ def test_activation_map_finds_the_planted_pattern(tmp_path):
     assert rgb[12, 20].sum() > rgb[4, 4].sum()  # hot patch brighter than a cold one in the overlay
     saved = np.load(png[:-4] + ".npy")
     np.testing.assert_allclose(saved, amap.numpy())
+
+
+def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir), "--out", str(tmp_path)]
+    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--split", "folder", "--k", "2",
+                          "--layers", "0", "2"], capture_output=True, text=True, timeout=600)
+    assert top.returncode == 0, top.stderr[-2000:]
+    assert "256 rows: top-2 images of 128 units over 41 images" in top.stdout
+    maps = subprocess.run([sys.executable, str(jobs / "activation_maps.py"), *common, "--layer", "1",
+                           "--feature", "3", "4", "--limit", "3"], capture_output=True, text=True, timeout=600)
+    assert maps.returncode == 0, maps.stderr[-2000:]
+    assert "6 activation map(s)" in maps.stdout
+    assert len(list((tmp_path / "activation_maps").rglob("*.npy"))) == 6

@@ -1,0 +1,64 @@
+"""Top natural images for every (layer, feature) of a model: one Ray Data pass over a dataset.
+
+    python jobs/top_images.py --model B_16_imagenet1k --val /data/imagenet/val \
+        --val-solution /data/LOC_val_solution.csv --split val --k 10 --out results/atlas
+    python jobs/top_images.py --model dev/vit-micro --weights random --images some/folder --split folder --out r
+
+Writes <out>/top_images/split=<split>/model=<m>/part-00000.parquet: (layer, feature, rank, image_id,
+activation), next to the sweep's visualizations so the atlas can show them side by side.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from sweep.ablation_pipeline import DataSpec  # noqa: E402
+from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.data.imagenet import image_folder  # noqa: E402
+from sweep.top_images import TopImagesConfig, scan_top_images  # noqa: E402
+
+
+def run(args) -> int:
+    if args.images:
+        listing = image_folder(args.images, limit=args.limit)
+    elif args.train:
+        listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
+    else:
+        listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
+    config = TopImagesConfig(args.model, args.out, split=args.split, k=args.k,
+                             layers=tuple(args.layers) if args.layers else None, site=args.site,
+                             weights=args.weights, batch_size=args.batch_size, actors=args.actors)
+    connect_ray(args.address)
+    rows = scan_top_images(config, listing)
+    print(f"{len(rows)} rows: top-{args.k} images of {rows.groupby(['layer', 'feature']).ngroups} units "
+          f"over {len(listing.records)} images; in {args.out}/top_images")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="top_images.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="any folder of images (recursive)")
+    src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
+    src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
+    p.add_argument("--val-solution")
+    p.add_argument("--boxes")
+    p.add_argument("--split", default="val", help="name of this dataset in the output (val, train, ...)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--layers", nargs="+", help="block indices or names (default: all)")
+    p.add_argument("--site", help="mlp (default) | q | k | v | attn_out | channel")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--actors", type=int, help="scanner actors (default 1)")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--address")
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    return guarded("top_images.py", run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
