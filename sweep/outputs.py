@@ -130,8 +130,8 @@ def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA) -> bytes
     return buf.getvalue()
 
 
-def frame_parquet_bytes(frame, schema: pa.Schema) -> bytes:
-    """A pandas DataFrame as Parquet bytes with an explicit schema."""
+def frame_parquet_bytes(frame, schema: pa.Schema | None = None) -> bytes:
+    """A pandas DataFrame as Parquet bytes, with an explicit schema when given (else inferred)."""
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf)

@@ -115,3 +115,11 @@ def token_table(rows: pd.DataFrame) -> pd.DataFrame:
     acc["top5_paper"] = [p[1] for p in paper]
     acc["top1_diff"] = acc["top1"].round(2) - pd.to_numeric(acc["top1_paper"])
     return acc.round(3)
+
+
+#: Unit invariance of ViT-B/16 (net 34), per layer 0..11: mean after/before over units with before > 0
+#: (reference notes 3.6, decoded from the paper's tensors; shift from features 0..10 of each layer only).
+PAPER_INVARIANCE_B16 = {
+    "rotation": [0.41, 0.37, 0.43, 0.48, 0.51, 0.53, 0.58, 0.62, 0.61, 0.58, 0.58, 0.57],
+    "shift": [0.96, 0.58, 0.83, 0.91, 0.86, 0.92, 0.97, 0.94, 0.95, 0.93, 0.92, 0.95],
+}

@@ -120,3 +120,41 @@ def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
     assert maps.returncode == 0, maps.stderr[-2000:]
     assert "6 activation map(s)" in maps.stdout
     assert len(list((tmp_path / "activation_maps").rglob("*.npy"))) == 6
+
+
+def test_invariance_of_a_planted_colour_unit():
+    from sweep.invariance import rotation_copies, shift_copies, unit_invariance
+
+    anatomy = anatomy_of("dev/vit-micro")
+    net = plant_redness_unit(build(anatomy.entry, "random"))
+    red = torch.zeros(3, 32, 32)
+    red[0] = 1.0
+    units = pd.DataFrame({"layer": [0], "feature": [PLANTED], "image_id": ["red"]})
+    row = unit_invariance(net, anatomy, "mlp", units, {"red": red}).iloc[0]
+    # A uniformly red image is the same after any circular shift: the ratio is exactly 1.
+    assert row["after_shift"] == pytest.approx(row["before_shift"]) and row["shift_ratio"] == pytest.approx(1.0)
+    # Rotations bring in black corners, which are not red: the unit loses activation.
+    assert 0 < row["rotation_ratio"] < 0.99
+    copies = rotation_copies(red, torch.Generator().manual_seed(0))
+    assert copies.shape == (18, 3, 32, 32) and torch.equal(shift_copies(red)[0], red)
+    assert (copies[2, 0] == 0).any() and (copies[0, 0] == 1).all()  # 40 degrees: black corners; 0-1: none
+
+
+def test_invariance_job_after_top_images(image_dir, tmp_path, local_ray):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir)]
+    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--out", str(tmp_path),
+                          "--split", "folder", "--k", "1", "--layers", "0", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert top.returncode == 0, top.stderr[-2000:]
+    inv = subprocess.run([sys.executable, str(jobs / "unit_invariance.py"), *common, "--results", str(tmp_path),
+                          "--split", "folder", "--features-per-layer", "5"], capture_output=True, text=True, timeout=600)
+    assert inv.returncode == 0, inv.stderr[-2000:]
+    frame = pd.read_parquet(tmp_path / "invariance")
+    assert len(frame) == 2 * 5 and set(frame["layer"]) == {0, 1}
+    np.testing.assert_allclose(frame["rotation_ratio"], frame["after_rotation"] / frame["before_rotation"])
+    assert "rotation" in inv.stdout and "shift" in inv.stdout
