@@ -3,46 +3,28 @@
     python jobs/activation_maps.py --model B_16_imagenet1k --layer 6 --feature 17 42 --images some/folder --out r
 
 Writes <out>/activation_maps/model=<m>/layer=<l>/<site>-<f>/<image>.npy and .png (patch tokens only,
-on the model's patch grid; min-max normalised in the overlay). Runs in one process (small work).
+on the model's patch grid; min-max normalised in the overlay) and one Parquet with every map, from a Ray
+Data job: decode as tasks, maps in an actor pool.
 """
 
 import argparse
+import os
 
-import numpy as np
-import torch
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.activation_maps import activation_maps, save_map
-from sweep.batch import resolve_device
-from sweep.cli import guarded, setup_logging
-from sweep.conditions import resize_center_crop
-from sweep.ablations import decode
-from sweep.data.imagenet import image_folder
-from sweep.models.anatomy import anatomy_of
-from sweep.models.build import build
+from sweep.activation_maps import run_activation_maps  # noqa: E402
+from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.data.imagenet import image_folder  # noqa: E402
 
 
 def run(args) -> int:
-    anatomy = anatomy_of(args.model)
-    block = anatomy.block(args.layer)
-    site = args.site or anatomy.default_site
-    anatomy.check_features(block, site, args.feature)
     listing = image_folder(args.images, limit=args.limit)
-    device = resolve_device(args.device)
-    net = build(anatomy.entry, args.weights, device)
-    size = anatomy.preprocess.input_size
-    written = 0
-    for rec in listing.records:
-        try:
-            image = resize_center_crop(decode(rec["path"]), size)
-        except Exception as exc:  # one unreadable image does not stop the others
-            print(f"skipped {rec['path']}: {exc}")
-            continue
-        x = torch.as_tensor(image, device=device).permute(2, 0, 1)[None]
-        for f in args.feature:
-            amap = activation_maps(net, anatomy, block, site, f, x)[0].numpy()
-            save_map(args.out, anatomy.entry.key, block.index, site, f, rec["image_id"], np.asarray(image), amap)
-            written += 1
-    print(f"{written} activation map(s) in {args.out}/activation_maps")
+    connect_ray(args.address)
+    frame = run_activation_maps(args.model, args.layer, args.feature, listing, args.out, site=args.site,
+                                weights=args.weights, actors=args.actors)
+    written = int((frame["status"] == "ok").sum())
+    print(f"{written} activation map(s) in {args.out}/activation_maps "
+          f"({int((frame['status'] != 'ok').sum())} unreadable image row(s))")
     return 0
 
 
@@ -55,7 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--site")
     p.add_argument("--weights", default="pretrained")
-    p.add_argument("--device")
+    p.add_argument("--actors", type=int, default=1)
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
     setup_logging("INFO")

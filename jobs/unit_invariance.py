@@ -5,27 +5,26 @@
 
 Reads the rank-0 rows of <results>/top_images/split=<split>/model=<m>, writes
 <results>/invariance/split=<split>/model=<m>/part-00000.parquet (before/after activations and ratios per
-unit) and prints the per-layer means next to the paper's ViT-B/16 numbers.
+unit; a Ray Data job: decode as tasks, scoring in an actor pool) and prints the per-layer means next to
+the paper's ViT-B/16 numbers.
 """
 
 import argparse
+import os
 import posixpath
 
-import pandas as pd
-import torch
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.ablation_pipeline import DataSpec
-from sweep.ablations import decode
-from sweep.batch import resolve_device
-from sweep.cli import guarded, setup_logging
-from sweep.conditions import resize_center_crop
-from sweep.data.imagenet import image_folder
-from sweep.errors import SweepError
-from sweep.invariance import per_layer, unit_invariance
-from sweep.models.anatomy import anatomy_of
-from sweep.models.build import build
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
-from sweep.reports import PAPER_INVARIANCE_B16, paper_name
+import pandas as pd  # noqa: E402
+
+from sweep.ablation_pipeline import DataSpec  # noqa: E402
+from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.data.imagenet import image_folder  # noqa: E402
+from sweep.errors import SweepError  # noqa: E402
+from sweep.invariance import per_layer, run_invariance  # noqa: E402
+from sweep.models.anatomy import anatomy_of  # noqa: E402
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value  # noqa: E402
+from sweep.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 
 
 def run(args) -> int:
@@ -46,12 +45,9 @@ def run(args) -> int:
         listing = image_folder(args.images)
     else:
         listing = DataSpec("val_solution", args.val, solution=args.val_solution).listing("frequency")
-    paths = {r["image_id"]: r["path"] for r in listing.records}
-    size = anatomy.preprocess.input_size
-    images = {i: torch.as_tensor(resize_center_crop(decode(paths[i]), size)).permute(2, 0, 1)
-              for i in sorted(set(units["image_id"]))}
-    net = build(anatomy.entry, args.weights, resolve_device(args.device))
-    frame = unit_invariance(net, anatomy, site, units, images, seed=args.seed)
+    connect_ray(args.address)
+    frame = run_invariance(key, units[["layer", "feature", "image_id"]], site, listing, weights=args.weights,
+                           actors=args.actors, seed=args.seed)
     fs, root = open_root(args.results)
     atomic_write(fs, posixpath.join(root, f"invariance/split={partition_value(args.split)}/"
                                           f"model={partition_value(key)}/part-00000.parquet"),
@@ -76,7 +72,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", nargs="+")
     p.add_argument("--features-per-layer", type=int, help="only features below this index (the paper: 11)")
     p.add_argument("--weights", default="pretrained")
-    p.add_argument("--device")
+    p.add_argument("--actors", type=int, default=1)
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     setup_logging("INFO")

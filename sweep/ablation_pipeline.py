@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import ray
 
-from sweep.ablations import (ROW_SCHEMA, Classifier, ModelSpec, TokenClassifier, conditions_of, prepare_batch,
-                             registry_model, summarize)
+from sweep.ablations import (ROW_SCHEMA, Classifier, ModelSpec, TokenClassifier, conditions_of, registry_model,
+                             summarize)
 from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
 from sweep.errors import SweepError
+from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
 
 log = logging.getLogger(__name__)
@@ -107,20 +108,16 @@ def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, f
 
 def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_dir: str) -> dict:
     size = _input_size(spec)
-    cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
-    gpus = 1.0 if cluster_gpus else 0.0
-    actors = config.actors or max(1, cluster_gpus)
+    gpus = gpus_per_actor()
+    actors = config.actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
     started = dt.datetime.now(dt.timezone.utc)
-    records = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in listing.records]
-    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // 8, 200)))
+    records = listing.records
     if config.experiment == "tokens":  # conditions are model variants: images are prepared once
         conditions = conditions or tuple(_token_variants(spec))
         image_conditions, stage, args = ("original",), TokenClassifier, (spec, conditions)
     else:
         image_conditions, stage, args = conditions, Classifier, (spec,)
-    ds = ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
-        "experiment": config.experiment, "conditions": image_conditions, "size": size,
-        "storage_options": config.storage_options})
+    ds = prepared_images(records, size, config.experiment, image_conditions, config.storage_options)
     ds = ds.map_batches(stage, fn_constructor_args=args, batch_size=config.batch_size,
                         concurrency=actors, num_gpus=gpus, num_cpus=config.actor_cpus)
     parts, pending, seen = 0, [], []

@@ -1,5 +1,7 @@
 """Activation maps: one feature's activation on every patch (or spatial position) of an image.
 
+`run_activation_maps` does it for a folder of images on Ray Data.
+
 For token models only the patch tokens are used (prefix tokens dropped), on the model's patch grid;
 for CNN layers, the channel's spatial map. Saved as an array (.npy) and as a PNG overlay.
 """
@@ -62,3 +64,69 @@ def save_map(out: str, model: str, layer: int, site: str, feature: int, image_id
     atomic_write(fs, base + ".npy", buf.getvalue())
     atomic_write(fs, base + ".png", overlay_png(image, amap))
     return base + ".png"
+
+
+class MapMaker:
+    """Ray Data actor: maps of some features of one block for each image; writes .npy and .png."""
+
+    def __init__(self, model: str, weights: str, layer: int, site: str, features: list[int], out: str,
+                 storage_options: dict | None = None):
+        from sweep.batch import resolve_device
+        from sweep.models.anatomy import anatomy_of
+        from sweep.models.build import build
+
+        self.anatomy = anatomy_of(model)
+        self.block = self.anatomy.block(layer)
+        self.site, self.features, self.out, self.opts = site, features, out, storage_options
+        self.device = resolve_device(None)
+        self.net = build(self.anatomy.entry, weights, self.device)
+
+    def __call__(self, batch: dict) -> dict:
+        rows: dict[str, list] = {k: [] for k in ("image_id", "feature", "status", "side", "values", "png")}
+        for image_id, status, image in zip(batch["image_id"], batch["status"], batch["image"]):
+            x = torch.as_tensor(np.asarray(image), device=self.device).permute(2, 0, 1)[None].float()
+            for f in self.features:
+                rows["image_id"].append(str(image_id))
+                rows["feature"].append(int(f))
+                rows["status"].append(str(status))
+                if status != "ok":
+                    rows["side"].append(0)
+                    rows["values"].append(np.zeros(0, np.float32))
+                    rows["png"].append("")
+                    continue
+                amap = activation_maps(self.net, self.anatomy, self.block, self.site, f, x)[0].numpy()
+                rows["side"].append(amap.shape[0])
+                rows["values"].append(amap.astype(np.float32).ravel())
+                rows["png"].append(save_map(self.out, self.anatomy.entry.key, self.block.index, self.site, f,
+                                            str(image_id), np.asarray(image), amap, self.opts))
+        return rows
+
+
+def run_activation_maps(model: str, layer, features: list[int], listing, out: str, site: str | None = None,
+                        weights: str = "pretrained", actors: int = 1, storage_options: dict | None = None):
+    """Maps for every image of `listing` on Ray Data; also writes one Parquet of all maps (row-major grids)."""
+    import pandas as pd
+
+    from sweep.image_pipeline import gpus_per_actor, prepared_images
+    from sweep.models.anatomy import anatomy_of
+    from sweep.outputs import frame_parquet_bytes
+    from sweep.recipe import config_hash
+
+    anatomy = anatomy_of(model)
+    block = anatomy.block(layer)
+    site = site or anatomy.default_site
+    anatomy.check_features(block, site, features)
+    ds = prepared_images(listing.records, anatomy.preprocess.input_size, storage_options=storage_options)
+    ds = ds.map_batches(MapMaker, fn_constructor_args=(anatomy.entry.key, weights, block.index, site, list(features),
+                                                       out, storage_options),
+                        batch_size=8, concurrency=actors, num_gpus=gpus_per_actor(), num_cpus=0.5)
+    frame = pd.concat([b for b in ds.iter_batches(batch_format="pandas")], ignore_index=True)
+    frame.insert(1, "layer", block.index)
+    frame.insert(2, "site", site)
+    frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())
+    fs, root = open_root(out, storage_options)
+    name = config_hash({"features": list(features), "images": [r["image_id"] for r in listing.records]})
+    atomic_write(fs, posixpath.join(root, f"activation_maps/model={partition_value(anatomy.entry.key)}/"
+                                          f"layer={block.index}/part-{site}-{name}.parquet"),
+                 frame_parquet_bytes(frame))
+    return frame

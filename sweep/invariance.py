@@ -73,3 +73,48 @@ def per_layer(frame: pd.DataFrame) -> pd.DataFrame:
     rot = frame[frame["before_rotation"] > 0].groupby("layer")["rotation_ratio"].mean()
     shift = frame[frame["before_shift"] > 0].groupby("layer")["shift_ratio"].mean()
     return pd.DataFrame({"rotation": rot, "shift": shift}).reset_index()
+
+
+class InvarianceScanner:
+    """Ray Data actor: the invariance rows of every unit whose top image is in the batch."""
+
+    def __init__(self, model: str, weights: str, site: str, units: pd.DataFrame, seed: int = 0):
+        from sweep.batch import resolve_device
+        from sweep.models.anatomy import anatomy_of
+        from sweep.models.build import build
+
+        self.anatomy = anatomy_of(model)
+        self.net = build(self.anatomy.entry, weights, resolve_device(None))
+        self.site, self.units, self.seed = site, units, seed
+
+    def __call__(self, batch: dict) -> pd.DataFrame:
+        import numpy as np
+
+        images = {str(i): torch.as_tensor(np.asarray(img)).permute(2, 0, 1).float()
+                  for i, s, img in zip(batch["image_id"], batch["status"], batch["image"]) if s == "ok"}
+        units = self.units[self.units["image_id"].isin(list(images))]
+        frame = unit_invariance(self.net, self.anatomy, self.site, units, images, self.seed)
+        return frame if len(frame) else pd.DataFrame({c: [] for c in (
+            "layer", "feature", "image_id", "seed", "before_rotation", "after_rotation", "before_shift",
+            "after_shift", "rotation_ratio", "shift_ratio")})
+
+
+def run_invariance(model: str, units: pd.DataFrame, site: str, listing, weights: str = "pretrained",
+                   actors: int = 1, seed: int = 0, storage_options: dict | None = None) -> pd.DataFrame:
+    """Unit invariance on Ray Data: decode each distinct top image once, score its units in an actor."""
+    from sweep.errors import SweepError
+    from sweep.image_pipeline import gpus_per_actor, prepared_images
+    from sweep.models.anatomy import anatomy_of
+
+    anatomy = anatomy_of(model)
+    wanted = set(units["image_id"])
+    records = [r for r in listing.records if r["image_id"] in wanted]
+    missing = wanted - {r["image_id"] for r in records}
+    if missing:
+        raise SweepError(f"{len(missing)} top image(s) are not in the given images, e.g. {sorted(missing)[0]!r}")
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=storage_options)
+    ds = ds.map_batches(InvarianceScanner, fn_constructor_args=(anatomy.entry.key, weights, site, units, seed),
+                        batch_size=4, batch_format="numpy", concurrency=actors, num_gpus=gpus_per_actor(),
+                        num_cpus=0.5)
+    frame = pd.concat(list(ds.iter_batches(batch_format="pandas")), ignore_index=True)
+    return frame.sort_values(["layer", "feature"]).reset_index(drop=True)

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import ray
 import torch
 
-from sweep.ablations import prepare_batch
 from sweep.data.imagenet import Listing
 from sweep.errors import SweepError
+from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
 from sweep.taps import read_sites
@@ -91,18 +90,14 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     for b in blocks:
         b.site(site)
     fs, root = open_root(config.out, config.storage_options)
-    records = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in listing.records]
+    records = listing.records
     index = {r["image_id"]: i for i, r in enumerate(records)}
     if len(index) != len(records):
         raise SweepError("image ids are not unique in this listing")
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // 8, 200)))
-    ds = ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
-        "experiment": "foreground_background", "conditions": ("original",),
-        "size": anatomy.preprocess.input_size, "storage_options": config.storage_options})
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options)
     ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, config.weights,
                                                                 [b.index for b in blocks], site),
-                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus,
+                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
                         num_cpus=config.actor_cpus)
     state = TopK(len(units), config.k)
     seen = skipped = 0
