@@ -2,9 +2,9 @@
 
     python jobs/activation_maps.py --model B_16_imagenet1k --layer 6 --feature 17 42 --images some/folder --out r
 
-Writes <out>/activation_maps/model=<m>/layer=<l>/<site>-<f>/<image>.npy and .png (patch tokens only,
+Writes <out>/activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.npy and .png (patch tokens only,
 on the model's patch grid; min-max normalised in the overlay) and one Parquet with every map, from a Ray
-Data job: decode as tasks, maps in an actor pool.
+Data job: decode as tasks, maps in an actor pool. The table: <out>/activation_maps/table (pandas-readable).
 """
 
 import argparse

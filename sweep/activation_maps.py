@@ -55,9 +55,9 @@ def overlay_png(image: np.ndarray, amap: np.ndarray, alpha: float = 0.55) -> byt
 
 def save_map(out: str, model: str, layer: int, site: str, feature: int, image_id: str, image: np.ndarray,
              amap: np.ndarray, storage_options: dict | None = None) -> str:
-    """Write `<out>/activation_maps/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}`; returns the PNG path."""
+    """Write `<out>/activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}`; returns the PNG path."""
     fs, root = open_root(out, storage_options)
-    base = posixpath.join(root, f"activation_maps/model={partition_value(model)}/layer={layer}/{site}-{feature}",
+    base = posixpath.join(root, f"activation_maps/files/model={partition_value(model)}/layer={layer}/{site}-{feature}",
                           image_id.replace("/", "__"))
     buf = io.BytesIO()
     np.save(buf, amap.astype(np.float32))
@@ -126,7 +126,7 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())
     fs, root = open_root(out, storage_options)
     name = config_hash({"features": list(features), "images": [r["image_id"] for r in listing.records]})
-    atomic_write(fs, posixpath.join(root, f"activation_maps/model={partition_value(anatomy.entry.key)}/"
+    atomic_write(fs, posixpath.join(root, f"activation_maps/table/model={partition_value(anatomy.entry.key)}/"
                                           f"layer={block.index}/part-{site}-{name}.parquet"),
-                 frame_parquet_bytes(frame))
+                 frame_parquet_bytes(frame.drop(columns=["layer"])))  # layer lives in the partition path
     return frame

@@ -120,7 +120,7 @@ def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
     assert maps.returncode == 0, maps.stderr[-2000:]
     assert "6 activation map(s)" in maps.stdout
     assert len(list((tmp_path / "activation_maps").rglob("*.npy"))) == 6
-    maps_table = pd.read_parquet(tmp_path / "activation_maps")
+    maps_table = pd.read_parquet(tmp_path / "activation_maps" / "table")
     assert len(maps_table) == 6 and (maps_table["side"] == 4).all()
     assert maps_table["values"].map(len).eq(16).all() and set(maps_table["feature"]) == {3, 4}
 
