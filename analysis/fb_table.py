@@ -8,32 +8,16 @@ fb_table.md, fb_table.csv and fb_table.tex: original top-5, foreground and backg
 """
 
 import argparse
+import json
 import os
-import sys
 
-import pandas as pd
-
-from sweep.reports import fb_table, to_latex, to_markdown
+from sweep.cli import guarded
+from sweep.reports import fb_table, read_ablation_rows, to_latex, to_markdown
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", required=True, help="results root of the ablation job")
-    parser.add_argument("--out", default="analysis/out", help="folder for the .md, .csv and .tex files")
-    parser.add_argument("--storage-options", default=None, help="JSON storage options for fsspec")
-    args = parser.parse_args(argv)
-    import json
-
+def run(args) -> int:
     opts = json.loads(args.storage_options) if args.storage_options else None
-    path = f"{args.results.rstrip('/')}/ablations/experiment=foreground_background"
-    try:
-        rows = pd.read_parquet(path, storage_options=opts,
-                               columns=["model", "condition", "status", "correct1", "correct5", "loss"])
-    except (FileNotFoundError, OSError) as exc:
-        print(f"fb_table.py: error: no foreground/background results under {path}: {exc}", file=sys.stderr)
-        return 2
-    rows["model"] = rows["model"].astype(str)
-    table = fb_table(rows)
+    table = fb_table(read_ablation_rows(args.results, "foreground_background", opts))
     os.makedirs(args.out, exist_ok=True)
     md = to_markdown(table)
     with open(os.path.join(args.out, "fb_table.md"), "w") as fh:
@@ -43,6 +27,15 @@ def main(argv=None) -> int:
         fh.write(to_latex(table) + "\n")
     print(md)
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True, help="results root of the ablation job")
+    parser.add_argument("--out", default="analysis/out", help="folder for the .md, .csv and .tex files")
+    parser.add_argument("--storage-options", default=None, help="JSON storage options for fsspec")
+    args = parser.parse_args(argv)
+    return guarded("fb_table.py", run, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ vs ideal-filter radius, low-pass and high-pass; ViTs solid, CNNs dashed) and fre
 
 import argparse
 import os
-import sys
 
 import matplotlib
 
@@ -17,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweep.models.zoo import REGISTRY, get_entry  # noqa: E402
-from sweep.reports import accuracy  # noqa: E402
+from sweep.cli import guarded  # noqa: E402
+from sweep.reports import accuracy, read_ablation_rows  # noqa: E402
 
 
 def curves(rows: pd.DataFrame) -> pd.DataFrame:
@@ -51,24 +51,20 @@ def plot(acc: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", required=True)
-    parser.add_argument("--out", default="analysis/out")
-    args = parser.parse_args(argv)
-    path = f"{args.results.rstrip('/')}/ablations/experiment=frequency"
-    try:
-        rows = pd.read_parquet(path, columns=["model", "condition", "status", "correct1", "correct5", "loss"])
-    except (FileNotFoundError, OSError) as exc:
-        print(f"frequency_plot.py: error: no frequency results under {path}: {exc}", file=sys.stderr)
-        return 2
-    rows["model"] = rows["model"].astype(str)
-    acc = curves(rows)
+def run(args) -> int:
+    acc = curves(read_ablation_rows(args.results, "frequency"))
     os.makedirs(args.out, exist_ok=True)
     acc.to_csv(os.path.join(args.out, "frequency.csv"), index=False)
     plot(acc, os.path.join(args.out, "frequency.png"))
     print(f"wrote {os.path.join(args.out, 'frequency.png')} and frequency.csv ({acc['model'].nunique()} models)")
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--out", default="analysis/out")
+    return guarded("frequency_plot.py", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ docstring numbers) and tokens_vs_L.png (top-1 vs L for CLS isolated after L and 
 
 import argparse
 import os
-import sys
 
 import matplotlib
 
@@ -17,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sweep.reports import token_table  # noqa: E402
+from sweep.cli import guarded  # noqa: E402
+from sweep.reports import read_ablation_rows, token_table  # noqa: E402
 
 
 def plot(table: pd.DataFrame, path: str) -> None:
@@ -41,19 +41,8 @@ def plot(table: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", required=True)
-    parser.add_argument("--out", default="analysis/out")
-    args = parser.parse_args(argv)
-    path = f"{args.results.rstrip('/')}/ablations/experiment=tokens"
-    try:
-        rows = pd.read_parquet(path, columns=["model", "condition", "status", "correct1", "correct5", "loss"])
-    except (FileNotFoundError, OSError) as exc:
-        print(f"token_tables.py: error: no token-experiment results under {path}: {exc}", file=sys.stderr)
-        return 2
-    rows["model"] = rows["model"].astype(str)
-    table = token_table(rows)
+def run(args) -> int:
+    table = token_table(read_ablation_rows(args.results, "tokens"))
     os.makedirs(args.out, exist_ok=True)
     table.to_csv(os.path.join(args.out, "tokens.csv"), index=False)
     with open(os.path.join(args.out, "tokens.md"), "w") as fh:
@@ -64,6 +53,13 @@ def main(argv=None) -> int:
     plot(table, os.path.join(args.out, "tokens_vs_L.png"))
     print(table.to_string(index=False))
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--out", default="analysis/out")
+    return guarded("token_tables.py", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

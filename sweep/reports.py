@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sweep.errors import SweepError, one_line
 from sweep.models.zoo import get_entry
+
+ROW_COLUMNS = ["model", "condition", "status", "correct1", "correct5", "loss"]
+
+
+def read_ablation_rows(results: str, experiment: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """The per-image rows of one experiment under a results root (local path or fsspec URL)."""
+    path = f"{results.rstrip('/')}/ablations/experiment={experiment}"
+    try:
+        rows = pd.read_parquet(path, storage_options=storage_options, columns=ROW_COLUMNS)
+    except (FileNotFoundError, OSError) as exc:
+        raise SweepError(f"no {experiment} results under {path}: {one_line(exc, 160)}") from None
+    rows["model"] = rows["model"].astype(str)
+    return rows
 
 #: Paper table rows: name -> (original top-5, foreground normalized, background normalized).
 PAPER_FB = {

@@ -64,7 +64,7 @@ def test_fb_table_reproduces_the_published_normalization(tmp_path):
 def test_fb_table_without_results_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "analysis" / "fb_table.py"), "--results", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no foreground/background results" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no foreground_background results under" in proc.stderr
 
 
 def test_frequency_plot(tmp_path):
