@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from sweep.batch import (Batch, BatchRunner, check_batch, failure_rows, library_versions, visualization_hash,
                          weights_label)
 from sweep.errors import SweepError, one_line
+from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
 from sweep.plan import SweepConfig, Task, expand, plan_summary
 from sweep.recipe import config_hash
@@ -126,6 +127,10 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
     full = expand(config)
     if not full:
         raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
+    if config.weights == "pretrained":
+        lacking = sorted({t.batch.model for t in full if not anatomy_of(t.batch.model).entry.has_pretrained})
+        if lacking:
+            raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
     fs, root = open_root(config.out, config.storage_options)
     probe = posixpath.join(root, f"_probe-{uuid.uuid4().hex}")
     try:
@@ -274,54 +279,60 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
             batch = task.batch if again == task.batch.features else dataclasses.replace(task.batch, features=again)
             dispatcher.put_back(Task(batch, task.cost * len(again) / len(task.batch.features)))
 
-    with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
-        for i in range(n_workers):
-            submit(i)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            ref = ready[0]
-            i, task = inflight.pop(ref)
-            model = task.batch.model
-            try:
-                out = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                # The process died (killed, out of memory, node lost): Ray restarts the actor.
-                report.worker_failures += 1
-                deaths[task.key] += 1
-                dispatcher.release(model)
-                loaded[i] = None
-                log.warning("worker %d died running %s layer %d: %s; handing the batch out again", i, model,
-                            task.batch.layer, one_line(exc, 160))
-                if deaths[task.key] > 3 * config.max_attempts:
-                    retry_or_fail(task, {f: f"worker died: {one_line(exc, 200)}" for f in task.batch.features})
+    try:
+        with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
+            for i in range(n_workers):
+                submit(i)
+            while inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                ref = ready[0]
+                i, task = inflight.pop(ref)
+                model = task.batch.model
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    # The process died (killed, out of memory, node lost): Ray restarts the actor.
+                    report.worker_failures += 1
+                    deaths[task.key] += 1
+                    dispatcher.release(model)
+                    loaded[i] = None
+                    log.warning("worker %d died running %s layer %d: %s; handing the batch out again", i, model,
+                                task.batch.layer, one_line(exc, 160))
+                    if deaths[task.key] > 3 * config.max_attempts:
+                        retry_or_fail(task, {f: f"worker died: {one_line(exc, 200)}" for f in task.batch.features})
+                    else:
+                        report.retries += len(task.batch.features)
+                        dispatcher.put_back(task)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    if isinstance(cause, SweepError):
+                        # A problem with the config itself (e.g. unreachable weights): every batch would
+                        # fail the same way, so stop the sweep with the reason instead of retrying.
+                        raise SweepError(str(cause)) from None
+                    log.warning("batch %s layer %d failed: %s", model, task.batch.layer, one_line(cause, 200))
+                    retry_or_fail(task, {f: f"{type(cause).__name__}: {one_line(cause, 300)}"
+                                         for f in task.batch.features})
                 else:
-                    report.retries += len(task.batch.features)
-                    dispatcher.put_back(task)
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                log.warning("batch %s layer %d failed: %s", model, task.batch.layer, one_line(cause, 200))
-                retry_or_fail(task, {f: f"{type(cause).__name__}: {one_line(cause, 300)}"
-                                     for f in task.batch.features})
-            else:
-                if out["worker"]["actor_id"] not in seen_workers:
-                    seen_workers[out["worker"]["actor_id"]] = out["worker"]
-                    log.info("worker %d: pid %s on node %s, GPUs %s, device %s", i, out["worker"]["pid"],
-                             out["worker"]["node_id"][:8], out["worker"]["gpu_ids"], out["worker"]["device"])
-                report.done += len(out["done"])
-                stats = report.per_model[model]
-                stats["done"] += len(out["done"])
-                stats["batches"] += 1
-                stats["seconds"] += out["seconds"]
-                bar.update(len(out["done"]))
-                if out["failed"]:
-                    retry_or_fail(task, out["failed"])
-            submit(i)
-            for j in range(n_workers):  # a put-back batch may wake an idle worker
-                if j not in {k for k, _ in inflight.values()}:
-                    submit(j)
-    report.workers = list(seen_workers.values())
-    for w in workers:
-        ray.kill(w)
+                    if out["worker"]["actor_id"] not in seen_workers:
+                        seen_workers[out["worker"]["actor_id"]] = out["worker"]
+                        log.info("worker %d: pid %s on node %s, GPUs %s, device %s", i, out["worker"]["pid"],
+                                 out["worker"]["node_id"][:8], out["worker"]["gpu_ids"], out["worker"]["device"])
+                    report.done += len(out["done"])
+                    stats = report.per_model[model]
+                    stats["done"] += len(out["done"])
+                    stats["batches"] += 1
+                    stats["seconds"] += out["seconds"]
+                    bar.update(len(out["done"]))
+                    if out["failed"]:
+                        retry_or_fail(task, out["failed"])
+                submit(i)
+                for j in range(n_workers):  # a put-back batch may wake an idle worker
+                    if j not in {k for k, _ in inflight.values()}:
+                        submit(j)
+    finally:
+        report.workers = list(seen_workers.values())
+        for w in workers:
+            ray.kill(w)
 
 
 def _file_log() -> tuple[logging.Handler, str]:

@@ -154,8 +154,16 @@ def test_different_recipe_in_same_root_is_refused(tmp_path):
         run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0], recipe={"steps": 5}), progress=False)
 
 
+def test_unreadable_weights_stop_the_sweep_with_their_reason(tmp_path):
+    with pytest.raises(SweepError, match="cannot read weights '/nonexistent/w.pt': no such file") as err:
+        run_sweep(smoke(tmp_path, models=["dev/vit-micro"], weights="/nonexistent/w.pt"), progress=False)
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "features").rglob("*.parquet"))  # nothing recorded as a failed result
+
+
 @pytest.mark.parametrize("over, message", [
     ({"layers": []}, "the sweep plan is empty"),
+    ({"weights": "pretrained"}, "dev/deit-micro-distilled, dev/vit-micro has no pretrained weights"),
     ({"models": ["vit_huge_nope"]}, "unknown model 'vit_huge_nope'"),
 ])
 def test_bad_configs_fail_before_any_work(tmp_path, over, message):
