@@ -66,3 +66,95 @@ def drop_triples(fs: fsspec.AbstractFileSystem, index: pd.DataFrame,
         else:
             fs.rm(part)
     return removed
+
+
+class Results:
+    """Query a results root with pandas: each dataset is read with partition filters, so asking for
+    one model (or experiment, or split) opens only that partition's files.
+
+        r = Results("s3://bucket/atlas", storage_options={...})
+        r.models()                                   # from the partition folders, no file is read
+        r.features(model="B_16_imagenet1k", columns=["layer", "feature", "act_final"])
+        r.ablations("foreground_background", model="ResNet-50")
+    """
+
+    DATASETS = {"features": ("model",), "ablations": ("experiment", "model"),
+                "top_images": ("split", "model"), "invariance": ("split", "model")}
+
+    def __init__(self, root: str, storage_options: dict | None = None,
+                 filesystem: fsspec.AbstractFileSystem | None = None):
+        from sweep.outputs import open_root
+
+        if filesystem is None:
+            self.fs, self.root = open_root(root, storage_options)
+        else:
+            self.fs, self.root = filesystem, root.rstrip("/")
+
+    def _read(self, name: str, filters: dict, columns: list[str] | None) -> pd.DataFrame:
+        from sweep.models.zoo import REGISTRY
+        from sweep.outputs import partition_value
+
+        path = posixpath.join(self.root, name)
+        if not self.fs.exists(path):
+            raise SweepError(f"no {name} under {self.root!r}")
+        if filters.get("model") is not None and filters["model"] in REGISTRY:
+            filters = {**filters, "model": REGISTRY.get(filters["model"]).key}
+        # Leading partition keys that are given narrow the path itself: other partitions are never listed.
+        fixed = {}
+        for key in self.DATASETS[name]:
+            if filters.get(key) is None:
+                break
+            fixed[key] = filters[key]
+            path = posixpath.join(path, f"{key}={partition_value(filters[key])}")
+        if not self.fs.exists(path):
+            return pd.DataFrame(columns=[*fixed, *(columns or [])])
+        dataset = ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), format="parquet",
+                             partitioning="hive", ignore_prefixes=[".", "_"])
+        expr = None
+        for key, value in filters.items():
+            if value is None or key in fixed:
+                continue
+            if key not in dataset.schema.names:
+                raise SweepError(f"{name} has no column {key!r}; columns: {', '.join(dataset.schema.names)}")
+            term = ds.field(key) == value
+            expr = term if expr is None else expr & term
+        own = [c for c in columns if c not in fixed] if columns is not None else None
+        frame = dataset.to_table(columns=own, filter=expr).to_pandas()
+        for key, value in fixed.items():
+            if columns is None or key in columns:
+                frame.insert(0, key, value)
+        if columns is not None:
+            frame = frame[list(columns)]
+        for key in self.DATASETS[name]:
+            if key in frame and isinstance(frame[key].dtype, pd.CategoricalDtype):
+                frame[key] = frame[key].astype(str)
+        return frame
+
+    def models(self, dataset: str = "features") -> list[str]:
+        """Models present in a dataset, read from its partition folder names only."""
+        import urllib.parse
+
+        base = posixpath.join(self.root, dataset)
+        if not self.fs.exists(base):
+            return []
+        found = set()
+        for path in self.fs.find(base, withdirs=True):
+            for part in path[len(base):].split("/"):
+                if part.startswith("model="):
+                    found.add(urllib.parse.unquote(part[len("model="):]))
+        return sorted(found)
+
+    def features(self, model: str | None = None, layer: int | None = None, site: str | None = None,
+                 columns: list[str] | None = None) -> pd.DataFrame:
+        return self._read("features", {"model": model, "layer": layer, "site": site}, columns)
+
+    def ablations(self, experiment: str | None = None, model: str | None = None,
+                  columns: list[str] | None = None) -> pd.DataFrame:
+        return self._read("ablations", {"experiment": experiment, "model": model}, columns)
+
+    def top_images(self, split: str | None = None, model: str | None = None, layer: int | None = None,
+                   columns: list[str] | None = None) -> pd.DataFrame:
+        return self._read("top_images", {"split": split, "model": model, "layer": layer}, columns)
+
+    def invariance(self, split: str | None = None, model: str | None = None) -> pd.DataFrame:
+        return self._read("invariance", {"split": split, "model": model}, None)
