@@ -152,6 +152,14 @@ def cmd_run(args) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def cmd_atlas(args) -> int:
+    from sweep.atlas import build_atlas
+
+    stats = build_atlas(args.results, args.out, page_size=args.page_size)
+    print(f"atlas in {args.out}/index.html: {len(stats['written'])} file(s) written, {stats['unchanged']} unchanged")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sweep.recipe import Recipe
 
@@ -193,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("atlas", help="build (or update) a static website of a results root")
+    p.add_argument("--results", required=True, help="results root (path or fsspec URL)")
+    p.add_argument("--out", required=True, help="folder for the site (index.html at its top)")
+    p.add_argument("--page-size", type=int, default=256, help="features per layer page (default 256)")
+    p.set_defaults(func=cmd_atlas)
 
     p = sub.add_parser("run", help="run a sweep of (model, layer, feature) visualizations on Ray")
     add_run_arguments(p)

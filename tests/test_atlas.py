@@ -1,0 +1,117 @@
+"""The atlas of a small real sweep, opened in headless Chromium: no broken image or link, no console
+error; building twice writes nothing the second time."""
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import numpy as np
+import pytest
+import ray
+
+from sweep.activation_maps import save_map
+from sweep.atlas import build_atlas
+from sweep.distributed import run_sweep
+from sweep.plan import SweepConfig
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_sweep(SweepConfig.from_dict({"preset": "smoke", "out": str(results),
+                                         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}),
+                  progress=False)
+    finally:
+        ray.shutdown()
+    rng = np.random.default_rng(0)
+    save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
+    out = tmp_path_factory.mktemp("site")
+    first = build_atlas(str(results), str(out), page_size=3)
+    return results, out, first
+
+
+def test_second_build_writes_nothing(site):
+    results, out, first = site
+    assert len(first["written"]) > 50
+    again = build_atlas(str(results), str(out), page_size=3)
+    assert again["written"] == [] and again["unchanged"] == len(first["written"])
+
+
+def _browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are required in CI (.ci/run installs them)")
+        pytest.skip("chromium/chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1200,900"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+def _check_page(driver, base):
+    """Every image on the page decodes and every local link answers 200."""
+    driver.execute_script("document.querySelectorAll('img').forEach(function(i){i.loading='eager';});")
+    driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+    images = driver.execute_script(
+        "return Array.from(document.images).map(function(i){return [i.src, i.complete, i.naturalWidth];});")
+    for src, complete, width in images:
+        with urllib.request.urlopen(src) as resp:  # loopback only
+            assert resp.status == 200, src
+    assert all(w > 0 for _, c, w in images if c), images
+    links = driver.execute_script("return Array.from(document.links).map(function(a){return a.href;});")
+    for href in links:
+        if urlparse(href).netloc == urlparse(base).netloc:
+            with urllib.request.urlopen(href) as resp:
+                assert resp.status == 200, href
+    return images, links
+
+
+def test_browse_index_model_and_feature_pages(site):
+    _, out, _ = site
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    driver = _browser()
+    try:
+        from selenium.webdriver.common.by import By
+
+        driver.get(urljoin(base, "index.html"))
+        assert "2 models" in driver.title
+        _check_page(driver, base)
+        driver.find_element(By.LINK_TEXT, "dev/vit-micro").click()
+        assert driver.title == "dev/vit-micro"
+        _check_page(driver, base)
+        driver.find_element(By.LINK_TEXT, "page 1").click()
+        images, _ = _check_page(driver, base)
+        assert len(images) == 3  # page_size=3 thumbnails
+        driver.find_elements(By.CSS_SELECTOR, ".cell a")[0].click()
+        assert "L0 mlp 0" in driver.title
+        images, _ = _check_page(driver, base)
+        assert len(images) == 2  # the visualization and the activation map
+        assert driver.find_elements(By.TAG_NAME, "svg")  # the loss curve
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "atlas-feature-page.png"))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+    finally:
+        driver.quit()
+        server.shutdown()
