@@ -112,6 +112,7 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
     out = SiteWriter(site)
     fs, root = results.fs, results.root
     maps = _activation_map_files(fs, root)
+    tops = _top_images(results)
     rows = []
     for model, mdf in features.groupby("model", sort=True):
         entry = REGISTRY.get(model) if model in REGISTRY else None
@@ -119,7 +120,7 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
         ok = mdf[mdf["status"] == "ok"]
         rows.append((model, entry.family if entry else "", anatomy.preprocess.input_size if anatomy else "",
                      len(anatomy.blocks) if anatomy else "", len(ok), len(mdf) - len(ok)))
-        _model_pages(out, fs, root, model, mdf, page_size, maps)
+        _model_pages(out, fs, root, model, mdf, page_size, maps, tops)
     table = "".join(
         f"<tr data-key='{html.escape(m)} {f}'><td><a href='models/{slug(m)}/index.html'>{html.escape(m)}</a></td>"
         f"<td>{f}</td><td>{size}</td><td>{blocks}</td><td>{n}</td><td class='failed'>{bad or ''}</td></tr>"
@@ -152,7 +153,20 @@ def _activation_map_files(fs, root: str) -> dict:
     return found
 
 
-def _model_pages(out: SiteWriter, fs, root: str, model: str, mdf: pd.DataFrame, page_size: int, maps: dict) -> None:
+def _top_images(results: Results) -> dict:
+    """(model, layer, site, feature) -> [(split, rank, image_id, activation)] where top images exist."""
+    if not results.fs.exists(posixpath.join(results.root, "top_images")):
+        return {}
+    top = results.top_images()
+    found: dict = {}
+    for r in top.sort_values(["split", "rank"]).itertuples(index=False):
+        found.setdefault((r.model, int(r.layer), r.site, int(r.feature)), []).append(
+            (r.split, int(r.rank), r.image_id, float(r.activation)))
+    return found
+
+
+def _model_pages(out: SiteWriter, fs, root: str, model: str, mdf: pd.DataFrame, page_size: int, maps: dict,
+                 tops: dict) -> None:
     m = slug(model)
     layer_rows = []
     for (layer, layer_name), ldf in mdf.groupby(["layer", "layer_name"], sort=True):
@@ -174,7 +188,8 @@ def _model_pages(out: SiteWriter, fs, root: str, model: str, mdf: pd.DataFrame, 
                     img = "<div class='failed'>failed</div>"
                 cells.append(f"<div class='cell' data-key='{r.site} {r.feature}'><a href='{page}'>{img}<br>"
                              f"{r.site} {r.feature}</a></div>")
-                _feature_page(out, model, r, maps.get((model, int(layer), r.site, int(r.feature)), []), fs)
+                key = (model, int(layer), r.site, int(r.feature))
+                _feature_page(out, model, r, maps.get(key, []), tops.get(key, []), fs)
             nav = " ".join(f"<a href='layer-{layer}-{q}.html'>{q + 1}</a>" if q != p else f"<b>{q + 1}</b>"
                            for q in range(pages))
             out.write(f"models/{m}/layer-{layer}-{p}.html",
@@ -191,7 +206,7 @@ def _copy_image(out: SiteWriter, fs, root: str, image_path: str, full: str, thum
     out.write(thumb, _thumb(data))
 
 
-def _feature_page(out: SiteWriter, model: str, r, map_paths: list[str], fs) -> None:
+def _feature_page(out: SiteWriter, model: str, r, map_paths: list[str], tops: list, fs) -> None:
     m = slug(model)
     layer = int(r.layer)
     metrics = {"model": model, "layer": f"{layer} ({r.layer_name})", "site": r.site, "feature": int(r.feature),
@@ -204,6 +219,10 @@ def _feature_page(out: SiteWriter, model: str, r, map_paths: list[str], fs) -> N
         body += f"<img src='../../../img/{m}/{layer}/{r.site}-{r.feature}.png' alt='visualization' width='336'>"
         body += "<h2>Loss</h2>" + _svg_curve(list(r.curve_steps), list(r.loss_curve))
     body += f"<h2>Metrics</h2><table>{table}</table>"
+    if tops:
+        body += ("<h2>Top natural images</h2><table><tr><th>split</th><th>rank</th><th>image</th><th>activation</th></tr>"
+                 + "".join(f"<tr><td>{html.escape(str(sp))}</td><td>{rank + 1}</td><td>{html.escape(str(img))}</td>"
+                           f"<td>{act:.4g}</td></tr>" for sp, rank, img, act in tops) + "</table>")
     if map_paths:
         imgs = []
         for i, path in enumerate(sorted(map_paths)):

@@ -36,6 +36,16 @@ def site(tmp_path_factory):
         ray.shutdown()
     rng = np.random.default_rng(0)
     save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
+    import pandas as pd
+
+    from sweep.outputs import frame_parquet_bytes
+    from sweep.top_images import TOP_SCHEMA
+
+    top = pd.DataFrame({"layer": [0, 0], "layer_name": ["blocks.0"] * 2, "site": ["mlp"] * 2, "feature": [0, 0],
+                        "rank": [0, 1], "image_id": ["example", "other"], "activation": [2.5, 1.5]})
+    part = results / "top_images" / "split=val" / "model=dev%2Fvit-micro"
+    part.mkdir(parents=True)
+    (part / "part-00000.parquet").write_bytes(frame_parquet_bytes(top, TOP_SCHEMA))
     out = tmp_path_factory.mktemp("site")
     first = build_atlas(str(results), str(out), page_size=3)
     return results, out, first
@@ -108,6 +118,7 @@ def test_browse_index_model_and_feature_pages(site):
         images, _ = _check_page(driver, base)
         assert len(images) == 2  # the visualization and the activation map
         assert driver.find_elements(By.TAG_NAME, "svg")  # the loss curve
+        assert "Top natural images" in driver.page_source and "example" in driver.page_source
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "atlas-feature-page.png"))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -115,3 +126,33 @@ def test_browse_index_model_and_feature_pages(site):
     finally:
         driver.quit()
         server.shutdown()
+
+
+def test_paper_figures(site, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    results, _, _ = site
+    script = Path(__file__).resolve().parents[1] / "analysis" / "figures.py"
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, str(script), *args, "--results", str(results)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    run("progression", "--model", "dev/vit-micro", "--out", str(tmp_path / "p.png"))
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.size == (3 * 160, 160 + 16)  # one strongest feature per layer, 3 layers
+    run("compare", "--models", "dev/vit-micro", "dev/deit-micro-distilled", "--layers", "0", "2",
+        "--out", str(tmp_path / "c.png"))
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size == (110 + 2 * 160, 2 * (160 + 16))
+    out = run("sheets", "--model", "dev/vit-micro", "--out", str(tmp_path / "sheets"))
+    assert len(out.split()) == 3 and len(list((tmp_path / "sheets").glob("*.png"))) == 3
+    bad = subprocess.run([sys.executable, str(script), "compare", "--models", "dev/vit-micro", "--layers", "7",
+                          "--results", str(results), "--out", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no visualized features" in bad.stderr
