@@ -40,3 +40,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def smoke_sweep(out) -> None:
+    """The smoke preset run into `out` on a local Ray instance started and stopped for it."""
+    import ray
+
+    from sweep.distributed import run_sweep
+    from sweep.plan import SweepConfig
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_sweep(SweepConfig.from_dict({"preset": "smoke", "out": str(out),
+                                         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}),
+                  progress=False)
+    finally:
+        ray.shutdown()

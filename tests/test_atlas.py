@@ -12,12 +12,10 @@ from urllib.parse import urljoin, urlparse
 
 import numpy as np
 import pytest
-import ray
 
 from sweep.activation_maps import save_map
 from sweep.atlas import build_atlas
-from sweep.distributed import run_sweep
-from sweep.plan import SweepConfig
+from sweep_checks import smoke_sweep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -27,13 +25,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_sweep(SweepConfig.from_dict({"preset": "smoke", "out": str(results),
-                                         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}),
-                  progress=False)
-    finally:
-        ray.shutdown()
+    smoke_sweep(results)
     rng = np.random.default_rng(0)
     save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
     import pandas as pd

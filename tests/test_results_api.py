@@ -2,13 +2,11 @@
 
 import fsspec
 import pytest
-import ray
 from fsspec.implementations.local import LocalFileSystem
 
-from sweep.distributed import run_sweep
 from sweep.errors import SweepError
+from sweep_checks import smoke_sweep
 from sweep.outputs import FEATURE_SCHEMA
-from sweep.plan import SweepConfig
 from sweep.results import Results
 
 
@@ -30,13 +28,7 @@ class RecordingFS(LocalFileSystem):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_sweep(SweepConfig.from_dict({"preset": "smoke", "out": str(out),
-                                         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}),
-                  progress=False)
-    finally:
-        ray.shutdown()
+    smoke_sweep(out)
     return str(out)
 
 
