@@ -123,16 +123,17 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=schema)
+def table_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
+
+
+def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA) -> bytes:
+    """Row dicts as Parquet bytes with the given schema."""
+    return table_bytes(pa.Table.from_pylist(rows, schema=schema))
 
 
 def frame_parquet_bytes(frame, schema: pa.Schema | None = None) -> bytes:
     """A pandas DataFrame as Parquet bytes, with an explicit schema when given (else inferred)."""
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+    return table_bytes(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))

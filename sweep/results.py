@@ -17,18 +17,17 @@ from sweep.outputs import FEATURE_SCHEMA, atomic_write, parquet_bytes
 INDEX_COLUMNS = ["layer", "site", "feature", "config_hash", "status"]
 
 
-def _dataset(fs: fsspec.AbstractFileSystem, root: str) -> ds.Dataset | None:
-    path = posixpath.join(root, "features")
-    if not fs.exists(path):
-        return None
-    arrow_fs = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
-    return ds.dataset(path, filesystem=arrow_fs, format="parquet", partitioning="hive",
-                      exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+def hive_dataset(fs: fsspec.AbstractFileSystem, path: str) -> ds.Dataset:
+    """A hive-partitioned Parquet dataset on any fsspec filesystem; dot and underscore files are skipped
+    (temporary files, summaries)."""
+    return ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)), format="parquet",
+                      partitioning="hive", exclude_invalid_files=False, ignore_prefixes=[".", "_"])
 
 
 def read_index(fs: fsspec.AbstractFileSystem, root: str) -> pd.DataFrame:
     """One row per stored result: model, layer, site, feature, config_hash, status, part (its file)."""
-    dataset = _dataset(fs, root)
+    path = posixpath.join(root, "features")
+    dataset = hive_dataset(fs, path) if fs.exists(path) else None
     frames = []
     if dataset is not None:
         try:
@@ -108,8 +107,7 @@ class Results:
             path = posixpath.join(path, f"{key}={partition_value(filters[key])}")
         if not self.fs.exists(path):
             return pd.DataFrame(columns=[*fixed, *(columns or [])])
-        dataset = ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), format="parquet",
-                             partitioning="hive", ignore_prefixes=[".", "_"])
+        dataset = hive_dataset(self.fs, path)
         expr = None
         for key, value in filters.items():
             if value is None or key in fixed:
