@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 import sweep
+from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
@@ -29,11 +30,6 @@ from sweep.recipe import Recipe, config_hash
 from sweep.render import Rendered, render, seeds_for
 
 log = logging.getLogger(__name__)
-
-#: On CPUs, passes of 2 features (16 images) were measured fastest: larger passes fall out of
-#: cache and got slower per image (benchmarks/bench_step.py). Accelerators take the whole batch.
-CPU_FEATURES_PER_PASS = 2
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -124,12 +120,10 @@ class BatchRunner:
     """Renders batches and writes their outputs; keeps the last model loaded between batches."""
 
     def __init__(self, out: str, storage_options: dict | None = None, device: str | None = None,
-                 features_per_pass: int | None = None):
+                 engine: Engine | None = None):
         self.fs, self.root = open_root(out, storage_options)
         self.device = resolve_device(device)
-        self.features_per_pass = features_per_pass
-        if features_per_pass is None and self.device.type == "cpu":
-            self.features_per_pass = CPU_FEATURES_PER_PASS
+        self.engine = (engine or Engine()).resolved(self.device)
         self.versions = json.dumps(library_versions(), sort_keys=True)
         self._loaded: tuple[tuple[str, str], torch.nn.Module] | None = None
 
@@ -153,7 +147,7 @@ class BatchRunner:
         net = self.network(batch.model, batch.weights)
         result = render(net, anatomy, block, site, batch.features, recipe,
                         seeds_for(batch.features, batch.base_seed), self.device, progress=progress,
-                        features_per_pass=self.features_per_pass)
+                        engine=self.engine)
         weights = weights_label(batch.weights, anatomy.entry.tag)
         rows, failed = [], {}
         for i, row in enumerate(self._rows(batch, anatomy, recipe, weights, result)):
@@ -185,7 +179,8 @@ class BatchRunner:
                 "loss_curve": result.trace.loss[:, i].tolist(),
                 "act_curve": result.trace.activation[:, i].tolist(),
                 "batch_features": len(result.features), "wall_s": result.wall_s,
-                "device": str(self.device), "versions": self.versions,
+                "device": str(self.device), "precision": result.engine.precision,
+                "features_per_pass": result.engine.features_per_pass, "versions": self.versions,
                 "image_path": image_relpath(anatomy.entry.key, base["layer"], batch.site, feat),
                 "created_at": now,
             })

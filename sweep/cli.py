@@ -63,12 +63,30 @@ def cmd_visualize(args) -> int:
     recipe = Recipe(**{k: v for k, v in overrides.items() if v is not None})
     job = VisualizeJob(model=args.model, layer=args.layer, features=tuple(args.feature), site=args.site,
                        weights=args.weights, base_seed=args.seed, device=args.device, recipe=recipe,
-                       batch_size=args.batch_size, features_per_pass=args.features_per_pass)
+                       batch_size=args.batch_size, engine=engine_from_args(args))
     rows = run_visualize(job, args.out, progress=not args.quiet)
     for r in rows:
         print(f"{r['model']}  layer {r['layer']} ({r['layer_name']})  {r['site']} {r['feature']:>5}  "
               f"act {r['act_init']:+.4f} -> {r['act_final']:+.4f}  {args.out.rstrip('/')}/{r['image_path']}")
     return 0
+
+
+def engine_from_args(args):
+    """The Engine the --precision/--compile/--features-per-pass options ask for."""
+    from sweep.engine import Engine
+
+    given = {"precision": args.precision, "compile": args.compile, "features_per_pass": args.features_per_pass}
+    return Engine(**{k: v for k, v in given.items() if v is not None})
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network arithmetic: bf16 autocast or fp32 (default auto: bf16 on CUDA GPUs, fp32 on CPU)")
+    p.add_argument("--compile", choices=["auto", "on", "off"],
+                   help="torch.compile the blocks before the hooked one (default auto: on for CUDA GPUs)")
+    p.add_argument("--features-per-pass", type=int,
+                   help="features per forward/backward within a batch; same results, different speed "
+                   "(default: 2 on CPU, as many as fit in memory on an accelerator)")
 
 
 def connect_ray(address: str | None = None) -> None:
@@ -114,6 +132,9 @@ def sweep_config_from_args(args):
             data[key] = getattr(args, key)
     if args.steps is not None:
         data["recipe"] = {"steps": args.steps}
+    engine = {k: getattr(args, k) for k in ("precision", "compile", "features_per_pass") if getattr(args, k) is not None}
+    if engine:
+        data["engine"] = engine
     if args.workers is not None or args.cpu:
         data["resources"] = {**({"workers": args.workers} if args.workers is not None else {}),
                              **({"num_gpus": 0} if args.cpu else {})}
@@ -195,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained | random | PATH to a safetensors file or torch state dict")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the accelerator if any, else cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="features optimized together (default 16)")
-    p.add_argument("--features-per-pass", type=int,
-                   help="features per forward/backward within a batch; same results, different speed "
-                   "(default: 2 on CPU, the whole batch on an accelerator)")
+    add_engine_arguments(p)
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
@@ -232,6 +251,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--weights", help="pretrained | random | PATH")
     p.add_argument("--steps", type=int, help="recipe steps (default 400)")
     p.add_argument("--features-per-batch", type=int, help="features optimized together (default 16)")
+    add_engine_arguments(p)
     p.add_argument("--workers", type=int, help="number of workers (default: one per GPU, or per CPU slot)")
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from sweep.batch import (Batch, BatchRunner, check_batch, failure_rows, library_versions, visualization_hash,
                          weights_label)
+from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
@@ -81,8 +82,8 @@ class Dispatcher:
 class SweepWorker:
     """Holds one BatchRunner (and so one loaded model) per worker process."""
 
-    def __init__(self, out: str, storage_options: dict, features_per_pass: int | None):
-        self.runner = BatchRunner(out, storage_options, None, features_per_pass)
+    def __init__(self, out: str, storage_options: dict, engine: Engine):
+        self.runner = BatchRunner(out, storage_options, None, engine)
 
     def info(self) -> dict:
         ctx = ray.get_runtime_context()
@@ -235,7 +236,7 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
               progress: bool) -> None:
     n_workers, gpus = worker_count(config, len(tasks))
     opts = {"num_gpus": gpus, "num_cpus": config.resources.num_cpus}
-    workers = [SweepWorker.options(**opts).remote(config.out, config.storage_options, config.features_per_pass)
+    workers = [SweepWorker.options(**opts).remote(config.out, config.storage_options, config.engine)
                for _ in range(n_workers)]
     log.info("%d workers requested (%s GPU, %s CPU each); on an autoscaling cluster they start as nodes "
              "come up", n_workers, gpus, config.resources.num_cpus)

@@ -56,6 +56,8 @@ FEATURE_SCHEMA = pa.schema([
     ("batch_features", pa.int32()),
     ("wall_s", pa.float64()),
     ("device", pa.string()),
+    ("precision", pa.string()),
+    ("features_per_pass", pa.int32()),
     ("versions", pa.string()),
     ("config_hash", pa.string()),
     ("image_path", pa.string()),

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from sweep.batch import Batch, check_batch
+from sweep.engine import Engine
 from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.zoo import ENTRIES
@@ -74,7 +75,7 @@ class SweepConfig:
     base_seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
     features_per_batch: int = 16
-    features_per_pass: int | None = None
+    engine: Engine = field(default_factory=Engine)
     resources: Resources = field(default_factory=Resources)
     max_attempts: int = 3
     storage_options: dict = field(default_factory=dict, hash=False)
@@ -106,7 +107,7 @@ class SweepConfig:
             data = {**base, **given, **{k: {**base[k], **given[k]} for k in base
                                         if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
         _check_keys("sweep config", data, cls)
-        nested = {"features": FeatureSelection, "resources": Resources, "recipe": Recipe}
+        nested = {"features": FeatureSelection, "resources": Resources, "recipe": Recipe, "engine": Engine}
         for key, kind in nested.items():
             if isinstance(data.get(key), dict):
                 _check_keys(key, data[key], kind)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweep.augment import augment
+from sweep.augment import augment, draw_schedule
+from sweep.engine import Engine, compiled_trunk, fit_features_per_pass
 from sweep.models.anatomy import Anatomy, Block
 from sweep.objectives import feature_loss, total_variation
 from sweep.optimize import Trace, feature_chunks, optimize
@@ -34,6 +35,7 @@ class Rendered:
     act_final: torch.Tensor   # (F,) activation on the final image, no augmentation
     trace: Trace
     wall_s: float
+    engine: Engine            # resolved: the precision and features per pass actually used
 
 
 class ModelInput:
@@ -43,12 +45,15 @@ class ModelInput:
         self.size = anatomy.preprocess.input_size
         self.mean = torch.tensor(anatomy.preprocess.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(anatomy.preprocess.std).view(1, 3, 1, 1)
+        self._on: dict = {}  # (device, dtype) -> (mean, std) there: no host copy per call
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[-1] != self.size or z.shape[-2] != self.size:
             z = F.interpolate(z, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        mean = self.mean.to(device=z.device, dtype=z.dtype)
-        std = self.std.to(device=z.device, dtype=z.dtype)
+        key = (z.device, z.dtype)
+        if key not in self._on:
+            self._on[key] = (self.mean.to(device=z.device, dtype=z.dtype), self.std.to(device=z.device, dtype=z.dtype))
+        mean, std = self._on[key]
         return (z - mean) / std
 
 
@@ -59,39 +64,57 @@ def seeds_for(features: Sequence[int], base_seed: int = 0) -> list[int]:
 
 def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
            recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
-           progress: Callable[[int], None] | None = None,
-           features_per_pass: int | None = None) -> Rendered:
+           progress: Callable[[int], None] | None = None, engine: Engine = Engine()) -> Rendered:
     """Optimize one image per feature of (block, site), all features in one batch.
 
-    features_per_pass: how many features share one forward/backward (see `optimize`).
+    All random draws are made up front from the features' generators; the network runs in the
+    engine's precision, while the image, loss, TV and the recorded clean activations (on the
+    initial and final images, without augmentation) are fp32.
     """
+    device = torch.device(device)
     features = anatomy.check_features(block, site, features)
     recipe = recipe.resolved(anatomy.entry.lr, anatomy.preprocess.input_size)
+    engine = engine.resolved(device)
     prepare = ModelInput(anatomy)
     generators = feature_generators(seeds)
     index = torch.tensor(features, device=device)
+    copies_index = index.repeat_interleave(recipe.copies)
 
-    def activations(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        feats = read_features(net, block, site, prepare(images))
-        return feats.gather(1, which[:, None]).squeeze(1)
+    def activations(images: torch.Tensor, which: torch.Tensor, run: Engine) -> torch.Tensor:
+        z = prepare(images)
+        with run.autocast(device):
+            feats = read_features(net, block, site, z)
+        return feats.float().gather(1, which[:, None]).squeeze(1)
+
+    start = time.perf_counter()
+    x0 = init_pixels(generators, recipe.image_size, device)
+    schedule = draw_schedule(generators, recipe).to(device)
 
     def loss_fn(x: torch.Tensor, step: int, part: slice):
-        z = augment(x, step, generators[part], recipe)
-        acts = activations(z, index[part].repeat_interleave(recipe.copies))
+        z = augment(x, step, schedule.features(part))
+        which = copies_index[part.start * recipe.copies:part.stop * recipe.copies]
+        acts = activations(z, which, engine)
         tv = total_variation(z).view(-1, recipe.copies).mean(1)
         loss = feature_loss(acts, recipe.copies, recipe.reference_scale) + recipe.tv_coef * tv
         return loss, acts.view(-1, recipe.copies).mean(1)
 
-    def clean_activations(images: torch.Tensor) -> torch.Tensor:
+    def clean_activations(images: torch.Tensor, per_pass: int | None) -> torch.Tensor:
+        exact = Engine(precision="fp32", compile="off")
         with torch.no_grad():
-            return torch.cat([activations(images[sl], index[sl])
-                              for sl in feature_chunks(len(features), features_per_pass)])
+            return torch.cat([activations(images[sl], index[sl], exact)
+                              for sl in feature_chunks(len(features), per_pass)])
 
-    start = time.perf_counter()
-    x0 = init_pixels(generators, recipe.image_size, device)
-    act_init = clean_activations(x0)
-    image, trace = optimize(x0, loss_fn, recipe, progress, features_per_pass)
-    act_final = clean_activations(image)
+    if engine.features_per_pass is None:
+        def probe(k: int) -> None:
+            x = x0[:k].clone().requires_grad_(True)
+            loss_fn(x, 0, slice(0, k))[0].sum().backward()
+
+        engine = Engine(engine.precision, engine.compile, fit_features_per_pass(
+            probe, len(features), device, engine.memory_fraction), engine.memory_fraction)
+    act_init = clean_activations(x0, engine.features_per_pass)
+    with compiled_trunk(net, anatomy, block, engine.compile == "on"):
+        image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass)
+    act_final = clean_activations(image, engine.features_per_pass)
     images = image.cpu()
     wall = time.perf_counter() - start
-    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall)
+    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from sweep.batch import Batch, BatchRunner, check_batch
+from sweep.engine import Engine
 from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.recipe import Recipe
@@ -28,15 +29,13 @@ class VisualizeJob:
     device: str | None = None
     recipe: Recipe = field(default_factory=Recipe)
     batch_size: int = 16
-    features_per_pass: int | None = None
+    engine: Engine = field(default_factory=Engine)
 
     def __post_init__(self):
         if not self.features:
             raise SweepError("no features given; pass at least one feature index")
         if self.batch_size < 1:
             raise SweepError(f"bad batch size {self.batch_size}: must be >= 1")
-        if self.features_per_pass is not None and self.features_per_pass < 1:
-            raise SweepError(f"bad features per pass {self.features_per_pass}: must be >= 1")
 
     def batches(self) -> list[Batch]:
         """The job as validated batches of at most batch_size features."""
@@ -56,7 +55,7 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
                   progress: bool = False) -> list[dict]:
     """Validate the job, then render and write it batch by batch; returns the rows written."""
     batches = job.batches()
-    runner = BatchRunner(out, storage_options, job.device, job.features_per_pass)
+    runner = BatchRunner(out, storage_options, job.device, job.engine)
     runner.network(batches[0].model, job.weights)  # bad weights fail here, before any work
     iterations = batches[0].recipe.iterations
     log.info("%s layer %d site %s: %d features in %d batch(es) on %s", batches[0].model, batches[0].layer,

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sweep.augment import augment, channel_offset, color_shift, draw, offset_decay, roll
+from sweep.augment import augment, channel_offset, color_shift, draw, draw_schedule, offset_decay, roll
+from sweep.engine import Engine
 from sweep.models.build import build
 from sweep.objectives import feature_loss, total_variation
 from sweep.optimize import optimize
@@ -57,18 +58,44 @@ def test_transforms_by_hand():
     off = channel_offset(z, torch.ones(2, 3))
     assert torch.equal(off, z + 1)
     img = torch.arange(9.0).view(1, 1, 3, 3)
-    assert torch.equal(roll(img, 1, 0)[0, 0, 0], img[0, 0, 2])  # circular, not padded
+    assert torch.equal(roll(img, torch.tensor([[1, 0]]))[0, 0, 0], img[0, 0, 2])  # circular, not padded
+
+
+def test_batched_roll_equals_torch_roll_per_image():
+    z = torch.rand(4, 3, 7, 9)
+    shifts = torch.tensor([[0, 0], [3, -2], [-7, 9], [12, -20]])
+    out = roll(z, shifts)
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        assert torch.equal(out[i], torch.roll(z[i], shifts=(dy, dx), dims=(-2, -1)))
+
+
+def test_schedule_augment_equals_step_by_step_composition():
+    """Drawing every step ahead gives exactly the images of drawing step by step."""
+    r = Recipe(steps=6, copies=3, jitter=4)
+    x = torch.rand(2, 3, 10, 10)
+    schedule = draw_schedule(feature_generators([3, 8]), r)
+    gens = feature_generators([3, 8])
+    for step in range(r.iterations):
+        groups = []
+        for image, gen in zip(x, gens):
+            d = draw(gen, r)
+            z = image.unsqueeze(0).expand(r.copies, -1, -1, -1)
+            z = color_shift(z, d.mu, d.sigma)
+            z = channel_offset(z, d.offset * (r.offset_std * offset_decay(step, r.steps)))
+            groups.append(torch.roll(z, shifts=d.shift, dims=(-2, -1)))
+        assert torch.equal(augment(x, step, schedule), torch.cat(groups))
+    half = augment(x[1:], 2, schedule.features(slice(1, 2)))
+    assert torch.equal(half, augment(x, 2, schedule)[r.copies:])
 
 
 def test_augment_shapes_and_shared_shift():
     r = Recipe(copies=4, color_mean=0.0, color_std=0.0, offset_std=0.0, jitter=3)
     x = torch.rand(2, 3, 8, 8)
-    gens = feature_generators([5, 6])
-    z = augment(x, 0, gens, r)
+    z = augment(x, 0, draw_schedule(feature_generators([5, 6]), r))
     assert z.shape == (8, 3, 8, 8)
     # With colour and offset switched off, every copy of a feature is the same rolled image.
     d = draw(torch.Generator().manual_seed(5), r)
-    torch.testing.assert_close(z[0], roll(x[:1], *d.shift)[0])
+    torch.testing.assert_close(z[0], torch.roll(x[0], shifts=d.shift, dims=(-2, -1)))
     assert torch.equal(z[0], z[3])
 
 
@@ -132,7 +159,8 @@ def test_batch_gives_same_images_as_one_at_a_time(micro):
     block = anatomy.block(1)
     recipe = Recipe(steps=12, jitter=4)
     feats = [3, 17, 40]
-    together = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu")
+    together = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
+                      engine=Engine(features_per_pass=len(feats)))
     for i, f in enumerate(feats):
         alone = render(net, anatomy, block, "mlp", [f], recipe, seeds_for([f]), "cpu")
         torch.testing.assert_close(alone.images[0], together.images[i], rtol=0, atol=1e-6)
@@ -144,8 +172,10 @@ def test_features_per_pass_does_not_change_results(micro):
     block = anatomy.block(2)
     recipe = Recipe(steps=8, jitter=4)
     feats = [1, 2, 3, 4, 5]
-    whole = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu")
-    chunked = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu", features_per_pass=2)
+    whole = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
+                   engine=Engine(features_per_pass=len(feats)))
+    chunked = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
+                     engine=Engine(features_per_pass=2))
     torch.testing.assert_close(chunked.images, whole.images, rtol=0, atol=1e-6)
     torch.testing.assert_close(chunked.trace.loss, whole.trace.loss)
     torch.testing.assert_close(chunked.act_final, whole.act_final)

@@ -1,0 +1,152 @@
+"""How the recipe is computed: precision, compilation and how many features share a pass.
+
+None of these change what is optimized, only how fast and in what arithmetic; the tolerance
+between precisions is measured by `benchmarks/check_engine.py` (results in benchmarks/results/).
+Every choice has an "auto" that picks by device, so the same config runs on a laptop and a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from sweep.errors import SweepError
+from sweep.models.anatomy import Anatomy, Block
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("auto", "on", "off")
+
+#: On CPUs, passes of 2 features (16 images) were measured fastest: larger passes fall out of
+#: cache and got slower per image (benchmarks/results/2026-11-26-step-cpu.csv).
+CPU_FEATURES_PER_PASS = 2
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Execution settings of the optimization loop, resolved per device by `resolved`.
+
+    precision: fp32, or bf16 autocast for the network (the image, loss, TV and Adam stay fp32);
+        auto = bf16 on CUDA GPUs, fp32 elsewhere.
+    compile: torch.compile the blocks that run in full before the hooked one (regional
+        compilation; the hooked block stays eager so its tap can stop the pass); auto = on
+        for CUDA GPUs, off elsewhere.
+    features_per_pass: features whose images share one forward/backward; None = auto: 2 on
+        CPUs, on accelerators as many as fit `memory_fraction` of the free memory.
+    """
+
+    precision: str = "auto"
+    compile: str = "auto"
+    features_per_pass: int | None = None
+    memory_fraction: float = 0.8
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise SweepError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.compile not in COMPILE_MODES:
+            raise SweepError(f"unknown compile mode {self.compile!r}; allowed: {', '.join(COMPILE_MODES)}")
+        if self.features_per_pass is not None and self.features_per_pass < 1:
+            raise SweepError(f"bad features per pass {self.features_per_pass}: must be >= 1")
+        if not 0 < self.memory_fraction <= 1:
+            raise SweepError(f"bad memory fraction {self.memory_fraction}: must be in (0, 1]")
+
+    def resolved(self, device: torch.device) -> "Engine":
+        """This engine with "auto" replaced by the device's choice (features_per_pass stays None
+        on accelerators: it is fitted to memory once the batch is known)."""
+        gpu = device.type == "cuda"
+        per_pass = self.features_per_pass
+        if per_pass is None and device.type == "cpu":
+            per_pass = CPU_FEATURES_PER_PASS
+        return Engine(precision=("bf16" if gpu else "fp32") if self.precision == "auto" else self.precision,
+                      compile=("on" if gpu else "off") if self.compile == "auto" else self.compile,
+                      features_per_pass=per_pass, memory_fraction=self.memory_fraction)
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The network's arithmetic: bf16 autocast, or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def _compiled_call(module: nn.Module) -> Callable:
+    """One compiled `_call_impl` per module, kept on the module so later batches reuse it."""
+    fn = module.__dict__.get("_sweep_compiled")
+    if fn is None:
+        fn = torch.compile(module._call_impl)
+        module.__dict__["_sweep_compiled"] = fn
+    return fn
+
+
+@contextlib.contextmanager
+def compiled_trunk(net: nn.Module, anatomy: Anatomy, block: Block, enabled: bool) -> Iterator[None]:
+    """Within the context, blocks before `block` run compiled; afterwards the network is as it was.
+
+    The hooked block and everything after it stay eager: its tap raises to stop the forward
+    pass, which a compiled graph would have to break around anyway.
+    """
+    if not enabled:
+        yield
+        return
+    target = block.site(next(iter(block.sites))).module
+    modules = dict(net.named_modules())
+    trunk = [modules[b.name] for b in anatomy.blocks
+             if b.index < block.index and b.name in modules and b.name != block.name
+             and not target.startswith(b.name + ".")]
+    for mod in trunk:
+        mod._compiled_call_impl = _compiled_call(mod)
+    try:
+        yield
+    finally:
+        for mod in trunk:
+            mod._compiled_call_impl = None
+
+
+def _memory_api(name: str, device: torch.device) -> Callable:
+    """torch.accelerator's memory function `name`, or the device module's on torch versions without it."""
+    fn = getattr(torch.accelerator, name, None)
+    if fn is None:
+        fn = getattr(getattr(torch, device.type), "mem_get_info" if name == "get_memory_info" else name)
+    return fn
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the allocator can still get on an accelerator (free device memory + its cached blocks)."""
+    free, _total = _memory_api("get_memory_info", device)(device)
+    cached = _memory_api("memory_reserved", device)(device) - _memory_api("memory_allocated", device)(device)
+    return int(free + cached)
+
+
+def fit_features_per_pass(run_pass: Callable[[int], None], n_features: int, device: torch.device,
+                          fraction: float) -> int:
+    """Largest features-per-pass that fits `fraction` of the accelerator's free memory.
+
+    Peak memory of a pass is measured for 1 and for k features (k <= 4) and extrapolated
+    linearly; the result is then evened out so all passes have the same size.
+    """
+    if n_features == 1:
+        return 1
+    peaks = {}
+    for k in sorted({1, min(n_features, 4)}):
+        torch.accelerator.synchronize(device)
+        _memory_api("reset_peak_memory_stats", device)(device)
+        base = _memory_api("memory_allocated", device)(device)
+        run_pass(k)
+        torch.accelerator.synchronize(device)
+        peaks[k] = _memory_api("max_memory_allocated", device)(device) - base
+    k = max(peaks)
+    per_feature = max((peaks[k] - peaks[1]) / (k - 1), 1.0)
+    fixed = max(peaks[1] - per_feature, 0.0)
+    fit = int((free_memory(device) * fraction - fixed) // per_feature)
+    fit = max(1, min(n_features, fit))
+    passes = math.ceil(n_features / fit)
+    size = math.ceil(n_features / passes)
+    log.info("features per pass: %d (%.0f MiB per feature, %d passes of %d features)",
+             size, per_feature / 2**20, passes, size)
+    return size
