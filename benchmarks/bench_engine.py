@@ -73,13 +73,13 @@ def datasheet_peak(name: str) -> float | None:
 
 def measured_matmul_tflops(device: torch.device) -> float:
     """Rate of a large square matrix product: bf16 on accelerators, fp32 on CPUs."""
-    n, dtype = (8192, torch.bfloat16) if device.type != "cpu" else (1024, torch.float32)
+    n, dtype = (8192, torch.bfloat16) if device.type != "cpu" else (2048, torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     sync(device)
-    reps = 10 if device.type != "cpu" else 3
+    reps = 10 if device.type != "cpu" else 5
     start = time.perf_counter()
     for _ in range(reps):
         a @ b
@@ -147,7 +147,7 @@ def time_engine(net, anatomy, block, device, engine: Engine, features: int, warm
 
 
 def bench(model: str, layers: list[int], variants: list[str], features: int, warmup: int, iters: int,
-          device: torch.device, peaks: dict) -> list[dict]:
+          device: torch.device, peaks: dict, write=lambda row: None) -> list[dict]:
     anatomy = anatomy_of(model)
     net = build(anatomy.entry, "random", device)
     rows = []
@@ -170,6 +170,7 @@ def bench(model: str, layers: list[int], variants: list[str], features: int, war
                 "pct_measured_matmul": 100 * tflops / peaks["measured"],
             })
             print(format_row(rows[-1]), flush=True)
+            write(rows[-1])
     return rows
 
 
@@ -220,26 +221,28 @@ def main(argv=None) -> int:
     print(f"device: {device} ({name}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
           f"datasheet bf16 peak {peaks['datasheet']} TFLOP/s; measured matmul {peaks['measured']:.1f} TFLOP/s",
           flush=True)
+    def write(row: dict) -> None:
+        """Append one row as soon as it is measured, so a run cut short keeps what it measured."""
+        if not args.csv:
+            return
+        new = not os.path.exists(args.csv)
+        with open(args.csv, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["date", "device", "device_name", "torch",
+                                                    "datasheet_bf16_peak_tflops", "measured_matmul_tflops", *row])
+            if new:
+                writer.writeheader()
+            writer.writerow({"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
+                             "torch": torch.__version__, "datasheet_bf16_peak_tflops": peaks["datasheet"],
+                             "measured_matmul_tflops": round(peaks["measured"], 2),
+                             **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}})
+
     rows = []
     for model in args.models:
         depth = len(anatomy_of(model).blocks)
         layers = list(range(depth)) if args.layers == ["all"] else [int(x) for x in args.layers]
-        rows += bench(model, layers, variants, features, args.warmup, args.iters, device, peaks)
+        rows += bench(model, layers, variants, features, args.warmup, args.iters, device, peaks, write)
     for line in summarize(rows):
         print(line)
-    if args.csv:
-        new = not os.path.exists(args.csv)
-        fields = ["date", "device", "device_name", "torch", "datasheet_bf16_peak_tflops",
-                  "measured_matmul_tflops", *rows[0]]
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new:
-                writer.writeheader()
-            for r in rows:
-                writer.writerow({"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
-                                 "torch": torch.__version__, "datasheet_bf16_peak_tflops": peaks["datasheet"],
-                                 "measured_matmul_tflops": round(peaks["measured"], 2),
-                                 **{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()}})
     return 0
 
 

@@ -77,7 +77,7 @@ def host_syncs(net, anatomy, layer, device, engine: Engine, steps: int = 6) -> i
         warnings.simplefilter("always")
         run(net, anatomy, layer, 4, Recipe(steps=steps), device, engine, progress=tick)
     torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    syncs = [w for w in caught if "called a synchronizing" in str(w.message).lower()]
     for w in syncs[:5]:
         print("  sync:", str(w.message).splitlines()[0])
     return len(syncs)

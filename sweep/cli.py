@@ -81,7 +81,8 @@ def engine_from_args(args):
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="network arithmetic: bf16 autocast or fp32 (default auto: bf16 on CUDA GPUs, fp32 on CPU)")
+                   help="network arithmetic: bf16 autocast or fp32 (default auto: bf16 where the device has it in "
+                   "hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX; else fp32)")
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="torch.compile the blocks before the hooked one (default auto: on for CUDA GPUs)")
     p.add_argument("--features-per-pass", type=int,
@@ -160,7 +161,7 @@ def cmd_run(args) -> int:
         for r in rows:
             print(f"{r['model']:45s} {r['layers']:>6} {r['batches']:>7} {r['features']:>8} {r['tflop']:>11.1f}")
         print(f"{'total':45s} {'':>6} {len(tasks):>7} {sum(r['features'] for r in rows):>8} {total:>11.1f}")
-        print(f"estimated cost: {total:.1f} TFLOP (forward to the hooked block + input gradient = 3x forward, "
+        print(f"estimated cost: {total:.1f} TFLOP (forward to the hooked block + input gradient = 2x forward, "
               f"{config.recipe.copies} copies x {config.recipe.iterations} iterations per feature); "
               f"at an assumed {args.assume_tflops:g} TFLOP/s sustained that is "
               f"{total / args.assume_tflops / 3600:.2f} GPU-hours (an estimate, not a measurement)")
@@ -256,8 +257,9 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
     p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
-    p.add_argument("--assume-tflops", type=float, default=400.0,
-                   help="sustained TFLOP/s assumed by --dry-run's GPU-hours estimate (default 400)")
+    p.add_argument("--assume-tflops", type=float, default=285.0,
+                   help="sustained TFLOP/s for --dry-run's GPU-hours estimate (default 285: the engine's rate "
+                   "measured for ViT-B/16 on one H200, benchmarks/results/2026-11-26-engine-h200.csv)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
     p.add_argument("--max-batches", type=int, help="stop after N batches (re-run to resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

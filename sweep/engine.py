@@ -34,7 +34,8 @@ class Engine:
     """Execution settings of the optimization loop, resolved per device by `resolved`.
 
     precision: fp32, or bf16 autocast for the network (the image, loss, TV and Adam stay fp32);
-        auto = bf16 on CUDA GPUs, fp32 elsewhere.
+        auto = bf16 where the device computes bf16 natively (CUDA GPUs from Ampere on, CPUs with
+        AVX512-BF16 or AMX), fp32 elsewhere.
     compile: torch.compile the blocks that run in full before the hooked one (regional
         compilation; the hooked block stays eager so its tap can stop the pass); auto = on
         for CUDA GPUs, off elsewhere.
@@ -64,7 +65,10 @@ class Engine:
         per_pass = self.features_per_pass
         if per_pass is None and device.type == "cpu":
             per_pass = CPU_FEATURES_PER_PASS
-        return Engine(precision=("bf16" if gpu else "fp32") if self.precision == "auto" else self.precision,
+        precision = self.precision
+        if precision == "auto":
+            precision = "bf16" if native_bf16(device) else "fp32"
+        return Engine(precision=precision,
                       compile=("on" if gpu else "off") if self.compile == "auto" else self.compile,
                       features_per_pass=per_pass, memory_fraction=self.memory_fraction)
 
@@ -73,6 +77,19 @@ class Engine:
         if self.precision == "bf16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has bf16 arithmetic in hardware (emulated bf16 is slower than fp32)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        if device.type == "cpu":
+            return any(getattr(torch.cpu, probe, lambda: False)()
+                       for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    except (RuntimeError, AssertionError, TypeError):
+        pass
+    return False
 
 
 def _compiled_call(module: nn.Module) -> Callable:
@@ -123,30 +140,42 @@ def free_memory(device: torch.device) -> int:
     return int(free + cached)
 
 
+def passes_that_fit(peaks: dict[int, float], n_features: int, free_bytes: float, fraction: float) -> int:
+    """Features per pass from measured peak bytes of passes of k features ({k: bytes}, two k's).
+
+    Linear in k (fixed + k * per_feature); the largest k within fraction * free_bytes, then evened
+    out so every pass has the same size (one compiled shape, no small remainder pass).
+    """
+    small, large = min(peaks), max(peaks)
+    per_feature = max((peaks[large] - peaks[small]) / max(large - small, 1), 1.0)
+    fixed = max(peaks[small] - small * per_feature, 0.0)
+    fit = max(1, min(n_features, int((free_bytes * fraction - fixed) // per_feature)))
+    passes = math.ceil(n_features / fit)
+    return math.ceil(n_features / passes)
+
+
 def fit_features_per_pass(run_pass: Callable[[int], None], n_features: int, device: torch.device,
                           fraction: float) -> int:
     """Largest features-per-pass that fits `fraction` of the accelerator's free memory.
 
-    Peak memory of a pass is measured for 1 and for k features (k <= 4) and extrapolated
-    linearly; the result is then evened out so all passes have the same size.
+    Peak memory of a pass (forward + backward) is measured for 1 and for k <= 4 features.
     """
     if n_features == 1:
         return 1
     peaks = {}
-    for k in sorted({1, min(n_features, 4)}):
-        torch.accelerator.synchronize(device)
-        _memory_api("reset_peak_memory_stats", device)(device)
-        base = _memory_api("memory_allocated", device)(device)
-        run_pass(k)
-        torch.accelerator.synchronize(device)
-        peaks[k] = _memory_api("max_memory_allocated", device)(device) - base
-    k = max(peaks)
-    per_feature = max((peaks[k] - peaks[1]) / (k - 1), 1.0)
-    fixed = max(peaks[1] - per_feature, 0.0)
-    fit = int((free_memory(device) * fraction - fixed) // per_feature)
-    fit = max(1, min(n_features, fit))
-    passes = math.ceil(n_features / fit)
-    size = math.ceil(n_features / passes)
-    log.info("features per pass: %d (%.0f MiB per feature, %d passes of %d features)",
-             size, per_feature / 2**20, passes, size)
+    try:
+        for k in sorted({1, min(n_features, 4)}):
+            torch.accelerator.synchronize(device)
+            _memory_api("reset_peak_memory_stats", device)(device)
+            base = _memory_api("memory_allocated", device)(device)
+            run_pass(k)
+            torch.accelerator.synchronize(device)
+            peaks[k] = _memory_api("max_memory_allocated", device)(device) - base
+        free = free_memory(device)
+    except (AttributeError, RuntimeError, NotImplementedError) as exc:
+        log.warning("cannot read %s memory (%s); running all %d features in one pass", device, exc, n_features)
+        return n_features
+    size = passes_that_fit(peaks, n_features, free, fraction)
+    log.info("features per pass: %d of %d (peak %.0f MiB for 1 feature, %.0f MiB for %d)", size, n_features,
+             peaks[1] / 2**20, peaks[max(peaks)] / 2**20, max(peaks))
     return size

@@ -145,7 +145,9 @@ def _paper_preset() -> dict:
     """The paper's visualizations: the 38 variants, the original ViTs and the CLIP ViTs."""
     models = [e.key for e in ENTRIES if e.paper_38 or (e.family == "vit" and e.paper_name)]
     models += ["ViT-B-32/openai", "ViT-B-16/openai"]
-    return {"models": models, "features": {"mode": "first", "count": 256}}
+    # 128 features (1,024 images) per batch keep a GPU busy: the engine's measured rate on an H200
+    # (benchmarks/results/2026-11-26-engine-h200.csv); the engine splits a batch that does not fit.
+    return {"models": models, "features": {"mode": "first", "count": 256}, "features_per_batch": 128}
 
 
 def _smoke_preset() -> dict:
@@ -240,12 +242,17 @@ def _flops_to_block(key: str) -> tuple[float, ...]:
 
 _FLOPS: dict[str, tuple[float, ...]] = {}
 
+#: Forward + input gradient over forward alone: 2.04 for ViT-B/16 at its last block, counted by
+#: torch's FlopCounterMode (benchmarks/bench_engine.py, step_gflop_per_image 69.8 vs 34.2).
+STEP_FLOPS_PER_FORWARD = 2.0
+
 
 def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
     """Per model: layers, batches, features, and the estimated compute of the plan.
 
     Cost model: each feature runs `iterations` steps on `copies` images; a step is one forward to
-    the hooked block plus an input gradient, counted as 3x the forward FLOPs.
+    the hooked block plus an input gradient (weights are frozen: no weight gradient), counted as
+    STEP_FLOPS_PER_FORWARD times the forward FLOPs.
     """
     recipe = config.recipe
     out: dict[str, dict] = {}
@@ -255,7 +262,7 @@ def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
         row["layers"].add(t.batch.layer)
         row["batches"] += 1
         row["features"] += len(t.batch.features)
-        row["tflop"] += 3 * t.cost * recipe.copies * recipe.iterations / 1e12
+        row["tflop"] += STEP_FLOPS_PER_FORWARD * t.cost * recipe.copies * recipe.iterations / 1e12
     for row in out.values():
         row["layers"] = len(row["layers"])
     return list(out.values())

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sweep.augment import augment, channel_offset, color_shift, draw, draw_schedule, offset_decay, roll
-from sweep.engine import Engine
+from sweep.engine import CPU_FEATURES_PER_PASS, Engine, passes_that_fit
+from sweep.errors import SweepError
 from sweep.models.build import build
 from sweep.objectives import feature_loss, total_variation
 from sweep.optimize import optimize
@@ -160,9 +161,9 @@ def test_batch_gives_same_images_as_one_at_a_time(micro):
     recipe = Recipe(steps=12, jitter=4)
     feats = [3, 17, 40]
     together = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
-                      engine=Engine(features_per_pass=len(feats)))
+                      engine=Engine("fp32", features_per_pass=len(feats)))
     for i, f in enumerate(feats):
-        alone = render(net, anatomy, block, "mlp", [f], recipe, seeds_for([f]), "cpu")
+        alone = render(net, anatomy, block, "mlp", [f], recipe, seeds_for([f]), "cpu", engine=Engine("fp32"))
         torch.testing.assert_close(alone.images[0], together.images[i], rtol=0, atol=1e-6)
         torch.testing.assert_close(alone.trace.loss[:, 0], together.trace.loss[:, i])
 
@@ -173,9 +174,9 @@ def test_features_per_pass_does_not_change_results(micro):
     recipe = Recipe(steps=8, jitter=4)
     feats = [1, 2, 3, 4, 5]
     whole = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
-                   engine=Engine(features_per_pass=len(feats)))
+                   engine=Engine("fp32", features_per_pass=len(feats)))
     chunked = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
-                     engine=Engine(features_per_pass=2))
+                     engine=Engine("fp32", features_per_pass=2))
     torch.testing.assert_close(chunked.images, whole.images, rtol=0, atol=1e-6)
     torch.testing.assert_close(chunked.trace.loss, whole.trace.loss)
     torch.testing.assert_close(chunked.act_final, whole.act_final)
@@ -259,3 +260,56 @@ def test_planted_feature_is_found_and_shown(micro):
     # The image shows the pattern the unit was built for: red, with no green or blue.
     r, g, b = out.images[0].mean(dim=(1, 2)).tolist()
     assert r > 0.8 and g < 0.2 and b < 0.2, (r, g, b)
+
+
+def test_engine_settings_are_checked_and_resolved_per_device(monkeypatch):
+    with pytest.raises(SweepError, match="allowed: auto, fp32, bf16"):
+        Engine(precision="fp16")
+    with pytest.raises(SweepError, match="allowed: auto, on, off"):
+        Engine(compile="yes")
+    with pytest.raises(SweepError, match="must be >= 1"):
+        Engine(features_per_pass=0)
+    monkeypatch.setattr("sweep.engine.native_bf16", lambda device: False)
+    assert Engine().resolved(torch.device("cpu")) == Engine("fp32", "off", CPU_FEATURES_PER_PASS)
+    assert Engine().resolved(torch.device("cuda")) == Engine("fp32", "on", None)
+    monkeypatch.setattr("sweep.engine.native_bf16", lambda device: True)
+    assert Engine().resolved(torch.device("cpu")) == Engine("bf16", "off", CPU_FEATURES_PER_PASS)
+    assert Engine().resolved(torch.device("cuda")) == Engine("bf16", "on", None)
+    assert Engine("fp32", "off", 8).resolved(torch.device("cuda")) == Engine("fp32", "off", 8)
+
+
+def test_passes_that_fit_memory():
+    mib = 2**20
+    # 100 MiB fixed + 50 MiB per feature, 1000 MiB free at fraction 0.8 -> 800 MiB -> 14 features.
+    peaks = {1: 150 * mib, 4: 300 * mib}
+    assert passes_that_fit(peaks, 14, 1000 * mib, 0.8) == 14
+    assert passes_that_fit(peaks, 20, 1000 * mib, 0.8) == 10   # two even passes of 10, not 14 + 6
+    assert passes_that_fit(peaks, 20, 10 * mib, 0.8) == 1      # never below one feature
+
+
+def test_bf16_autocast_on_cpu_records_fp32_clean_activations(micro):
+    anatomy, net = micro
+    block = anatomy.block(1)
+    recipe = Recipe(steps=6, jitter=4)
+    feats = [2, 9]
+    fp32 = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu", engine=Engine("fp32"))
+    bf16 = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu", engine=Engine("bf16"))
+    assert bf16.engine.precision == "bf16" and fp32.engine.precision == "fp32"
+    torch.testing.assert_close(bf16.act_init, fp32.act_init)  # same start, measured in fp32
+    assert bf16.images.dtype == torch.float32
+    diff = (bf16.images - fp32.images).abs()
+    assert 0 < diff.mean() < 0.01, diff.mean()  # a few pixels move, the image stays
+
+
+def test_compiled_trunk_matches_eager_and_restores_the_network(micro):
+    anatomy, net = micro
+    block = anatomy.block(2)
+    recipe = Recipe(steps=4, jitter=4)
+    feats = [0, 5]
+    eager = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu", engine=Engine("fp32"))
+    compiled = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
+                      engine=Engine("fp32", compile="on"))
+    torch.testing.assert_close(compiled.images, eager.images, rtol=0, atol=1e-5)
+    assert all(m._compiled_call_impl is None for m in net.modules())
+    assert "_sweep_compiled" in vars(net.get_submodule("blocks.0"))    # compiled once, kept for later batches
+    assert "_sweep_compiled" not in vars(net.get_submodule("blocks.2"))  # the hooked block stays eager

@@ -1,0 +1,65 @@
+"""The speed benchmarks compare equals: the baseline is the same recipe, and the scripts run end to end."""
+
+import csv
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks import bench_engine, check_engine
+from benchmarks.baseline import visualize_one
+from sweep.engine import Engine
+from sweep.models.anatomy import anatomy_of
+from sweep.models.build import build
+from sweep.recipe import Recipe
+from sweep.render import render, seeds_for
+
+
+@pytest.mark.parametrize("model", ["dev/vit-micro", "dev/deit-micro-distilled"])
+def test_baseline_gives_the_engines_images(model):
+    """One feature at a time through the whole network = the engine's batched, stopped forward."""
+    anatomy = anatomy_of(model)
+    net = build(anatomy.entry, "random")
+    block = anatomy.block(1)
+    recipe = Recipe(steps=10, jitter=4)
+    feats = [3, 7, 11]
+    engine = render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu",
+                    engine=Engine("fp32", features_per_pass=3))
+    for i, f in enumerate(feats):
+        image, losses = visualize_one(net, anatomy, block, f, recipe, f, torch.device("cpu"))
+        torch.testing.assert_close(image, engine.images[i], rtol=0, atol=1e-6)
+        assert losses[-1] == pytest.approx(float(engine.trace.loss[-1, i]), rel=1e-5)
+
+
+def test_step_flops_count_forward_and_input_gradient():
+    anatomy = anatomy_of("vit_base_patch16_224")
+    first = bench_engine.step_flops_per_image(anatomy, anatomy.block(0))
+    last = bench_engine.step_flops_per_image(anatomy, anatomy.block(-1))
+    # ViT-B/16 forward is ~35 GFLOP per image; with the input gradient about twice that.
+    assert 65e9 < last < 75e9
+    assert first < last / 8  # the forward stops at the hooked block
+
+
+def test_bench_engine_writes_one_row_per_variant(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    assert bench_engine.main(["--models", "dev/vit-micro", "--layers", "0", "2", "--features", "3", "--iters", "1",
+                              "--variants", "fp32", "bf16", "--csv", str(out)]) == 0
+    rows = pd.read_csv(out)
+    assert list(rows.variant) == ["baseline", "engine:fp32", "engine:bf16"] * 2
+    assert (rows.step_s > 0).all() and (rows.features_per_hour > 0).all()
+    assert (rows[rows.variant == "baseline"].speedup_vs_baseline == 1.0).all()
+    assert set(rows.device) == {"cpu"}
+    assert "mean speedup" in capsys.readouterr().out
+
+
+def test_check_engine_reports_per_feature_differences(tmp_path):
+    out = tmp_path / "fidelity.csv"
+    assert check_engine.main(["--cpu-model", "dev/vit-micro", "--model", "dev/vit-micro", "--cpu-layer", "1",
+                              "--layer", "1", "--cpu-steps", "3", "--steps", "3", "--features", "2",
+                              "--device", "cpu", "--csv", str(out)]) == 0
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    checks = [r["check"] for r in rows]
+    assert checks.count("device-vs-cpu") == 2 and checks.count("bf16-vs-fp32") == 4
+    same = [r for r in rows if r["check"] == "device-vs-cpu"]
+    assert all(float(r["image_max_abs_diff"]) == 0.0 for r in same)  # cpu against itself
