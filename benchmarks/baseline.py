@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sweep.models.anatomy import Anatomy, Block
+from sweep.models.tuned import resolve_recipe
 from sweep.recipe import Recipe
 
 
@@ -36,7 +37,7 @@ def visualize_one(net: nn.Module, anatomy: Anatomy, block: Block, feature: int, 
 
     Token-layout models only (ViTs, DeiT, Swin...), which is what the benchmarks time.
     """
-    recipe = recipe.resolved(anatomy.entry.lr, anatomy.preprocess.input_size)
+    recipe, _source = resolve_recipe(recipe, anatomy.entry, anatomy.preprocess.input_size)
     site = block.site("mlp")
     assert block.layout == "tokens" and site.hook == "output", "the baseline handles token-layout MLP sites"
     module = net.get_submodule(site.module)

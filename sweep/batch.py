@@ -25,6 +25,7 @@ from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
+from sweep.models.tuned import resolve_recipe
 from sweep.outputs import atomic_write, features_dir, image_relpath, open_root, parquet_bytes, png_bytes
 from sweep.recipe import Recipe, config_hash
 from sweep.render import Rendered, render, seeds_for
@@ -84,7 +85,7 @@ def visualization_hash(model: str, weights: str, layer: int, site: str, base_see
                        recipe: Recipe) -> str:
     """Identifies how a (model, layer, site) was visualized; equal hashes mean comparable images."""
     return config_hash({"model": model, "weights": weights, "layer": layer, "site": site,
-                        "base_seed": base_seed, "recipe": dataclasses.asdict(recipe)})
+                        "base_seed": base_seed, "recipe": recipe.identity()})
 
 
 def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe]:
@@ -93,15 +94,16 @@ def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe]:
     block = anatomy.block(batch.layer)
     block.site(batch.site)
     anatomy.check_features(block, batch.site, batch.features)
-    recipe = batch.recipe.resolved(anatomy.entry.lr, anatomy.preprocess.input_size)
+    recipe, _source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
     return anatomy, batch.site, recipe
 
 
 def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, weights: str) -> dict:
     block = anatomy.block(batch.layer)
-    cols = {k: v for k, v in recipe.as_dict().items() if k != "log_every"}
+    cols = {k: v for k, v in recipe.identity().items() if k != "log_every"}
+    _, source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
     return {"weights": weights, "layer": block.index, "layer_name": block.name, "site": batch.site,
-            "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef,
+            "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef, "recipe_source": source,
             "config_hash": visualization_hash(anatomy.entry.key, weights, block.index, batch.site,
                                               batch.base_seed, recipe)}
 

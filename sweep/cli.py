@@ -59,7 +59,7 @@ def cmd_visualize(args) -> int:
     from sweep.visualize import VisualizeJob, run_visualize
 
     overrides = {"steps": args.steps, "tv": args.tv, "lr": args.lr, "copies": args.copies,
-                 "jitter": args.jitter, "image_size": args.image_size}
+                 "jitter": args.jitter, "image_size": args.image_size, "defaults": args.recipe}
     recipe = Recipe(**{k: v for k, v in overrides.items() if v is not None})
     job = VisualizeJob(model=args.model, layer=args.layer, features=tuple(args.feature), site=args.site,
                        weights=args.weights, base_seed=args.seed, device=args.device, recipe=recipe,
@@ -77,6 +77,12 @@ def engine_from_args(args):
 
     given = {"precision": args.precision, "compile": args.compile, "features_per_pass": args.features_per_pass}
     return Engine(**{k: v for k, v in given.items() if v is not None})
+
+
+def add_recipe_switch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", choices=["tuned", "paper"],
+                   help="defaults for lr and tv not given: tuned (the family's tuned values where stored, "
+                   "else the paper's; the default) or paper (exactly the paper's)")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,8 +137,9 @@ def sweep_config_from_args(args):
     for key in ("site", "weights", "features_per_batch"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
-    if args.steps is not None:
-        data["recipe"] = {"steps": args.steps}
+    recipe = {k: v for k, v in (("steps", args.steps), ("defaults", args.recipe)) if v is not None}
+    if recipe:
+        data["recipe"] = recipe
     engine = {k: getattr(args, k) for k in ("precision", "compile", "features_per_pass") if getattr(args, k) is not None}
     if engine:
         data["engine"] = engine
@@ -174,6 +181,47 @@ def cmd_run(args) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def cmd_tune(args) -> int:
+    from sweep.recipe import Recipe
+    from sweep.tune import PAPER_LRS, PAPER_TVS, TuneJob, parse_grid, promote_best, run_tune
+
+    grid = parse_grid(args.grid or [])
+    recipe = Recipe(**{k: v for k, v in (("steps", args.steps), ("copies", args.copies)) if v is not None})
+    job = TuneJob(model=args.model, out=args.out, lrs=grid.get("lr", PAPER_LRS), tvs=grid.get("tv", PAPER_TVS),
+                  search=args.search, search_seed=args.search_seed,
+                  layers=tuple(_layer(x) for x in args.layers) if args.layers else None,
+                  features=args.features, unit_seed=args.unit_seed, site=args.site, weights=args.weights,
+                  base_seed=args.seed, recipe=recipe, reference=args.reference,
+                  reference_count=args.reference_count, robustness_draws=args.robustness_draws,
+                  num_gpus=args.gpus_per_trial, num_cpus=args.cpus_per_trial, engine=engine_from_args(args))
+    specs = job.specs()  # validates model, layers, site before Ray starts
+    print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
+          f"({', '.join(f'L{l}:{f}' for l, f in specs[0].units)}), {job.grid_label()}")
+    connect_ray(args.address)
+    report = run_tune(job, verbose=0 if args.quiet else 1)
+    cols = ["lr", "tv", "act_final", "relative_activation", "robustness", "saturated_fraction",
+            "spectrum_slope", "combined"]
+    print(report.trials[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"{report.ran} trial(s) run, {report.skipped} already present, {len(report.errors)} failed; "
+          f"rows under {args.out.rstrip('/')}/tuning/")
+    for err in report.errors:
+        print(f"failed: {err}", file=sys.stderr)
+    if args.promote:
+        if report.errors:
+            raise SweepError("not promoting: some trials failed; run the same command again to finish them")
+        best = promote_best(job, report.trials, args.registry_file)
+        print(f"promoted {best['family']} defaults: lr {best['lr']:g}, tv {best['tv']:g} "
+              f"(combined {best['combined']:.4g}) -> {best['path']}")
+    return 0 if not report.errors else 1
+
+
+def _layer(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def cmd_atlas(args) -> int:
     from sweep.atlas import build_atlas
 
@@ -206,11 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help=f"cosine schedule length; runs steps+1 iterations "
                    f"(default {defaults.steps})")
     p.add_argument("--tv", type=float, help=f"TV multiplier v; coefficient {defaults.tv_base}*v "
-                   f"(default {defaults.tv})")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.1 for ViTs, 1.0 for CLIP)")
+                   "(default: the family's, see --recipe; the paper's is 1)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the family's, see --recipe; the paper's "
+                   "is 0.1 for ViTs, 1.0 for CLIP)")
     p.add_argument("--copies", type=int, help=f"augmented copies per feature (default {defaults.copies})")
     p.add_argument("--jitter", type=int, help=f"max circular shift in pixels (default {defaults.jitter})")
     p.add_argument("--image-size", type=int, help="optimized image side (default: model input size)")
+    add_recipe_switch(p)
     p.add_argument("--seed", type=int, default=0,
                    help="base seed; feature f uses seed+f (default 0: the paper's seed = feature)")
     p.add_argument("--weights", default="pretrained",
@@ -221,6 +271,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("tune", help="score the paper's lr x TV grid (or a random search) for a model on Ray Tune",
+                       description="Each trial renders the same seeded sample of (layer, feature) units with one "
+                       "(lr, tv) and scores the images without a human (sweep/scores.py). Trials already in "
+                       "the results root are skipped, so re-running resumes.")
+    p.add_argument("--model", required=True, help="registry key or alias (see `sweep models`)")
+    p.add_argument("--out", required=True, help="results root: a directory or fsspec URL; rows under tuning/")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--grid", nargs="+", metavar="NAME=V1,V2",
+                   help="lr=... and/or tv=... values (default: the paper's lr 0.01,0.03,0.1,0.3,1 x "
+                   "tv 0.01,0.1,1,10,100)")
+    g.add_argument("--search", type=int, metavar="N",
+                   help="N seeded log-uniform points, lr in [0.01, 1], tv in [0.01, 100], instead of the grid")
+    p.add_argument("--search-seed", type=int, default=0)
+    p.add_argument("--layers", nargs="+", help="block indices or names (default: 4 evenly spaced, ending at the last)")
+    p.add_argument("--features", type=int, default=4, help="units sampled per layer (default 4)")
+    p.add_argument("--unit-seed", type=int, default=0, help="seed of the unit sample (default 0)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel (default: the model's)")
+    p.add_argument("--weights", default="pretrained", help="pretrained | random | PATH")
+    p.add_argument("--seed", type=int, default=0, help="base seed; feature f uses seed+f (default 0)")
+    p.add_argument("--steps", type=int, help=f"recipe steps per trial (default {defaults.steps})")
+    p.add_argument("--copies", type=int, help=f"augmented copies (default {defaults.copies})")
+    p.add_argument("--reference", help="folder of natural images: activations are scored relative to the unit's "
+                   "highest activation on them (default: seeded uniform and 1/f noise images)")
+    p.add_argument("--reference-count", type=int, default=32, help="reference images used (default 32)")
+    p.add_argument("--robustness-draws", type=int, default=4,
+                   help="augmentation draws (x copies) for the robustness score (default 4)")
+    p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPUs per trial (default 1; CPU without GPUs)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    add_engine_arguments(p)
+    p.add_argument("--promote", action="store_true",
+                   help="store the best trial's lr and tv as the model family's defaults, with provenance")
+    p.add_argument("--registry-file", help="where --promote writes (default: sweep/models/tuned_recipes.json)")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress output")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("atlas", help="build (or update) a static website of a results root")
     p.add_argument("--results", required=True, help="results root (path or fsspec URL)")
@@ -251,6 +337,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--site", help="mlp | q | k | v | attn_out | channel (default: the model's)")
     p.add_argument("--weights", help="pretrained | random | PATH")
     p.add_argument("--steps", type=int, help="recipe steps (default 400)")
+    add_recipe_switch(p)
     p.add_argument("--features-per-batch", type=int, help="features optimized together (default 16)")
     add_engine_arguments(p)
     p.add_argument("--workers", type=int, help="number of workers (default: one per GPU, or per CPU slot)")

@@ -38,6 +38,7 @@ FEATURE_SCHEMA = pa.schema([
     ("lr", pa.float64()),
     ("tv", pa.float64()),
     ("tv_coef", pa.float64()),
+    ("recipe_source", pa.string()),
     ("beta1", pa.float64()),
     ("beta2", pa.float64()),
     ("eps", pa.float64()),

@@ -17,6 +17,7 @@ from torch import nn
 from sweep.augment import augment, draw_schedule
 from sweep.engine import Engine, compiled_trunk, fit_features_per_pass
 from sweep.models.anatomy import Anatomy, Block
+from sweep.models.tuned import resolve_recipe
 from sweep.objectives import feature_loss, total_variation
 from sweep.optimize import Trace, feature_chunks, optimize
 from sweep.param import feature_generators, init_pixels
@@ -73,7 +74,7 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     """
     device = torch.device(device)
     features = anatomy.check_features(block, site, features)
-    recipe = recipe.resolved(anatomy.entry.lr, anatomy.preprocess.input_size)
+    recipe, _source = resolve_recipe(recipe, anatomy.entry, anatomy.preprocess.input_size)
     engine = engine.resolved(device)
     prepare = ModelInput(anatomy)
     generators = feature_generators(seeds)

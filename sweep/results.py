@@ -78,7 +78,7 @@ class Results:
     """
 
     DATASETS = {"features": ("model",), "ablations": ("experiment", "model"),
-                "top_images": ("split", "model"), "invariance": ("split", "model")}
+                "top_images": ("split", "model"), "invariance": ("split", "model"), "tuning": ("model",)}
 
     def __init__(self, root: str, storage_options: dict | None = None,
                  filesystem: fsspec.AbstractFileSystem | None = None):
@@ -156,3 +156,7 @@ class Results:
 
     def invariance(self, split: str | None = None, model: str | None = None) -> pd.DataFrame:
         return self._read("invariance", {"split": split, "model": model}, None)
+
+    def tuning(self, model: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Recipe-tuning trials (`sweep tune`), one row per trial with its (lr, tv) and scores."""
+        return self._read("tuning", {"model": model}, columns)

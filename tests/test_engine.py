@@ -21,9 +21,11 @@ def test_paper_defaults():
     r = Recipe()
     assert (r.steps, r.iterations, r.copies, r.jitter) == (400, 401, 8, 32)
     assert (r.beta1, r.beta2, r.eps) == (0.5, 0.99, 1e-8)
-    assert r.tv_coef == pytest.approx(0.0005)
+    assert r.resolved(lr=0.1, image_size=224).tv_coef == pytest.approx(0.0005)
     assert Recipe(tv=30).tv_coef == pytest.approx(0.015)
-    assert r.reference_scale and r.lr is None
+    assert r.reference_scale and r.lr is None and r.tv is None and r.defaults == "tuned"
+    with pytest.raises(SweepError, match="unresolved"):
+        r.tv_coef
     assert r.resolved(lr=1.0, image_size=224).lr == 1.0
     assert Recipe(lr=0.3).resolved(lr=1.0, image_size=224).lr == 0.3
 
