@@ -237,6 +237,7 @@ def done_trials(model: str, out: str, storage_options: dict | None = None) -> se
     """Keys of the trials whose rows exist under the results root."""
     fs, root = open_root(out, storage_options)
     folder = posixpath.join(root, trial_dir("tuning", anatomy_of(model).entry.key))
+    fs.invalidate_cache(folder)  # rows are written by trial processes; never trust an old listing
     if not fs.exists(folder):
         return set()
     names = [posixpath.basename(p) for p in fs.ls(folder, detail=False)]

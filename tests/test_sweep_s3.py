@@ -96,3 +96,22 @@ def test_unreachable_endpoint_fails_before_any_work():
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": "s3://results/x", "storage_options": opts})
     with pytest.raises(SweepError, match="is not writable"):
         run_sweep(cfg, progress=False)
+
+
+def test_tuning_to_s3_resumes(s3_endpoint):
+    from sweep.recipe import Recipe
+    from sweep.results import Results
+    from sweep.tune import TuneJob, run_tune
+
+    opts = options(s3_endpoint)
+    job = TuneJob("dev/vit-micro", "s3://results/tune", lrs=(0.1,), tvs=(1.0, 10.0), layers=(0,), features=1,
+                  weights="random", recipe=Recipe(steps=2), reference_count=4, robustness_draws=1,
+                  num_gpus=0, num_cpus=0.5, storage_options=opts)
+    first = run_tune(job)
+    assert (first.ran, first.skipped, first.errors) == (2, 0, [])
+    rows = Results("s3://results/tune", opts).tuning(model="dev/vit-micro")
+    assert len(rows) == 2
+    fs = s3fs.S3FileSystem(**opts)
+    assert all(fs.exists(f"results/tune/{p}") for paths in rows["image_paths"] for p in paths)
+    again = run_tune(job)
+    assert (again.ran, again.skipped) == (0, 2)
