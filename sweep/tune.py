@@ -161,6 +161,29 @@ def _tune_storage(job: TuneJob):
             yield tmp
 
 
+def preflight(job: TuneJob) -> None:
+    """What can fail before any trial starts: weights that do not exist, an unwritable root, a
+    reference folder without images."""
+    import uuid
+
+    from sweep.data.imagenet import image_folder
+    from sweep.errors import one_line
+    from sweep.outputs import atomic_write, open_root
+
+    entry = anatomy_of(job.model).entry
+    if job.weights == "pretrained" and not entry.has_pretrained:
+        raise SweepError(f"{entry.key} has no pretrained weights; use --weights random or PATH")
+    fs, root = open_root(job.out, job.storage_options)
+    probe = f"{root}/_probe-{uuid.uuid4().hex}"
+    try:
+        atomic_write(fs, probe, b"sweep write check")
+        fs.rm(probe)
+    except Exception as exc:
+        raise SweepError(f"results root {job.out!r} is not writable: {one_line(exc)}") from None
+    if job.reference:
+        image_folder(job.reference, job.storage_options, limit=1)
+
+
 def run_tune(job: TuneJob, verbose: int = 0) -> TuneReport:
     """Run the job's missing trials on the connected Ray cluster; returns all of its trials."""
     from ray import tune
@@ -168,6 +191,7 @@ def run_tune(job: TuneJob, verbose: int = 0) -> TuneReport:
     from sweep.results import Results
 
     specs = job.specs()
+    preflight(job)
     done = done_trials(job.model, job.out, job.storage_options)
     todo = [s for s in specs if s.key not in done]
     log.info("%s: %d trial(s), %d already in %s", specs[0].model, len(specs), len(specs) - len(todo), job.out)
@@ -187,7 +211,10 @@ def run_tune(job: TuneJob, verbose: int = 0) -> TuneReport:
                       f"{str(r.error).splitlines()[-1] if str(r.error) else type(r.error).__name__}"
                       for r in grid if r.error is not None]
     keys = {s.key for s in specs}
-    frame = Results(job.out, job.storage_options).tuning(model=specs[0].model)
+    try:
+        frame = Results(job.out, job.storage_options).tuning(model=specs[0].model)
+    except SweepError:  # no trial has ever finished under this root
+        frame = pd.DataFrame(columns=["trial", "lr", "tv", "status", *SCORES])
     frame = frame[frame["trial"].isin(keys)].sort_values("combined", ascending=False).reset_index(drop=True)
     return TuneReport(frame, ran=len(todo) - len(errors), skipped=len(specs) - len(todo), errors=errors)
 

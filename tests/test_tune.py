@@ -182,3 +182,13 @@ def test_cli_recipe_paper_is_bit_for_bit_the_default(tmp_path):
     assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     rows = Results(str(tmp_path / "b")).features(model=MODEL)
     assert list(rows["recipe_source"]) == ["paper"] and list(rows["tv"]) == [1.0]
+
+
+def test_bad_tuning_input_fails_before_any_trial(tmp_path):
+    with pytest.raises(SweepError, match="has no pretrained weights"):
+        run_tune(TuneJob(MODEL, str(tmp_path / "a"), lrs=(0.1,), tvs=(1.0,)))
+    with pytest.raises(SweepError, match="does not exist or is not a folder"):
+        run_tune(TuneJob(MODEL, str(tmp_path / "b"), lrs=(0.1,), tvs=(1.0,), weights="random",
+                         reference=str(tmp_path / "missing")))
+    with pytest.raises(SweepError, match="allowed"):
+        TuneJob("no-such-model", str(tmp_path)).specs()
