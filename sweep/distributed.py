@@ -31,7 +31,7 @@ from sweep.batch import (Batch, BatchRunner, check_batch, failure_rows, library_
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import anatomy_of
-from sweep.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
+from sweep.outputs import atomic_write, check_writable, features_dir, is_local, open_root, parquet_bytes
 from sweep.plan import SweepConfig, Task, expand, plan_summary
 from sweep.recipe import config_hash
 from sweep.results import drop_triples, read_index
@@ -133,14 +133,7 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
         if lacking:
             raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
     fs, root = open_root(config.out, config.storage_options)
-    probe = posixpath.join(root, f"_probe-{uuid.uuid4().hex}")
-    try:
-        atomic_write(fs, probe, b"sweep write check")
-        fs.rm(probe)
-    except SweepError as exc:
-        raise SweepError(f"results root {config.out!r} is not writable: {exc}") from None
-    except Exception as exc:
-        raise SweepError(f"results root {config.out!r} is not writable: {one_line(exc)}") from None
+    check_writable(fs, root, config.out)
     index = read_index(fs, root)
     wanted_hash = {}
     for t in full:

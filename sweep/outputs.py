@@ -112,6 +112,18 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         raise SweepError(f"cannot write {path!r}: {one_line(exc)}") from None
 
 
+def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+    """Write and remove a probe file, so an unwritable root fails before any work, in one line."""
+    probe = posixpath.join(root, f"_probe-{uuid.uuid4().hex}")
+    try:
+        atomic_write(fs, probe, b"sweep write check")
+        fs.rm(probe)
+    except SweepError as exc:
+        raise SweepError(f"results root {url!r} is not writable: {exc}") from None
+    except Exception as exc:
+        raise SweepError(f"results root {url!r} is not writable: {one_line(exc)}") from None
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """Whether paths of `fs` are on this machine's disk (so rename is atomic, and not shared)."""
     proto = fs.protocol

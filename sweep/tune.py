@@ -164,22 +164,13 @@ def _tune_storage(job: TuneJob):
 def preflight(job: TuneJob) -> None:
     """What can fail before any trial starts: weights that do not exist, an unwritable root, a
     reference folder without images."""
-    import uuid
-
     from sweep.data.imagenet import image_folder
-    from sweep.errors import one_line
-    from sweep.outputs import atomic_write, open_root
+    from sweep.outputs import check_writable, open_root
 
     entry = anatomy_of(job.model).entry
     if job.weights == "pretrained" and not entry.has_pretrained:
         raise SweepError(f"{entry.key} has no pretrained weights; use --weights random or PATH")
-    fs, root = open_root(job.out, job.storage_options)
-    probe = f"{root}/_probe-{uuid.uuid4().hex}"
-    try:
-        atomic_write(fs, probe, b"sweep write check")
-        fs.rm(probe)
-    except Exception as exc:
-        raise SweepError(f"results root {job.out!r} is not writable: {one_line(exc)}") from None
+    check_writable(*open_root(job.out, job.storage_options), job.out)
     if job.reference:
         image_folder(job.reference, job.storage_options, limit=1)
 
