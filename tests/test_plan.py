@@ -111,3 +111,22 @@ def test_dispatcher_put_back_goes_first():
     t = d.next(None)
     d.put_back(t)
     assert d.next("m") is t
+
+
+def test_engine_and_recipe_defaults_sections(tmp_path):
+    from sweep.cli import build_parser, sweep_config_from_args
+    from sweep.engine import Engine
+
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "recipe": {"defaults": "paper"},
+                                 "engine": {"precision": "fp32", "features_per_pass": 3}})
+    assert cfg.engine == Engine("fp32", "auto", 3)
+    assert cfg.recipe.defaults == "paper" and cfg.recipe.steps == 4  # the preset's recipe keys are kept
+    assert SweepConfig.from_dict({"preset": "paper", "out": str(tmp_path)}).features_per_batch == 128
+    with pytest.raises(SweepError, match="unknown key\\(s\\) in engine: speed; allowed: compile, "):
+        SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"speed": "max"}})
+    with pytest.raises(SweepError, match="unknown precision 'fp16'; allowed: auto, fp32, bf16"):
+        SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"precision": "fp16"}})
+    args = build_parser().parse_args(["run", "--preset", "smoke", "--out", str(tmp_path), "--precision", "bf16",
+                                      "--compile", "off", "--recipe", "paper"])
+    cfg = sweep_config_from_args(args)
+    assert cfg.engine == Engine("bf16", "off") and cfg.recipe.defaults == "paper"
