@@ -87,6 +87,21 @@ def measured_matmul_tflops(device: torch.device) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
+def append_csv(path: str, rows: list[dict], device: torch.device, name: str, **extra) -> None:
+    """Append rows, each led by the date, device, device name, torch version and `extra`; the header
+    (the union of the rows' keys) is written when the file is new."""
+    lead = {"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
+            "torch": torch.__version__, **extra}
+    rows = [{**lead, **r} for r in rows]
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def sync(device: torch.device) -> None:
     if device.type != "cpu":
         torch.accelerator.synchronize(device)
@@ -223,18 +238,10 @@ def main(argv=None) -> int:
           flush=True)
     def write(row: dict) -> None:
         """Append one row as soon as it is measured, so a run cut short keeps what it measured."""
-        if not args.csv:
-            return
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["date", "device", "device_name", "torch",
-                                                    "datasheet_bf16_peak_tflops", "measured_matmul_tflops", *row])
-            if new:
-                writer.writeheader()
-            writer.writerow({"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
-                             "torch": torch.__version__, "datasheet_bf16_peak_tflops": peaks["datasheet"],
-                             "measured_matmul_tflops": round(peaks["measured"], 2),
-                             **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}})
+        if args.csv:
+            append_csv(args.csv, [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}],
+                       device, name, datasheet_bf16_peak_tflops=peaks["datasheet"],
+                       measured_matmul_tflops=round(peaks["measured"], 2))
 
     rows = []
     for model in args.models:

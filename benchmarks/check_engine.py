@@ -13,9 +13,6 @@ augmentation, as the result rows record it), its relative difference, and the im
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import os
 import statistics
 import sys
 import time
@@ -26,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_engine import VARIANTS, device_name, sync  # noqa: E402
+from benchmarks.bench_engine import VARIANTS, append_csv, device_name, sync  # noqa: E402
 from sweep.batch import resolve_device  # noqa: E402
 from sweep.engine import Engine  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
@@ -141,17 +138,7 @@ def main(argv=None) -> int:
             rows.append({"check": "host-syncs", "model": anatomy.entry.key, "layer": args.layer, "b": v,
                          "syncs_in_loop": n})
     if args.csv and rows:
-        fields = ["date", "device", "device_name", "torch"]
-        for r in rows:
-            fields += [k for k in r if k not in fields]
-        new_file = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new_file:
-                writer.writeheader()
-            for r in rows:
-                writer.writerow({"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
-                                 "torch": torch.__version__, **r})
+        append_csv(args.csv, rows, device, name)
     return 0
 
 

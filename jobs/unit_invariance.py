@@ -23,14 +23,14 @@ from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 from sweep.invariance import per_layer, run_invariance  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value  # noqa: E402
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path  # noqa: E402
 from sweep.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 
 
 def run(args) -> int:
     anatomy = anatomy_of(args.model)
     key = anatomy.entry.key
-    top_path = f"{args.results.rstrip('/')}/top_images/split={partition_value(args.split)}/model={partition_value(key)}"
+    top_path = f"{args.results.rstrip('/')}/{partition_path('top_images', split=args.split, model=key)}"
     try:
         top = pd.read_parquet(top_path)
     except (FileNotFoundError, OSError):
@@ -49,8 +49,8 @@ def run(args) -> int:
     frame = run_invariance(key, units[["layer", "feature", "image_id"]], site, listing, weights=args.weights,
                            actors=args.actors, seed=args.seed)
     fs, root = open_root(args.results)
-    atomic_write(fs, posixpath.join(root, f"invariance/split={partition_value(args.split)}/"
-                                          f"model={partition_value(key)}/part-00000.parquet"),
+    atomic_write(fs, posixpath.join(root, partition_path("invariance", split=args.split, model=key),
+                                    "part-00000.parquet"),
                  frame_parquet_bytes(frame, None))
     table = per_layer(frame)
     if paper_name(key) == "ViT-B16":

@@ -23,7 +23,7 @@ from sweep.ablations import (ROW_SCHEMA, Classifier, ModelSpec, TokenClassifier,
 from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
 from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class AblationConfig:
 
 
 def model_dir(config: AblationConfig, model: str) -> str:
-    return f"ablations/experiment={config.experiment}/model={partition_value(model)}"
+    return partition_path("ablations", experiment=config.experiment, model=model)
 
 
 def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, force: bool = False) -> dict:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from sweep.errors import SweepError
 from sweep.models.anatomy import Anatomy, Block
-from sweep.outputs import atomic_write, open_root, partition_value
+from sweep.outputs import atomic_write, open_root, partition_path
 from sweep.render import ModelInput
 from sweep.taps import read_sites, token_features
 
@@ -57,8 +57,8 @@ def save_map(out: str, model: str, layer: int, site: str, feature: int, image_id
              amap: np.ndarray, storage_options: dict | None = None) -> str:
     """Write `<out>/activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}`; returns the PNG path."""
     fs, root = open_root(out, storage_options)
-    base = posixpath.join(root, f"activation_maps/files/model={partition_value(model)}/layer={layer}/{site}-{feature}",
-                          image_id.replace("/", "__"))
+    base = posixpath.join(root, partition_path("activation_maps/files", model=model, layer=layer),
+                          f"{site}-{feature}", image_id.replace("/", "__"))
     buf = io.BytesIO()
     np.save(buf, amap.astype(np.float32))
     atomic_write(fs, base + ".npy", buf.getvalue())
@@ -126,7 +126,7 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())
     fs, root = open_root(out, storage_options)
     name = config_hash({"features": list(features), "images": [r["image_id"] for r in listing.records]})
-    atomic_write(fs, posixpath.join(root, f"activation_maps/table/model={partition_value(anatomy.entry.key)}/"
-                                          f"layer={block.index}/part-{site}-{name}.parquet"),
+    atomic_write(fs, posixpath.join(root, partition_path("activation_maps/table", model=anatomy.entry.key,
+                                                         layer=block.index), f"part-{site}-{name}.parquet"),
                  frame_parquet_bytes(frame.drop(columns=["layer"])))  # layer lives in the partition path
     return frame

@@ -88,20 +88,20 @@ def visualization_hash(model: str, weights: str, layer: int, site: str, base_see
                         "base_seed": base_seed, "recipe": recipe.identity()})
 
 
-def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe]:
-    """Validate a batch against the zoo; returns its anatomy, site and model-resolved recipe."""
+def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe, str]:
+    """Validate a batch against the zoo; returns its anatomy, site, model-resolved recipe and where
+    that recipe's defaults came from (see `resolve_recipe`)."""
     anatomy = anatomy_of(batch.model)
     block = anatomy.block(batch.layer)
     block.site(batch.site)
     anatomy.check_features(block, batch.site, batch.features)
-    recipe, _source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
-    return anatomy, batch.site, recipe
+    recipe, source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
+    return anatomy, batch.site, recipe, source
 
 
-def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, weights: str) -> dict:
+def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str) -> dict:
     block = anatomy.block(batch.layer)
     cols = {k: v for k, v in recipe.identity().items() if k != "log_every"}
-    _, source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
     return {"weights": weights, "layer": block.index, "layer_name": block.name, "site": batch.site,
             "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef, "recipe_source": source,
             "config_hash": visualization_hash(anatomy.entry.key, weights, block.index, batch.site,
@@ -110,8 +110,8 @@ def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, weights: str) -> d
 
 def failure_rows(batch: Batch, errors: dict[int, str]) -> list[dict]:
     """Rows that record features which could not be visualized, with the reason."""
-    anatomy, _, recipe = check_batch(batch)
-    base = _row_base(batch, anatomy, recipe, weights_label(batch.weights, anatomy.entry.tag))
+    anatomy, _, recipe, source = check_batch(batch)
+    base = _row_base(batch, anatomy, recipe, source, weights_label(batch.weights, anatomy.entry.tag))
     now = dt.datetime.now(dt.timezone.utc)
     seeds = dict(zip(batch.features, seeds_for(batch.features, batch.base_seed)))
     return [{**base, "feature": f, "seed": seeds[f], "status": "failed", "error": err, "created_at": now}
@@ -144,7 +144,7 @@ class BatchRunner:
         Features whose activation or image is not finite are not written; they come back in
         "failed" so the caller can retry or record them.
         """
-        anatomy, site, recipe = check_batch(batch)
+        anatomy, site, recipe, source = check_batch(batch)
         block = anatomy.block(batch.layer)
         net = self.network(batch.model, batch.weights)
         result = render(net, anatomy, block, site, batch.features, recipe,
@@ -152,7 +152,7 @@ class BatchRunner:
                         engine=self.engine)
         weights = weights_label(batch.weights, anatomy.entry.tag)
         rows, failed = [], {}
-        for i, row in enumerate(self._rows(batch, anatomy, recipe, weights, result)):
+        for i, row in enumerate(self._rows(batch, anatomy, recipe, source, weights, result)):
             if math.isfinite(row["act_final"]) and bool(torch.isfinite(result.images[i]).all()):
                 atomic_write(self.fs, posixpath.join(self.root, row["image_path"]), png_bytes(result.images[i]))
                 rows.append(row)
@@ -167,9 +167,9 @@ class BatchRunner:
         atomic_write(self.fs, path, parquet_bytes(rows))
         return path
 
-    def _rows(self, batch: Batch, anatomy: Anatomy, recipe: Recipe, weights: str,
+    def _rows(self, batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str,
               result: Rendered) -> list[dict]:
-        base = _row_base(batch, anatomy, recipe, weights)
+        base = _row_base(batch, anatomy, recipe, source, weights)
         now = dt.datetime.now(dt.timezone.utc)
         rows = []
         for i, (feat, seed) in enumerate(zip(result.features, result.seeds)):

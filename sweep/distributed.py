@@ -156,7 +156,7 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
 
 
 def _hash_of(batch: Batch) -> str:
-    anatomy, site, recipe = check_batch(batch)
+    anatomy, site, recipe, _ = check_batch(batch)
     return visualization_hash(anatomy.entry.key, weights_label(batch.weights, anatomy.entry.tag), batch.layer,
                               site, batch.base_seed, recipe)
 

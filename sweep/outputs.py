@@ -80,12 +80,18 @@ def partition_value(value: str) -> str:
     return urllib.parse.quote(str(value), safe="")
 
 
+def partition_path(dataset: str, **keys) -> str:
+    """`dataset/key=value/...` in the order given, values URI-encoded: the layout of every dataset
+    of a results root, read back by pyarrow's hive partitioning."""
+    return posixpath.join(dataset, *(f"{k}={partition_value(v)}" for k, v in keys.items()))
+
+
 def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
-    return f"images/model={partition_value(model)}/layer={layer}/{site}-{feature}.png"
+    return posixpath.join(partition_path("images", model=model, layer=layer), f"{site}-{feature}.png")
 
 
 def features_dir(model: str) -> str:
-    return f"features/model={partition_value(model)}"
+    return partition_path("features", model=model)
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

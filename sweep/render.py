@@ -6,6 +6,7 @@ and the numbers that describe how the optimization went.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -110,8 +111,8 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
             x = x0[:k].clone().requires_grad_(True)
             loss_fn(x, 0, slice(0, k))[0].sum().backward()
 
-        engine = Engine(engine.precision, engine.compile, fit_features_per_pass(
-            probe, len(features), device, engine.memory_fraction), engine.memory_fraction)
+        engine = dataclasses.replace(engine, features_per_pass=fit_features_per_pass(
+            probe, len(features), device, engine.memory_fraction))
     act_init = clean_activations(x0, engine.features_per_pass)
     with compiled_trunk(net, anatomy, block, engine.compile == "on"):
         image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass)

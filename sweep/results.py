@@ -91,7 +91,7 @@ class Results:
 
     def _read(self, name: str, filters: dict, columns: list[str] | None) -> pd.DataFrame:
         from sweep.models.zoo import REGISTRY
-        from sweep.outputs import partition_value
+        from sweep.outputs import partition_path
 
         path = posixpath.join(self.root, name)
         if not self.fs.exists(path):
@@ -104,7 +104,7 @@ class Results:
             if filters.get(key) is None:
                 break
             fixed[key] = filters[key]
-            path = posixpath.join(path, f"{key}={partition_value(filters[key])}")
+        path = posixpath.join(self.root, partition_path(name, **fixed))
         if not self.fs.exists(path):
             return pd.DataFrame(columns=[*fixed, *(columns or [])])
         dataset = hive_dataset(self.fs, path)

@@ -21,7 +21,7 @@ from sweep.data.imagenet import Listing
 from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.models.anatomy import anatomy_of
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_value
+from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
 from sweep.taps import read_sites
 from sweep.topk import TopK
 
@@ -111,8 +111,8 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     if seen != len(records):
         raise SweepError(f"scanned {seen} images, expected {len(records)}")
     rows = top_rows(state, units, site, records)
-    path = posixpath.join(root, f"top_images/split={partition_value(config.split)}/"
-                                f"model={partition_value(anatomy.entry.key)}/part-00000.parquet")
+    path = posixpath.join(root, partition_path("top_images", split=config.split, model=anatomy.entry.key),
+                          "part-00000.parquet")
     atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
     log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
              len(units), seen, skipped, path)

@@ -25,7 +25,7 @@ from sweep.augment import augment, draw_schedule
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import Anatomy, anatomy_of
-from sweep.outputs import atomic_write, open_root, parquet_bytes, partition_value, png_bytes
+from sweep.outputs import atomic_write, open_root, parquet_bytes, partition_path, png_bytes
 from sweep.recipe import Recipe, config_hash
 from sweep.render import ModelInput, render, seeds_for
 from sweep.scores import (COMBINED_SCORE_VERSION, combined_score, saturated_fraction, spectrum_slope,
@@ -100,10 +100,6 @@ def default_layers(anatomy: Anatomy, count: int = 4) -> list[int]:
     """`count` evenly spaced blocks ending at the last: 2, 5, 8, 11 for 12 blocks, as the paper's grids."""
     depth = len(anatomy.blocks)
     return sorted({max(0, round((i + 1) * depth / count) - 1) for i in range(min(count, depth))})
-
-
-def trial_dir(kind: str, model: str) -> str:
-    return f"{kind}/model={partition_value(model)}"
 
 
 def noise_references(count: int, size: int, seed: int) -> torch.Tensor:
@@ -203,7 +199,7 @@ def run_trial(spec: TrialSpec, net: nn.Module, device: torch.device, engine: Eng
             images.append(img)
     means = {k: _nanmean(per_unit[k]) for k in ("act_final", "relative_activation", "robustness", "total_variation",
                                                  "saturated_fraction", "spectrum_slope", "combined")}
-    folder = posixpath.join(trial_dir("tuning_images", anatomy.entry.key), f"trial-{spec.key}")
+    folder = posixpath.join(partition_path("tuning_images", model=anatomy.entry.key), f"trial-{spec.key}")
     return {
         "trial": spec.key, "weights": spec.weights, "family": anatomy.entry.family, "site": site,
         "lr": float(spec.lr), "tv": float(spec.tv), "steps": recipe.steps, "base_seed": spec.base_seed,
@@ -228,7 +224,7 @@ def write_trial(row: dict, model: str, out: str, storage_options: dict | None = 
     for path, img in zip(row["image_paths"], row["_images"]):
         atomic_write(fs, posixpath.join(root, path), png_bytes(img))
     clean = {k: v for k, v in row.items() if not k.startswith("_")}
-    path = posixpath.join(root, trial_dir("tuning", model), f"trial-{row['trial']}.parquet")
+    path = posixpath.join(root, partition_path("tuning", model=model), f"trial-{row['trial']}.parquet")
     atomic_write(fs, path, parquet_bytes([clean], TRIAL_SCHEMA))
     return path
 
@@ -236,7 +232,7 @@ def write_trial(row: dict, model: str, out: str, storage_options: dict | None = 
 def done_trials(model: str, out: str, storage_options: dict | None = None) -> set[str]:
     """Keys of the trials whose rows exist under the results root."""
     fs, root = open_root(out, storage_options)
-    folder = posixpath.join(root, trial_dir("tuning", anatomy_of(model).entry.key))
+    folder = posixpath.join(root, partition_path("tuning", model=anatomy_of(model).entry.key))
     fs.invalidate_cache(folder)  # rows are written by trial processes; never trust an old listing
     if not fs.exists(folder):
         return set()

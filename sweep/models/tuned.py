@@ -63,9 +63,10 @@ def resolve_recipe(recipe: Recipe, entry: ModelEntry, image_size: int,
 
     Values the user gave win; the source is "given" when nothing came from defaults.
     """
+    if recipe.lr is not None and recipe.tv is not None:  # nothing to fill in: no registry lookup
+        return recipe.resolved(recipe.lr, image_size, recipe.tv), "given"
     defaults = family_defaults(entry, recipe.defaults, path)
-    source = defaults.source if recipe.lr is None or recipe.tv is None else "given"
-    return recipe.resolved(defaults.lr, image_size, defaults.tv), source
+    return recipe.resolved(defaults.lr, image_size, defaults.tv), defaults.source
 
 
 def promote(family: str, lr: float, tv: float, provenance: dict, path: Path | str | None = None) -> Path:
