@@ -20,3 +20,51 @@ def choices(values, limit: int = 40) -> str:
     if len(values) <= limit:
         return ", ".join(values)
     return ", ".join(values[:limit]) + f", ... ({len(values)} in all)"
+
+
+#: Exception class names (anywhere in the chain) -> what they mean, in words. Names, not imports:
+#: botocore and aiohttp are optional, and this module must stay importable without them.
+_STORAGE_WORDS = (
+    ("NoSuchBucket", "no such bucket"),
+    ("NoSuchKey", "no such object"),
+    ("AccessDenied", "access denied (check the credentials and the bucket policy)"),
+    ("NoCredentialsError", "no credentials found (set them in storage_options or the environment)"),
+    ("EndpointConnectionError", "cannot connect to the storage endpoint"),
+    ("ClientConnectorError", "cannot connect to the storage endpoint"),
+    ("ConnectionRefusedError", "cannot connect to the storage endpoint"),
+    ("IsADirectoryError", "it is a folder, not a file"),
+    ("PermissionError", "access denied"),
+)
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def storage_error(exc: BaseException, address: str) -> str:
+    """One line saying in words why `address` (a path or URL) could not be read, e.g.
+    "cannot read s3://bucket/key: no such object", instead of a bare FileNotFoundError('bucket/key')."""
+    chain = list(_chain(exc))
+    names = {type(e).__name__ for e in chain} | {_error_code(e) for e in chain}
+    for name, words in _STORAGE_WORDS:
+        if name in names:
+            return f"cannot read {address}: {words}"
+    if any(isinstance(e, FileNotFoundError) for e in chain):
+        if any("bucket does not exist" in str(e) for e in chain):
+            return f"cannot read {address}: no such bucket"
+        return f"cannot read {address}: no such {'file' if _is_local(address) else 'object'}"
+    return f"cannot read {address}: {one_line(exc, 200)}"
+
+
+def _error_code(exc: BaseException) -> str:
+    """botocore's ClientError carries the service's code (NoSuchKey, AccessDenied...) in its response."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _is_local(address: str) -> bool:
+    return "://" not in address or address.startswith("file://")
