@@ -3,12 +3,16 @@
 The stages are plain functions and classes (no Ray here): `prepare_batch` decodes images and applies
 the conditions on the CPU, `Classifier` runs a model on what it gets. `sweep.ablation_pipeline`
 wires them into Ray Data. Corrupt images become rows with status "corrupt" and their error: they
-are counted and reported, never dropped and never fatal.
+are counted and reported, never dropped and never fatal. So do images of the box experiment whose
+own-class boxes are bad (NaN, infinite, negative, non-numeric, reversed, or outside the image; see
+`sweep.data.imagenet`): every condition of such an image is a corrupt row naming the bad value,
+so all conditions are scored on the same images.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sweep.conditions import MASK_CONDITIONS, apply_mask_condition, frequency_condition, frequency_conditions
-from sweep.conditions import resize_center_crop
-from sweep.errors import SweepError, choices, one_line
+from sweep.conditions import box_problem, resize_center_crop
+from sweep.errors import SweepError, choices, one_line, storage_error
 from sweep.models.build import Preprocess
 
 EXPERIMENTS = {
@@ -70,10 +74,23 @@ def conditions_of(experiment: str, conditions=None) -> tuple[str, ...]:
 
 
 def decode(path: str, storage_options: dict | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (any fsspec URL)."""
-    with fsspec.open(path, "rb", **(storage_options or {})) as fh:
-        with Image.open(fh) as im:
+    """(H, W, 3) uint8 RGB of an image file (any fsspec URL). Raises ValueError with one line that
+    names the file and says what is wrong (missing, empty, not an image, damaged), because these
+    messages end up in result rows and logs where a bare PIL or botocore message means little."""
+    try:
+        with fsspec.open(path, "rb", **(storage_options or {})) as fh:
+            data = fh.read()
+    except Exception as exc:
+        raise ValueError(storage_error(exc, path)) from None
+    if not data:
+        raise ValueError(f"image {path} is an empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError(f"{path} is not an image (not a format PIL can read, e.g. JPEG or PNG)") from None
+    except Exception as exc:  # truncated or damaged data, decompression bombs...
+        raise ValueError(f"image {path} is damaged: {one_line(exc, 160)}") from None
 
 
 def prepare_batch(batch: dict, experiment: str, conditions: tuple[str, ...], size: int,
@@ -85,13 +102,15 @@ def prepare_batch(batch: dict, experiment: str, conditions: tuple[str, ...], siz
     """
     out: dict[str, list] = {k: [] for k in ("image_id", "label", "condition", "status", "error", "image")}
     blank = np.zeros((size, size, 3), np.float32)
-    for image_id, path, label, boxes in zip(batch["image_id"], batch["path"], batch["label"], batch["boxes"]):
-        try:
-            full = decode(str(path), storage_options)
-            error = None
-        except Exception as exc:  # corrupt or missing: record it, keep going
-            full, error = None, f"{type(exc).__name__}: {one_line(exc, 200)}"
-        boxes = [list(map(float, b)) for b in boxes] if boxes is not None else []
+    box_errors = batch.get("box_error")
+    box_errors = [""] * len(batch["image_id"]) if box_errors is None else box_errors
+    for image_id, path, label, boxes, box_error in zip(batch["image_id"], batch["path"], batch["label"],
+                                                        batch["boxes"], box_errors):
+        boxes = [list(b) for b in boxes] if boxes is not None else []
+        full, error = _decoded(str(path), storage_options)
+        if full is not None and experiment == "foreground_background":
+            error = str(box_error or "") or _boxes_problem(path, boxes, full.shape)
+            full, boxes = (None, []) if error else (full, [list(map(float, b)) for b in boxes])
         for condition in conditions:
             out["image_id"].append(str(image_id))
             out["label"].append(int(label))
@@ -110,6 +129,23 @@ def prepare_batch(batch: dict, experiment: str, conditions: tuple[str, ...], siz
             out["image"].append(img)
     out["image"] = np.stack(out["image"]) if out["image"] else np.zeros((0, size, size, 3), np.float32)
     return out
+
+
+def _decoded(path: str, storage_options: dict | None) -> tuple[np.ndarray | None, str]:
+    """(image, "") or (None, why not): a corrupt or missing image is recorded, never fatal."""
+    try:
+        return decode(path, storage_options), ""
+    except Exception as exc:
+        return None, one_line(exc, 300)
+
+
+def _boxes_problem(path: str, boxes: list, shape: tuple) -> str:
+    """The first box that does not fit the decoded image, in words naming the file ("" if none)."""
+    for n, box in enumerate(boxes, start=1):
+        problem = box_problem(box, width=shape[1], height=shape[0])
+        if problem:
+            return f"{path}: box {n}: {problem}"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,48 @@ from PIL import Image
 MASK_CONDITIONS = ("original", "background", "foreground")
 
 
+BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def box_problem(box, width: int | None = None, height: int | None = None) -> str | None:
+    """What is wrong with a box [xmin, ymin, xmax, ymax], in words naming the bad value; None if
+    nothing. Checked before masking, because int() of NaN raises mid-pipeline and a negative or
+    reversed edge would silently mask the wrong pixels (Python slicing counts from the end).
+    With the image's size, a box must also lie within it (max edges are exclusive: xmax <= width)."""
+    if len(box) != 4:
+        return f"box {list(box)} has {len(box)} coordinates, expected 4 ({', '.join(BOX_FIELDS)})"
+    for name, value in zip(BOX_FIELDS, box):
+        if value is None:
+            return f"{name} is missing"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{name} {value!r} is not a number"
+        if not np.isfinite(number):
+            return f"{name} {number} is not finite"
+        if number < 0:
+            return f"{name} {number:g} is negative"
+    xmin, ymin, xmax, ymax = (float(v) for v in box)
+    if xmin >= xmax:
+        return f"xmin {xmin:g} >= xmax {xmax:g}"
+    if ymin >= ymax:
+        return f"ymin {ymin:g} >= ymax {ymax:g}"
+    if width is not None and xmax > width:
+        return f"xmax {xmax:g} is outside the image (width {width})"
+    if height is not None and ymax > height:
+        return f"ymax {ymax:g} is outside the image (height {height})"
+    return None
+
+
 def box_union_mask(height: int, width: int, boxes) -> np.ndarray:
-    """(H, W) bool: True inside the union of boxes, with the paper's int() and exclusive max edges."""
+    """(H, W) bool: True inside the union of boxes, with the paper's int() and exclusive max edges.
+    Raises ValueError on a box that `box_problem` rejects."""
     mask = np.zeros((height, width), dtype=bool)
-    for xmin, ymin, xmax, ymax in boxes:
+    for box in boxes:
+        problem = box_problem(box, width, height)
+        if problem:
+            raise ValueError(f"bad box {list(box)}: {problem}")
+        xmin, ymin, xmax, ymax = box
         mask[int(ymin):int(ymax), int(xmin):int(xmax)] = True
     return mask
 

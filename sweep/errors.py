@@ -48,16 +48,22 @@ def _chain(exc: BaseException):
 def storage_error(exc: BaseException, address: str) -> str:
     """One line saying in words why `address` (a path or URL) could not be read, e.g.
     "cannot read s3://bucket/key: no such object", instead of a bare FileNotFoundError('bucket/key')."""
+    return f"cannot read {address}: {storage_reason(exc, address)}"
+
+
+def storage_reason(exc: BaseException, address: str) -> str:
+    """The words of `storage_error` alone ("no such object"), for messages that name the address
+    their own way."""
     chain = list(_chain(exc))
     names = {type(e).__name__ for e in chain} | {_error_code(e) for e in chain}
     for name, words in _STORAGE_WORDS:
         if name in names:
-            return f"cannot read {address}: {words}"
+            return words
     if any(isinstance(e, FileNotFoundError) for e in chain):
         if any("bucket does not exist" in str(e) for e in chain):
-            return f"cannot read {address}: no such bucket"
-        return f"cannot read {address}: no such {'file' if _is_local(address) else 'object'}"
-    return f"cannot read {address}: {one_line(exc, 200)}"
+            return "no such bucket"
+        return f"no such {'file' if _is_local(address) else 'object'}"
+    return one_line(exc, 200)
 
 
 def _error_code(exc: BaseException) -> str:

@@ -14,7 +14,8 @@ def prepared_images(records: list[dict], size: int, experiment: str = "frequency
     Decoding runs in tasks with half a CPU each, so that actor pools downstream keep CPUs (a pool
     that holds every CPU starves the decode tasks and hangs).
     """
-    rows = [{k: r[k] for k in ("image_id", "path", "label", "boxes")} for r in records]
+    rows = [{**{k: r[k] for k in ("image_id", "path", "label", "boxes")}, "box_error": r.get("box_error", "")}
+            for r in records]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 8, 200)))
     return ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
         "experiment": experiment, "conditions": conditions, "size": size, "storage_options": storage_options})

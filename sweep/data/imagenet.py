@@ -6,8 +6,17 @@
   devkit's ILSVRC2012_validation_ground_truth.txt plus its meta.mat (ILSVRC2012_ID -> wnid).
 Class indices come from the synset list timm ships (sorted wnids, the order of ImageFolder).
 
-A record: {"image_id", "path", "wnid", "label", "boxes": [[xmin, ymin, xmax, ymax], ...]}.
+A record: {"image_id", "path", "wnid", "label", "boxes": [[xmin, ymin, xmax, ymax], ...], "box_error"}.
 Problems (unreadable XML, a label outside the 1000 classes) are collected, never raised midway.
+
+Bad boxes: an own-class box with a missing, non-numeric, NaN, infinite or negative coordinate, or
+with xmin >= xmax or ymin >= ymax, does not drop the image or abort the listing: the record keeps
+no boxes and says what is wrong in `box_error` (naming the file, the box and the value), and the
+box experiments turn all of that image's rows into `status = "corrupt"` rows with that error
+(`sweep.ablations.prepare_batch`, which also rejects boxes outside the decoded image). The image
+is thus counted in the summary's `corrupt_images` and excluded from every condition alike, rather
+than masked with a box that silently means something else. Experiments that ignore boxes
+(frequency, tokens, top images) ignore `box_error` too.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from functools import lru_cache
 
 import fsspec
 
-from sweep.errors import SweepError, one_line
+from sweep.conditions import BOX_FIELDS, box_problem
+from sweep.errors import SweepError, one_line, storage_error, storage_reason
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +65,22 @@ class Listing:
         self.problems.append({"path": path, "stage": stage, "error": error})
 
 
+class BadBox(ValueError):
+    """An own-class box with a bad coordinate: the image stays listed, its rows become corrupt."""
+
+
+def parse_box(values, where: str) -> list[float]:
+    """[xmin, ymin, xmax, ymax] as floats; BadBox naming `where` and the bad value otherwise."""
+    problem = box_problem(values)
+    if problem:
+        raise BadBox(f"{where}: {problem}")
+    return [float(v) for v in values]
+
+
 def parse_voc(data: bytes, wnid: str | None = None) -> tuple[list[list[float]], tuple[int, int] | None]:
     """Boxes [xmin, ymin, xmax, ymax] of a PASCAL VOC annotation, only those named `wnid` if given;
-    and the annotated (width, height) when present. Raises ValueError on malformed XML."""
+    and the annotated (width, height) when present. Raises ValueError on malformed XML, BadBox on a
+    box (of those asked for) with a bad coordinate."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
@@ -70,18 +93,22 @@ def parse_voc(data: bytes, wnid: str | None = None) -> tuple[list[list[float]], 
         bb = obj.find("bndbox")
         if bb is None:
             raise ValueError("object without bndbox")
-        try:
-            box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-        except (TypeError, ValueError):
-            raise ValueError("bndbox with a missing or non-numeric coordinate") from None
-        if box[2] < box[0] or box[3] < box[1]:
-            raise ValueError(f"box with max < min: {box}")
-        boxes.append(box)
-    size = None
-    w, h = root.findtext("size/width"), root.findtext("size/height")
-    if w and h:
-        size = (int(float(w)), int(float(h)))
-    return boxes, size
+        boxes.append(parse_box([bb.findtext(k) for k in BOX_FIELDS], f"box {len(boxes) + 1} ({name})"))
+    return boxes, _voc_size(root)
+
+
+def _voc_size(root: ET.Element) -> tuple[int, int] | None:
+    """The annotated (width, height), or None when absent or not positive finite numbers."""
+    try:
+        w, h = float(root.findtext("size/width") or "nan"), float(root.findtext("size/height") or "nan")
+    except ValueError:
+        return None
+    return (int(w), int(h)) if min(w, h) > 0 and max(w, h) < float("inf") else None
+
+
+def _record(image_id: str, path: str, wnid: str, label: int, boxes: list, box_error: str = "") -> dict:
+    return {"image_id": image_id, "path": path, "wnid": wnid, "label": label,
+            "boxes": [] if box_error else boxes, "box_error": box_error}
 
 
 def _fs(root: str, storage_options: dict | None):
@@ -89,6 +116,14 @@ def _fs(root: str, storage_options: dict | None):
         return fsspec.core.url_to_fs(root, **(storage_options or {}))
     except Exception as exc:
         raise SweepError(f"cannot open {root!r}: {one_line(exc)}") from None
+
+
+def _read(fs, path: str, address: str) -> bytes:
+    """A whole file's bytes; a SweepError saying in words why not (no such object, access denied...)."""
+    try:
+        return fs.cat_file(path)
+    except OSError as exc:
+        raise SweepError(storage_error(exc, address)) from None
 
 
 def _stem(path: str) -> str:
@@ -130,14 +165,19 @@ def train_with_boxes(train_root: str, boxes_root: str, storage_options: dict | N
             if stem not in images:
                 out.problem(_url(fs, xml), "image", "annotation without its image in the train folder")
                 continue
+            own, box_error = [], ""
             try:
                 own, _ = parse_voc(fs.cat_file(xml), wnid)
-            except (ValueError, OSError) as exc:
+            except BadBox as exc:
+                box_error = f"{_url(fs, xml)}: {exc}"
+            except ValueError as exc:
                 out.problem(_url(fs, xml), "annotation", one_line(exc))
                 continue
-            if own:
-                out.records.append({"image_id": stem, "path": _url(fs, images[stem]), "wnid": wnid,
-                                    "label": index[wnid], "boxes": own})
+            except OSError as exc:
+                out.problem(_url(fs, xml), "annotation", storage_reason(exc, _url(fs, xml)))
+                continue
+            if own or box_error:
+                out.records.append(_record(stem, _url(fs, images[stem]), wnid, index[wnid], own, box_error))
             if limit is not None and len(out.records) >= limit:
                 return out
     return out
@@ -156,8 +196,10 @@ def val_from_solution(val_root: str, solution_csv: str, storage_options: dict | 
         raise SweepError(f"ImageNet val folder {val_root!r} does not exist or is not a folder")
     try:
         text = sfs.cat_file(sol).decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"cannot read val solution {solution_csv!r}: {one_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise SweepError(f"cannot read val solution {solution_csv!r}: it is not text (a CSV was expected)") from None
+    except OSError as exc:
+        raise SweepError(f"cannot read val solution {solution_csv!r}: {storage_reason(exc, solution_csv)}") from None
     images = {_stem(p): p for p in fs.find(val) if _is_image(p)}
     index = class_index()
     out = Listing()
@@ -181,14 +223,24 @@ def val_from_solution(val_root: str, solution_csv: str, storage_options: dict | 
         if image_id not in images:
             out.problem(image_id, "image", "listed in the solution but missing from the val folder")
             continue
-        boxes = [[float(v) for v in parts[i + 1:i + 5]] for i in range(0, len(parts), 5) if parts[i] == wnid]
-        if with_boxes_only and not boxes:
+        boxes, box_error = _solution_boxes(parts, wnid)
+        if with_boxes_only and not boxes and not box_error:
             continue
-        out.records.append({"image_id": image_id, "path": _url(fs, images[image_id]), "wnid": wnid,
-                            "label": index[wnid], "boxes": boxes})
+        out.records.append(_record(image_id, _url(fs, images[image_id]), wnid, index[wnid], boxes,
+                                   box_error and f"{solution_csv}, {image_id}: {box_error}"))
         if limit is not None and len(out.records) >= limit:
             break
     return out
+
+
+def _solution_boxes(parts: list[str], wnid: str) -> tuple[list[list[float]], str]:
+    """Own-class boxes of a prediction string (`wnid xmin ymin xmax ymax` groups), and the first
+    bad box's problem ("" when none)."""
+    groups = [parts[i + 1:i + 5] for i in range(0, len(parts), 5) if parts[i] == wnid]
+    try:
+        return [parse_box(g, f"box {n}") for n, g in enumerate(groups, start=1)], ""
+    except BadBox as exc:
+        return [], str(exc)
 
 
 def val_from_devkit(val_root: str, ground_truth: str, meta_mat: str, storage_options: dict | None = None,
@@ -203,10 +255,11 @@ def val_from_devkit(val_root: str, ground_truth: str, meta_mat: str, storage_opt
     fs, val = _fs(val_root, storage_options)
     mfs, meta = _fs(meta_mat, storage_options)
     gfs, gt = _fs(ground_truth, storage_options)
+    meta_bytes, gt_bytes = _read(mfs, meta, meta_mat), _read(gfs, gt, ground_truth)
     try:
-        synsets = loadmat(io.BytesIO(mfs.cat_file(meta)), squeeze_me=True)["synsets"]
+        synsets = loadmat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"]
         id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-        ids = [int(x) for x in gfs.cat_file(gt).decode().split()]
+        ids = [int(x) for x in gt_bytes.decode().split()]
     except Exception as exc:
         raise SweepError(f"cannot read the devkit ground truth: {one_line(exc)}") from None
     images = {_stem(p): p for p in fs.find(val) if _is_image(p)}
@@ -221,8 +274,7 @@ def val_from_devkit(val_root: str, ground_truth: str, meta_mat: str, storage_opt
         if image_id not in images:
             out.problem(image_id, "image", "missing from the val folder")
             continue
-        out.records.append({"image_id": image_id, "path": _url(fs, images[image_id]), "wnid": wnid,
-                            "label": index[wnid], "boxes": []})
+        out.records.append(_record(image_id, _url(fs, images[image_id]), wnid, index[wnid], []))
         if limit is not None and len(out.records) >= limit:
             break
     return out
@@ -236,8 +288,7 @@ def image_folder(root: str, storage_options: dict | None = None, limit: int | No
     out = Listing()
     for p in sorted(p for p in fs.find(path) if _is_image(p)):
         rel = posixpath.relpath(p, path)
-        out.records.append({"image_id": posixpath.splitext(rel)[0], "path": _url(fs, p), "wnid": "",
-                            "label": -1, "boxes": []})
+        out.records.append(_record(posixpath.splitext(rel)[0], _url(fs, p), "", -1, []))
         if limit is not None and len(out.records) >= limit:
             break
     if not out.records:
