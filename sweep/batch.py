@@ -99,6 +99,13 @@ def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe, str]:
     return anatomy, batch.site, recipe, source
 
 
+def batch_hash(batch: Batch) -> str:
+    """The visualization hash the rows of this batch get (see `visualization_hash`)."""
+    anatomy, site, recipe, _ = check_batch(batch)
+    return visualization_hash(anatomy.entry.key, weights_label(batch.weights, anatomy.entry.tag),
+                              anatomy.block(batch.layer).index, site, batch.base_seed, recipe)
+
+
 def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str) -> dict:
     block = anatomy.block(batch.layer)
     cols = {k: v for k, v in recipe.identity().items() if k != "log_every"}

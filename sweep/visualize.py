@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 from dataclasses import dataclass, field
 
+import pandas as pd
 from tqdm.auto import tqdm
 
-from sweep.batch import Batch, BatchRunner, check_batch
+from sweep.batch import Batch, BatchRunner, batch_hash, check_batch
 from sweep.engine import Engine
 from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
+from sweep.outputs import check_writable, features_dir
 from sweep.recipe import Recipe
+from sweep.results import drop_triples, read_index
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +56,17 @@ class VisualizeJob:
 
 
 def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = None,
-                  progress: bool = False) -> list[dict]:
-    """Validate the job, then render and write it batch by batch; returns the rows written."""
+                  progress: bool = False, force: bool = False) -> list[dict]:
+    """Validate the job, then render and write it batch by batch; returns the rows written.
+
+    A root may hold these features already (a sweep's, or an earlier visualize): made the same way,
+    they are replaced; made with another recipe, weights or seed, the job is refused before any
+    work unless `force`, so a shared root never mixes images that are not comparable.
+    """
     batches = job.batches()
     runner = BatchRunner(out, storage_options, job.device, job.engine)
+    check_writable(runner.fs, runner.root, out)  # a missing bucket or unwritable root: before any work
+    stored = _stored_rows(runner, batches, out, force)
     runner.network(batches[0].model, job.weights)  # bad weights fail here, before any work
     iterations = batches[0].recipe.iterations
     log.info("%s layer %d site %s: %d features in %d batch(es) on %s", batches[0].model, batches[0].layer,
@@ -64,6 +75,7 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
     with tqdm(total=len(batches) * iterations, disable=not progress, unit="step",
               desc=f"{batches[0].model} L{batches[0].layer}") as bar:
         for batch in batches:
+            _drop_replaced(runner, batch, stored)
             result = runner.run(batch, progress=bar.update)
             for feature, error in result["failed"].items():
                 log.warning("feature %d failed: %s", feature, error)
@@ -71,3 +83,29 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
     for row in rows:
         row["model"] = batches[0].model
     return rows
+
+
+def _stored_rows(runner: BatchRunner, batches: list[Batch], out: str, force: bool) -> pd.DataFrame:
+    """The rows the root already holds for the job's features; refuses (one line) when any was made
+    with a different visualization hash, unless force."""
+    first = batches[0]
+    index = read_index(runner.fs, runner.root, model=first.model)
+    wanted = {f for b in batches for f in b.features}
+    stored = index[(index["layer"] == first.layer) & (index["site"] == first.site) & index["feature"].isin(wanted)]
+    other = stored[stored["config_hash"] != batch_hash(first)]
+    if len(other) and not force:
+        f = int(other["feature"].min())
+        raise SweepError(f"{len(other)} of these feature(s) already exist under {out!r} with a different recipe, "
+                         f"weights or seed (e.g. {first.model} layer {first.layer} {first.site} {f}); use another "
+                         "--out, or --force to replace them")
+    return stored
+
+
+def _drop_replaced(runner: BatchRunner, batch: Batch, stored: pd.DataFrame) -> None:
+    """Remove the stored rows this batch will replace, from every part but the one it writes (which
+    it overwrites whole), so no feature is listed twice; done just before the batch, so a run that
+    stops early leaves its remaining features as they were."""
+    own = posixpath.join(runner.root, features_dir(batch.model), batch.part_name)
+    rows = stored[stored["feature"].isin(batch.features) & (stored["part"] != own)]
+    if len(rows):
+        drop_triples(runner.fs, rows, {(batch.model, batch.layer, batch.site, int(f)) for f in rows["feature"]})
