@@ -10,26 +10,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
 
-from sweep.errors import SweepError
 from sweep.models.anatomy import Anatomy, Block
+from sweep.validation import Count, Fraction, config_dataclass
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16")
-COMPILE_MODES = ("auto", "on", "off")
 
 #: On CPUs, passes of 2 features (16 images) were measured fastest: larger passes fall out of
 #: cache and got slower per image (benchmarks/results/2026-11-26-step-cpu.csv).
 CPU_FEATURES_PER_PASS = 2
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Engine:
     """Execution settings of the optimization loop, resolved per device by `resolved`.
 
@@ -43,20 +39,10 @@ class Engine:
         CPUs, on accelerators as many as fit `memory_fraction` of the free memory.
     """
 
-    precision: str = "auto"
-    compile: str = "auto"
-    features_per_pass: int | None = None
-    memory_fraction: float = 0.8
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise SweepError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
-        if self.compile not in COMPILE_MODES:
-            raise SweepError(f"unknown compile mode {self.compile!r}; allowed: {', '.join(COMPILE_MODES)}")
-        if self.features_per_pass is not None and self.features_per_pass < 1:
-            raise SweepError(f"bad features per pass {self.features_per_pass}: must be >= 1")
-        if not 0 < self.memory_fraction <= 1:
-            raise SweepError(f"bad memory fraction {self.memory_fraction}: must be in (0, 1]")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
+    features_per_pass: Count | None = None
+    memory_fraction: Fraction = 0.8
 
     def resolved(self, device: torch.device) -> "Engine":
         """This engine with "auto" replaced by the device's choice (features_per_pass stays None

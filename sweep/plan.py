@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field
 
 from sweep.batch import Batch, check_batch
 from sweep.engine import Engine
@@ -19,26 +20,25 @@ from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.zoo import ENTRIES
 from sweep.recipe import Recipe, config_hash
+from sweep.validation import Count, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
 
 FEATURE_MODES = ("all", "first", "list", "sample")
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class FeatureSelection:
-    """Which features of each layer: all, the first `count`, an explicit list, or a seeded sample."""
+    """Which features of each layer: all, the first `count`, an explicit list, or a seeded sample.
+    Indices listed twice are computed once."""
 
-    mode: str = "first"
-    count: int = 16
-    indices: tuple[int, ...] = ()
-    seed: int = 0
+    mode: Literal["all", "first", "list", "sample"] = "first"
+    count: Count = 16
+    indices: tuple[NonNegativeInt, ...] = ()
+    seed: Seed = 0
 
     def __post_init__(self):
-        if self.mode not in FEATURE_MODES:
-            raise SweepError(f"unknown feature mode {self.mode!r}; allowed: {', '.join(FEATURE_MODES)}")
-        if self.mode in ("first", "sample") and self.count < 1:
-            raise SweepError(f"feature count must be >= 1, got {self.count}")
         if self.mode == "list" and not self.indices:
-            raise SweepError("feature mode 'list' needs a non-empty 'indices'")
+            raise ValueError("feature mode 'list' needs a non-empty 'indices'")
+        object.__setattr__(self, "indices", tuple(dict.fromkeys(self.indices)))
 
     def pick(self, width: int, model: str, layer: int) -> list[int]:
         if self.mode == "all":
@@ -52,93 +52,94 @@ class FeatureSelection:
         return sorted(rng.sample(range(width), min(self.count, width)))
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Resources:
     """Per-worker resources. num_gpus 0 means CPU workers; workers None means one per GPU
     (or per num_cpus CPUs on a cluster without GPUs)."""
 
-    num_gpus: float = 1.0
-    num_cpus: float = 1.0
-    workers: int | None = None
+    num_gpus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    num_cpus: Positive = 1.0
+    workers: Count | None = None
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class SweepConfig:
-    """Everything a sweep needs; `out` is a path or fsspec URL (file://, s3://...)."""
+    """Everything a sweep needs; `out` is a path or fsspec URL (file://, s3://...). Models and
+    layers listed twice are kept once, in the order first given."""
 
-    out: str
-    models: tuple[str, ...] = ()
-    layers: tuple[int | str, ...] | None = None
+    out: Text
+    models: tuple[Text, ...] = ()
+    layers: tuple[int | Text, ...] | None = None
     features: FeatureSelection = field(default_factory=FeatureSelection)
-    site: str | None = None
-    weights: str = "pretrained"
-    base_seed: int = 0
+    site: Text | None = None
+    weights: Text = "pretrained"
+    base_seed: Seed = 0
     recipe: Recipe = field(default_factory=Recipe)
-    features_per_batch: int = 16
+    features_per_batch: Count = 16
     engine: Engine = field(default_factory=Engine)
     resources: Resources = field(default_factory=Resources)
-    max_attempts: int = 3
-    storage_options: dict = field(default_factory=dict, hash=False)
-    preset: str | None = None
+    max_attempts: Count = 3
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    preset: Literal["paper", "smoke"] | None = None
 
     def __post_init__(self):
         if not self.models:
-            raise SweepError("the sweep names no models; give 'models' or a preset "
-                             f"({', '.join(PRESETS)})")
-        if self.features_per_batch < 1:
-            raise SweepError(f"features_per_batch must be >= 1, got {self.features_per_batch}")
-        if self.max_attempts < 1:
-            raise SweepError(f"max_attempts must be >= 1, got {self.max_attempts}")
+            raise ValueError(f"the sweep names no models; give 'models' or a preset ({', '.join(PRESETS)})")
+        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(dict.fromkeys(self.layers)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SweepConfig":
-        """Build from plain data (YAML); a 'preset' supplies defaults that the other keys override."""
-        data = dict(data)
+    def from_dict(cls, data: dict[str, Any], flags: dict[str, str] | None = None,
+                  source: str = "") -> "SweepConfig":
+        """Build from plain data (YAML, or flags gathered by the CLI); a 'preset' supplies defaults
+        that the other keys override. `flags` and `source` only make error messages name what the
+        user wrote (the flag, or the config file)."""
+        data = shorthand(dict(data))
         preset = data.get("preset")
         if preset is not None:
-            if preset not in PRESETS:
-                raise SweepError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-            base = PRESETS[preset]()
+            if not isinstance(preset, str) or preset not in PRESETS:
+                raise SweepError(f"{source + ': ' if source else ''}preset: input should be "
+                                 f"{' or '.join(map(repr, PRESETS))}; got {preset!r}")
+            base = shorthand(PRESETS[preset]())
             given = {k: v for k, v in data.items() if v is not None}
             # Nested sections merge key by key: `--steps 60` keeps the rest of the preset's recipe.
             data = {**base, **given, **{k: {**base[k], **given[k]} for k in base
                                         if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
-        _check_keys("sweep config", data, cls)
-        nested = {"features": FeatureSelection, "resources": Resources, "recipe": Recipe, "engine": Engine}
-        for key, kind in nested.items():
-            if isinstance(data.get(key), dict):
-                _check_keys(key, data[key], kind)
-                value = dict(data[key])
-                if "indices" in value:
-                    value["indices"] = tuple(value["indices"])
-                data[key] = kind(**value)
-        for key in ("models", "layers"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key]) if isinstance(data[key], (list, tuple)) else (data[key],)
         if "out" not in data:
-            raise SweepError("the sweep config has no 'out' (the results root)")
-        return cls(**data)
+            raise SweepError(f"{source + ': ' if source else ''}out: the sweep has no results root; "
+                             "give --out or 'out' in the config")
+        return parse(cls, data, source, flags)
 
     @classmethod
-    def from_yaml(cls, path: str, **overrides) -> "SweepConfig":
+    def from_yaml(cls, path: str, flags: dict[str, str] | None = None, **overrides) -> "SweepConfig":
         try:
             with open(path) as fh:
                 data = yaml.safe_load(fh) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise SweepError(f"cannot read sweep config {path!r}: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise SweepError(f"sweep config {path!r} must be a mapping of keys to values")
-        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, flags, path)
 
 
-def _check_keys(what: str, data: dict, kind) -> None:
-    allowed = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SweepError(f"unknown key(s) in {what}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+def shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """The short spellings a YAML author reaches for, in full: `models: ViT-B/16` (one model),
+    `layers: 11`, `features: all`, `features: 32` (the first 32) and `features: [1, 5]` (a list)."""
+    for key in ("models", "layers"):
+        if isinstance(data.get(key), (str, int)) and not isinstance(data.get(key), bool):
+            data[key] = [data[key]]
+    features = data.get("features")
+    if isinstance(features, str) and features in FEATURE_MODES:
+        data["features"] = {"mode": features}
+    elif isinstance(features, int) and not isinstance(features, bool):
+        data["features"] = {"mode": "first", "count": features}
+    elif isinstance(features, list):
+        data["features"] = {"mode": "list", "indices": features}
+    return data
 
 
 def _paper_preset() -> dict:
@@ -179,15 +180,17 @@ class Task:
 def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = None) -> list[Task]:
     """The plan: batches of features per (model, layer, site), in config order, minus `skip`.
 
-    Every model, layer, site and feature is validated here, before any work starts.
+    Every model, layer, site and feature is validated here, before any work starts; one named twice
+    (by alias, by layer name and index) is planned once.
     """
     skip = skip or set()
     tasks = []
-    for name in config.models:
-        anatomy = anatomy_of(name)
-        key = anatomy.entry.key
+    # A model named by key and by alias, or a layer by index and by name, is planned once.
+    anatomies = {a.entry.key: a for a in map(anatomy_of, config.models)}
+    for key, anatomy in anatomies.items():
         site = config.site or anatomy.default_site
-        blocks = anatomy.blocks if config.layers is None else [anatomy.block(l) for l in config.layers]
+        blocks = anatomy.blocks if config.layers is None else list(
+            {b.index: b for b in (anatomy.block(l) for l in config.layers)}.values())
         cost_per_image = flops_to_block(key)
         for block in blocks:
             block.site(site)

@@ -48,12 +48,12 @@ def test_feature_selection_modes():
 @pytest.mark.parametrize("data, message", [
     ({"models": ["nope"]}, "unknown model 'nope'"),
     ({"models": []}, "names no models"),
-    ({"preset": "everything"}, "unknown preset 'everything'; allowed: paper, smoke"),
-    ({"models": ["dev/vit-micro"], "layerz": [1]}, "unknown key(s) in sweep config: layerz"),
+    ({"preset": "everything"}, "preset: input should be 'paper' or 'smoke'; got 'everything'"),
+    ({"models": ["dev/vit-micro"], "layerz": [1]}, "layerz: unknown key; allowed: base_seed, engine, features,"),
     ({"models": ["dev/vit-micro"], "layers": [5]}, "layer 5 out of range"),
     ({"models": ["dev/vit-micro"], "features": {"mode": "list", "indices": [99]}}, "feature 99 out of range"),
-    ({"models": ["dev/vit-micro"], "features": {"mode": "best"}}, "unknown feature mode 'best'"),
-    ({"models": ["dev/vit-micro"], "recipe": {"stepz": 3}}, "unknown key(s) in recipe: stepz"),
+    ({"models": ["dev/vit-micro"], "features": {"mode": "best"}}, "features.mode: input should be 'all', 'first', 'list' or 'sample'; got 'best'"),
+    ({"models": ["dev/vit-micro"], "recipe": {"stepz": 3}}, "recipe.stepz: unknown key; allowed: beta1, beta2,"),
     ({"models": ["dev/vit-micro"], "site": "q", "layers": [0], "features": {"count": 1}}, None),
 ])
 def test_bad_configs_fail_at_planning(tmp_path, data, message):
@@ -122,9 +122,9 @@ def test_engine_and_recipe_defaults_sections(tmp_path):
     assert cfg.engine == Engine("fp32", "auto", 3)
     assert cfg.recipe.defaults == "paper" and cfg.recipe.steps == 4  # the preset's recipe keys are kept
     assert SweepConfig.from_dict({"preset": "paper", "out": str(tmp_path)}).features_per_batch == 128
-    with pytest.raises(SweepError, match="unknown key\\(s\\) in engine: speed; allowed: compile, "):
+    with pytest.raises(SweepError, match="engine.speed: unknown key; allowed: compile, "):
         SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"speed": "max"}})
-    with pytest.raises(SweepError, match="unknown precision 'fp16'; allowed: auto, fp32, bf16"):
+    with pytest.raises(SweepError, match="engine.precision: input should be 'auto', 'fp32' or 'bf16'; got 'fp16'"):
         SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"precision": "fp16"}})
     args = build_parser().parse_args(["run", "--preset", "smoke", "--out", str(tmp_path), "--precision", "bf16",
                                       "--compile", "off", "--recipe", "paper"])
