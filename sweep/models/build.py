@@ -2,18 +2,25 @@
 
 The module returned is the image network itself (for CLIP: the visual tower only), in eval mode
 with gradients off for every parameter: the engine only ever differentiates the input image.
+
+Loaded weights (pretrained or a file) are checked to be finite before anything is rendered: a
+damaged checkpoint would otherwise give NaN images and rows far from their cause. Every way a
+weights file can be wrong (empty value, folder, missing, empty, not a checkpoint, keys that do not
+fit) is one SweepError line saying so in words.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from dataclasses import dataclass
+
+import fsspec
 
 import torch
 from torch import nn
 
-from sweep.errors import SweepError, one_line
+from sweep.errors import SweepError, one_line, storage_reason
 from sweep.models.zoo import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -102,27 +109,58 @@ def _freeze(net: nn.Module) -> nn.Module:
     return net
 
 
+WEIGHTS_CHOICES = "expected 'pretrained', 'random' or the path (or URL) of a safetensors file or torch state dict"
+
+
+def read_weights_bytes(path: str) -> bytes:
+    """The bytes of a weights file (a local path or any fsspec URL), or one line saying why not."""
+    if not path.strip():
+        raise SweepError(f"weights: empty value; {WEIGHTS_CHOICES}")
+    try:
+        fs, local = fsspec.core.url_to_fs(path)
+        if fs.isdir(local):
+            raise SweepError(f"weights {path!r} is a folder; {WEIGHTS_CHOICES}")
+        data = fs.cat_file(local)
+    except SweepError:
+        raise
+    except Exception as exc:  # missing file, object or bucket, access denied, unreachable endpoint...
+        raise SweepError(f"cannot read weights {path!r}: {storage_reason(exc, path)}; {WEIGHTS_CHOICES}") from None
+    if not data:
+        raise SweepError(f"weights {path!r} is an empty file (0 bytes); {WEIGHTS_CHOICES}")
+    return data
+
+
 def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     """Read a safetensors file or a torch checkpoint (plain or wrapped in 'state_dict'/'model')."""
-    if not os.path.isfile(path):
-        raise SweepError(f"cannot read weights {path!r}: no such file; expected 'pretrained', 'random' "
-                         "or the path of a safetensors file or torch state dict")
+    data = read_weights_bytes(path)
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            from safetensors.torch import load
 
-            state = load_file(path, device="cpu")
+            state = load(data)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any decoder error means the same thing to the user
-        raise SweepError(f"cannot read weights {path!r}: {one_line(exc)}; expected a safetensors file "
-                         "or a torch state dict") from None
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # decoder messages (a bare KeyError '101', miniz internals) say little
+        raise SweepError(f"weights {path!r} {_undecodable(path, exc)}; {WEIGHTS_CHOICES}") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SweepError(f"cannot read weights {path!r}: it holds no state dict of tensors")
     return state
+
+
+def _undecodable(path: str, exc: Exception) -> str:
+    """Why a weights file's bytes did not decode, in words."""
+    text = str(exc)
+    if path.endswith(".safetensors"):
+        return f"is not a readable safetensors file ({one_line(text, 100)})"
+    if "Weights only load failed" in text:
+        return ("holds Python objects besides tensors, which are not unpickled for safety; "
+                "save the model's state_dict() instead")
+    if "zip archive" in text:
+        return "is a damaged torch checkpoint (its zip archive is truncated or corrupt)"
+    return "is not a torch checkpoint (neither a torch.save zip archive nor a pickle)"
 
 
 def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
@@ -138,6 +176,16 @@ def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
             f"weights {path!r} do not fit {entry.key}: {len(result.missing_keys)} missing keys "
             f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
             f"(e.g. {result.unexpected_keys[:2]})")
+
+
+def check_finite(net: nn.Module, source: str) -> None:
+    """Refuse a network with a NaN or infinite parameter or buffer, naming the first such tensor."""
+    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise SweepError(f"weights {source}: {name} has {bad} non-finite value{'s' if bad > 1 else ''} "
+                                 "(NaN or inf); the checkpoint is damaged")
 
 
 def build(entry: ModelEntry, weights: str = "random", device: str | torch.device = "cpu") -> nn.Module:
@@ -163,4 +211,6 @@ def build(entry: ModelEntry, weights: str = "random", device: str | torch.device
             net = instantiate(entry, pretrained=False)
         if weights != "random":
             _load_local(entry, net, weights)
+    if weights != "random":  # seeded random weights are finite by construction
+        check_finite(net, repr(weights) if weights != "pretrained" else f"pretrained for {entry.key}")
     return _freeze(net).to(device)
