@@ -12,6 +12,7 @@ import io
 import posixpath
 import urllib.parse
 import uuid
+from collections.abc import Iterable
 
 import fsspec
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from sweep.errors import SweepError, one_line
+from sweep.redact import Scrubber, redact, redact_text
 
 #: Columns of a feature row, in order, with their Arrow types (the `model` column is the partition).
 FEATURE_SCHEMA = pa.schema([
@@ -98,11 +100,12 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write so that a reader sees either nothing or the whole file, never a partial one.
 
     Local-like filesystems get a temporary sibling renamed into place (rename is atomic);
-    object stores publish an object only when its upload completes, so they are written directly.
+    object stores publish an object only when its upload completes, so they are written directly,
+    and without makedirs: on s3fs that would create a missing bucket as a side effect.
     """
     parent = posixpath.dirname(path)
     try:
-        if parent:
+        if parent and bucket_of(fs, path) is None:
             fs.makedirs(parent, exist_ok=True)
         if is_local(fs):
             tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
@@ -115,11 +118,15 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     except SweepError:
         raise
     except Exception as exc:
-        raise SweepError(f"cannot write {path!r}: {one_line(exc)}") from None
+        raise SweepError(f"cannot write {path!r}: {storage_problem(exc)}") from None
 
 
 def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
-    """Write and remove a probe file, so an unwritable root fails before any work, in one line."""
+    """Check the bucket, then write and remove a probe file, so an unwritable root fails before any
+    work, in one line. A missing bucket is reported, never created."""
+    bucket = bucket_of(fs, root)
+    if bucket is not None:
+        check_bucket(fs, bucket, url)
     probe = posixpath.join(root, f"_probe-{uuid.uuid4().hex}")
     try:
         atomic_write(fs, probe, b"sweep write check")
@@ -127,7 +134,54 @@ def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
     except SweepError as exc:
         raise SweepError(f"results root {url!r} is not writable: {exc}") from None
     except Exception as exc:
-        raise SweepError(f"results root {url!r} is not writable: {one_line(exc)}") from None
+        raise SweepError(f"results root {url!r} is not writable: {storage_problem(exc)}") from None
+
+
+def bucket_of(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The bucket (container) of `path` on an object store (s3fs, gcsfs, adlfs: those with split_path);
+    None for filesystems with real directories."""
+    split = getattr(fs, "split_path", None)
+    if split is None or is_local(fs):
+        return None
+    return split(path)[0] or None
+
+
+def check_bucket(fs: fsspec.AbstractFileSystem, bucket: str, url: str) -> None:
+    """Fail in one line when the bucket does not exist or the endpoint cannot be reached; other
+    problems (credentials) are left to the probe write, whose error says more than a HEAD request's."""
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise SweepError(f"results root {url!r} is not writable: bucket {bucket!r} does not exist "
+                         "(create it first; it is never created by this tool)") from None
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise SweepError(f"results root {url!r} is not writable: {storage_problem(exc)}") from None
+
+
+def storage_problem(exc: BaseException) -> str:
+    """A storage library's error as one line that starts by saying, in words, what is wrong."""
+    detail = one_line(redact_text(str(exc)) or type(exc).__name__)
+    if _is_connection_error(exc):
+        words = "cannot connect to the storage endpoint"
+    elif isinstance(exc, PermissionError):
+        words = "access denied (check the credentials and the bucket's permissions)"
+    elif isinstance(exc, FileNotFoundError):
+        words = "no such bucket, folder or object"
+    else:
+        return detail
+    return f"{words}: {detail}"
+
+
+#: botocore / aiohttp exception classes that mean the endpoint was not reached (matched by name, so
+#: this module does not import them).
+_CONNECTION_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
+                      "ServerDisconnectedError", "ClientConnectionError", "ProxyConnectionError"}
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return isinstance(exc, (ConnectionError, TimeoutError)) or bool(names & _CONNECTION_ERRORS)
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -150,11 +204,16 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA) -> bytes:
-    """Row dicts as Parquet bytes with the given schema."""
-    return table_bytes(pa.Table.from_pylist(rows, schema=schema))
+def parquet_bytes(rows: list[dict], schema: pa.Schema = FEATURE_SCHEMA, secrets: Iterable[str] = ()) -> bytes:
+    """Row dicts as Parquet bytes with the given schema; user strings that land in rows (errors, weights
+    paths, URLs) are stripped of credentials first (sweep.redact; `secrets`: values known besides the env's)."""
+    return table_bytes(pa.Table.from_pylist(redact(rows, secrets, by_name=False), schema=schema))
 
 
-def frame_parquet_bytes(frame, schema: pa.Schema | None = None) -> bytes:
-    """A pandas DataFrame as Parquet bytes, with an explicit schema when given (else inferred)."""
+def frame_parquet_bytes(frame, schema: pa.Schema | None = None, secrets: Iterable[str] = ()) -> bytes:
+    """A pandas DataFrame as Parquet bytes, with an explicit schema when given (else inferred); string
+    cells are stripped of credentials like parquet_bytes' rows."""
+    scrub, frame = Scrubber(secrets), frame.copy(deep=False)
+    for col in frame.select_dtypes(include=["object", "string"]).columns:
+        frame[col] = frame[col].map(lambda v: scrub(v) if isinstance(v, str) else v)
     return table_bytes(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
