@@ -24,6 +24,7 @@ from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_
 from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
+from sweep.redact import redact, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_di
                "data": dataclasses.asdict(config.data), "weights": config.weights, "input_size": size,
                "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                "listing_problems": listing.problems, "parts": parts, **summarize(rows)}
-    atomic_write(fs, posixpath.join(out_dir, "_summary.json"), json.dumps(summary, indent=2).encode())
+    clean = redact(summary, secret_values(config.storage_options))  # data paths and errors may quote credentials
+    atomic_write(fs, posixpath.join(out_dir, "_summary.json"), json.dumps(clean, indent=2).encode())
     log.info("%s: %d images (%d corrupt), %s", spec.name, len(records), summary["corrupt_images"],
              ", ".join(f"{c} top-5 {v['top5']:.2f}" for c, v in summary["conditions"].items()))
     return summary

@@ -26,6 +26,7 @@ from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.outputs import atomic_write, open_root, parquet_bytes, partition_path, png_bytes
+from sweep.redact import secret_values
 from sweep.recipe import Recipe, config_hash
 from sweep.render import ModelInput, render, seeds_for
 from sweep.scores import (COMBINED_SCORE_VERSION, combined_score, saturated_fraction, spectrum_slope,
@@ -225,7 +226,7 @@ def write_trial(row: dict, model: str, out: str, storage_options: dict | None = 
         atomic_write(fs, posixpath.join(root, path), png_bytes(img))
     clean = {k: v for k, v in row.items() if not k.startswith("_")}
     path = posixpath.join(root, partition_path("tuning", model=model), f"trial-{row['trial']}.parquet")
-    atomic_write(fs, path, parquet_bytes([clean], TRIAL_SCHEMA))
+    atomic_write(fs, path, parquet_bytes([clean], TRIAL_SCHEMA, secret_values(storage_options or {})))
     return path
 
 
