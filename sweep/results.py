@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import posixpath
 from typing import NamedTuple
@@ -13,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweep.errors import SweepError, one_line
+from sweep.errors import SweepError, one_line, storage_error
 from sweep.outputs import FEATURE_SCHEMA, atomic_write, features_dir, parquet_bytes
 
 log = logging.getLogger(__name__)
@@ -49,27 +50,41 @@ def data_files(fs: fsspec.AbstractFileSystem, base: str) -> list[str]:
                   if not any(c.startswith(skip) for c in p[len(base):].strip("/").split("/")))
 
 
+def byte_ranges(fs: fsspec.AbstractFileSystem, paths: list[str], starts: list[int],
+                ends: list[int | None]) -> list[bytes | None]:
+    """Byte ranges of many files in one batch (concurrent on object stores): None for a file that is
+    gone, b"" for an empty one. Any other error (network, access) is raised in one line, so a flaky
+    store never makes good results look damaged."""
+    got = fs.cat_ranges(paths, starts, ends, on_error="return") if paths else []
+    out: list[bytes | None] = []
+    for path, data in zip(paths, got):
+        if isinstance(data, FileNotFoundError):
+            data = None
+        elif isinstance(data, OSError) and data.errno == errno.EINVAL:  # S3's 416: a range of an empty object
+            data = b""
+        elif isinstance(data, BaseException):
+            raise SweepError(storage_error(data, path)) from None
+        out.append(data)
+    return out
+
+
 def split_damaged(fs: fsspec.AbstractFileSystem, paths: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Readable-looking Parquet files, and damaged ones with the reason.
+    """Readable-looking Parquet files, and damaged ones with the reason; files gone since the listing
+    are in neither.
 
     Cheap first test: a Parquet file starts and ends with PAR1; a truncated or empty one does not.
-    Both ends of every file come in one batch of (concurrent, on object stores) ranged reads.
+    Both ends of every file come in one batch of ranged reads.
     """
-    if not paths:
-        return [], {}
     n = len(paths)
-    ends = fs.cat_ranges(paths + paths, [0] * n + [-4] * n, [4] * n + [None] * n, on_error="return")
+    ends = byte_ranges(fs, paths + paths, [0] * n + [-4] * n, [4] * n + [None] * n)
     good, damaged = [], {}
     for path, head, tail in zip(paths, ends[:n], ends[n:]):
-        for got in (head, tail):
-            if isinstance(got, BaseException):
-                damaged[path] = f"unreadable ({one_line(got, 120)})"
-                break
+        if head is None or tail is None:
+            continue
+        if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+            damaged[path] = "empty" if not head else "truncated or not Parquet (no PAR1 magic at both ends)"
         else:
-            if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
-                damaged[path] = "truncated or not Parquet (no PAR1 magic at both ends)"
-            else:
-                good.append(path)
+            good.append(path)
     return good, damaged
 
 
@@ -170,8 +185,8 @@ def damaged_images(fs: fsspec.AbstractFileSystem, root: str, index: pd.DataFrame
     if not rows:
         return set()
     paths = [posixpath.join(root, path) for _, path in rows]
-    tails = fs.cat_ranges(paths, -len(PNG_TRAILER), None, on_error="return")
-    bad = {k for (k, _), tail in zip(rows, tails) if isinstance(tail, BaseException) or tail != PNG_TRAILER}
+    tails = byte_ranges(fs, paths, [-len(PNG_TRAILER)] * len(paths), [None] * len(paths))
+    bad = {k for (k, _), tail in zip(rows, tails) if tail != PNG_TRAILER}
     if bad:
         m, layer, site, f = sorted(bad)[0]
         log.warning("%d stored image(s) under %s are missing, empty or truncated (e.g. %s layer %d %s %d); "
