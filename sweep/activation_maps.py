@@ -1,6 +1,8 @@
 """Activation maps: one feature's activation on every patch (or spatial position) of an image.
 
-`run_activation_maps` does it for a folder of images on Ray Data.
+`run_activation_maps` does it for a folder of images on Ray Data. An unreadable image (empty, not an
+image, damaged) is not fatal: its rows get its status and a one-line `error` naming the file, and
+the driver logs that line.
 
 For token models only the patch tokens are used (prefix tokens dropped), on the model's patch grid;
 for CNN layers, the channel's spatial map. Saved as an array (.npy) and as a PNG overlay.
@@ -9,6 +11,7 @@ for CNN layers, the channel's spatial map. Saved as an array (.npy) and as a PNG
 from __future__ import annotations
 
 import io
+import logging
 import math
 import posixpath
 
@@ -21,6 +24,8 @@ from sweep.models.anatomy import Anatomy, Block
 from sweep.outputs import atomic_write, open_root, partition_path
 from sweep.render import ModelInput
 from sweep.taps import read_sites, token_features
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -82,13 +87,14 @@ class MapMaker:
         self.net = build(self.anatomy.entry, weights, self.device)
 
     def __call__(self, batch: dict) -> dict:
-        rows: dict[str, list] = {k: [] for k in ("image_id", "feature", "status", "side", "values", "png")}
-        for image_id, status, image in zip(batch["image_id"], batch["status"], batch["image"]):
+        rows: dict[str, list] = {k: [] for k in ("image_id", "feature", "status", "error", "side", "values", "png")}
+        for image_id, status, error, image in zip(batch["image_id"], batch["status"], batch["error"], batch["image"]):
             x = torch.as_tensor(np.asarray(image), device=self.device).permute(2, 0, 1)[None].float()
             for f in self.features:
                 rows["image_id"].append(str(image_id))
                 rows["feature"].append(int(f))
                 rows["status"].append(str(status))
+                rows["error"].append(str(error or ""))
                 if status != "ok":
                     rows["side"].append(0)
                     rows["values"].append(np.zeros(0, np.float32))
@@ -121,6 +127,8 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
                                                        out, storage_options),
                         batch_size=8, concurrency=actors, num_gpus=gpus_per_actor(), num_cpus=0.5)
     frame = pd.concat([b for b in ds.iter_batches(batch_format="pandas")], ignore_index=True)
+    for error in frame.loc[frame["status"] != "ok", "error"].drop_duplicates():
+        log.warning("image skipped: %s", error)
     frame.insert(1, "layer", block.index)
     frame.insert(2, "site", site)
     frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())

@@ -2,7 +2,8 @@
 
 Decoding and resizing run as tasks; an actor pool computes, per image, the patch-mean activation of
 every unit of the requested blocks in one forward pass (stopped after the last of them); the driver
-folds the batches into a bounded `TopK` state. Output: Parquet rows (model, layer, feature, rank,
+folds the batches into a bounded `TopK` state. An unreadable image (empty, not an image, damaged)
+is skipped with a warning line naming the file and counted, never fatal. Output: Parquet rows (model, layer, feature, rank,
 image_id, activation) at `top_images/split=<split>/model=<m>/part-00000.parquet`.
 """
 
@@ -70,7 +71,7 @@ class ActivationScanner:
             x = torch.as_tensor(np.asarray(batch["image"])[ok], device=self.device).permute(0, 3, 1, 2)
             feats = read_sites(self.net, self.requests, self.prepare(x.float()))
             acts[ok] = torch.cat(feats, dim=1).float().cpu().numpy()
-        return {"image_id": batch["image_id"], "acts": acts}
+        return {"image_id": batch["image_id"], "acts": acts, "error": batch["error"]}
 
 
 def unit_table(config: TopImagesConfig):
@@ -105,6 +106,8 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
         acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
         ok = ~torch.isnan(acts).any(dim=1)
         skipped += int((~ok).sum())
+        for error in np.asarray(batch["error"])[~ok.numpy()]:
+            log.warning("image skipped: %s", error)
         ids = torch.tensor([index[str(i)] for i in batch["image_id"]])
         state.update(acts[ok], ids[ok])
         seen += len(ids)

@@ -141,7 +141,7 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # decoder messages (a bare KeyError '101', miniz internals) say little
-        raise SweepError(f"weights {path!r} {_undecodable(path, exc)}; {WEIGHTS_CHOICES}") from None
+        raise SweepError(f"weights {path!r} {_undecodable(path, data, exc)}; {WEIGHTS_CHOICES}") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -150,15 +150,15 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _undecodable(path: str, exc: Exception) -> str:
-    """Why a weights file's bytes did not decode, in words."""
+def _undecodable(path: str, data: bytes, exc: Exception) -> str:
+    """Why a weights file's bytes did not decode, in words (torch.save writes a zip archive)."""
     text = str(exc)
     if path.endswith(".safetensors"):
         return f"is not a readable safetensors file ({one_line(text, 100)})"
     if "Weights only load failed" in text:
         return ("holds Python objects besides tensors, which are not unpickled for safety; "
                 "save the model's state_dict() instead")
-    if "zip archive" in text:
+    if data.startswith(b"PK\x03\x04"):
         return "is a damaged torch checkpoint (its zip archive is truncated or corrupt)"
     return "is not a torch checkpoint (neither a torch.save zip archive nor a pickle)"
 
@@ -167,9 +167,16 @@ def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
     state = load_state_dict_file(path)
     if entry.source == "open_clip" and any(k.startswith("visual.") for k in state):
         state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    own = net.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        first = wrong[0]
+        raise SweepError(f"weights {path!r} do not fit {entry.key}: {len(wrong)} tensor(s) of another shape, "
+                         f"e.g. {first} is {list(state[first].shape)} in the file, {list(own[first].shape)} "
+                         "in the model")
     try:
         result = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+    except RuntimeError as exc:  # anything else torch refuses
         raise SweepError(f"weights {path!r} do not fit {entry.key}: {one_line(exc, 200)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise SweepError(
