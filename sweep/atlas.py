@@ -32,10 +32,11 @@ import fsspec
 import jinja2
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.errors import SweepError, one_line
-from sweep.outputs import is_local
+from sweep.outputs import FEATURE_SCHEMA, is_local
 from sweep.results import Results
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,19 @@ class SiteWriter:
 
     def write(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                if hashlib.sha256(fh.read()).digest() == hashlib.sha256(data).digest():
-                    self.unchanged += 1
-                    return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        try:
+            if os.path.exists(path):
+                with open(path, "rb") as fh:
+                    if hashlib.sha256(fh.read()).digest() == hashlib.sha256(data).digest():
+                        self.unchanged += 1
+                        return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise SweepError(f"atlas: cannot write {path!r}: {one_line(exc)}") from None
         self.written.append(rel)
 
 
@@ -199,6 +203,8 @@ def _check_site(site, results: Results) -> str:
     site = os.fspath(site) if isinstance(site, (str, os.PathLike)) else ""
     if not site.strip() or "\x00" in site:
         raise SweepError(f"atlas output folder must be a non-empty path, got {site!r}")
+    if os.path.exists(site) and not os.path.isdir(site):
+        raise SweepError(f"atlas output folder {site!r} is a file; give a folder")
     if is_local(results.fs):
         target, root = os.path.realpath(site), os.path.realpath(results.root)
         data = [os.path.join(root, d) for d in DATA_FOLDERS]
@@ -210,26 +216,43 @@ def _check_site(site, results: Results) -> str:
 
 
 def _read_features(results: Results) -> pd.DataFrame:
-    """Every readable feature row: when the root cannot be read whole, model by model, skipping (with a
-    warning) a model whose results cannot be read, and rows without a layer or feature number."""
+    """Every readable feature row: when the root cannot be read whole, part by part, skipping (with a
+    warning) a part that cannot be read, and rows without a whole layer or feature number."""
     try:
         frame = results.features()
     except READ_ERRORS as exc:
-        log.warning("atlas: some results under %r cannot be read (%s); reading model by model",
+        log.warning("atlas: some results under %r cannot be read (%s); reading part by part",
                     results.root, one_line(exc))
-        frames = []
-        for model in results.models():
-            try:
-                frames.append(results.features(model=model))
-            except READ_ERRORS as exc:
-                log.warning("atlas: skipping model %r: its results cannot be read (%s)", model, one_line(exc))
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frame = _read_parts(results.fs, posixpath.join(results.root, "features"))
     if frame.empty:
         return frame
-    usable = frame[["model", "layer", "feature"]].notna().all(axis=1)
+    frame = frame.assign(**{name: None for name in ["model", *FEATURE_SCHEMA.names] if name not in frame})
+    for name in ("layer", "feature"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    usable = frame["model"].notna() & (frame["layer"] % 1 == 0) & (frame["feature"] % 1 == 0)
     if not usable.all():
-        log.warning("atlas: skipping %d row(s) without a model, layer or feature", int((~usable).sum()))
+        log.warning("atlas: skipping %d row(s) without a model or a whole layer and feature number",
+                    int((~usable).sum()))
     return frame[usable]
+
+
+def _read_parts(fs, base: str) -> pd.DataFrame:
+    """Each Parquet part under `base` on its own, with its model from its folder name (the files and
+    names pyarrow's hive discovery would use)."""
+    frames = []
+    for path in sorted(fs.find(base)):
+        names = path[len(base) + 1:].split("/")
+        if any(n.startswith((".", "_")) for n in names):
+            continue
+        try:
+            with fs.open(path, "rb") as fh:
+                frame = pq.read_table(fh).to_pandas()
+        except READ_ERRORS as exc:
+            log.warning("atlas: skipping %r: cannot be read (%s)", path, one_line(exc))
+            continue
+        model = next((unquote(n[len("model="):]) for n in names if n.startswith("model=")), None)
+        frames.append(frame.assign(model=model))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def build_atlas(results_root: str, site: str, storage_options: dict | None = None, page_size: int = 256) -> dict:

@@ -87,6 +87,10 @@ def hostile(tmp_path_factory):
     damaged.mkdir()
     whole = (results / "features" / f"model={first}" / "part-0.parquet").read_bytes()
     (damaged / "part-0.parquet").write_bytes(whole[: len(whole) // 3])
+    # A part of another schema, whose layer and feature are not numbers.
+    (results / "features" / "model=wrongtypes").mkdir()
+    pq.write_table(pa.table({"layer": ["zero"], "feature": ["one"], "status": [1], "site": [SCRIPT]}),
+                   results / "features" / "model=wrongtypes" / "part-0.parquet")
     # Activation maps and top images under hostile names (one map is a link out of the root).
     maps = results / "activation_maps" / "files" / f"model={first}" / "layer=0" / f"{ONERROR}-0"
     maps.mkdir(parents=True)
@@ -214,8 +218,9 @@ def test_bad_images_unavailable_with_one_warning_each(hostile):
 def test_damaged_part_does_not_break_the_atlas(hostile):
     _, _, site, _, _, warnings, _ = hostile
     index = (site / "index.html").read_text()
-    assert f"Atlas: {len(MODELS)} models" in index  # every readable model; the damaged part is left out
-    assert any("damaged" in w or "part-0.parquet" in w or "cannot be read" in w for w in warnings)
+    assert f"Atlas: {len(MODELS)} models" in index  # every readable model; the damaged parts are left out
+    assert any("model=damaged/part-0.parquet" in w for w in warnings)
+    assert any("skipping 1 row(s) without a model or a whole layer and feature number" in w for w in warnings)
 
 
 def test_browser_runs_no_script(hostile):
@@ -276,6 +281,10 @@ def test_bad_site_and_page_size_refused(hostile, tmp_path):
                                      (str(results / "images"), 256, "results root")]:
         with pytest.raises(SweepError, match=message):
             build_atlas(str(results), site, page_size=page_size)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepError, match="is a file"):
+        build_atlas(str(results), str(tmp_path / "file"), page_size=2)
+    (tmp_path / "file").unlink()
     inner = tmp_path / "box"
     (inner / "img").mkdir(parents=True)
     with pytest.raises(SweepError, match="overlaps"):  # a root inside the site's own folders
