@@ -9,6 +9,7 @@ import logging
 import sys
 
 from sweep.errors import SweepError
+from sweep.redact import add_redacting_filter, redact_text
 
 log = logging.getLogger("sweep")
 
@@ -55,28 +56,47 @@ def cmd_models(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    from sweep.recipe import Recipe
+    from sweep.validation import Text, parse
     from sweep.visualize import VisualizeJob, run_visualize
 
-    overrides = {"steps": args.steps, "tv": args.tv, "lr": args.lr, "copies": args.copies,
-                 "jitter": args.jitter, "image_size": args.image_size, "defaults": args.recipe}
-    recipe = Recipe(**{k: v for k, v in overrides.items() if v is not None})
-    job = VisualizeJob(model=args.model, layer=args.layer, features=tuple(args.feature), site=args.site,
-                       weights=args.weights, base_seed=args.seed, device=args.device, recipe=recipe,
-                       batch_size=args.batch_size, engine=engine_from_args(args))
-    rows = run_visualize(job, args.out, progress=not args.quiet)
+    data, flags = gather(args, {**VISUALIZE_FIELDS, **RECIPE_FIELDS, **ENGINE_FIELDS})
+    job = parse(VisualizeJob, data, flags=flags)
+    parse(Text, args.out, flags={"": "--out"})
+    rows = run_visualize(job, args.out, progress=not args.quiet, force=args.force)
     for r in rows:
         print(f"{r['model']}  layer {r['layer']} ({r['layer_name']})  {r['site']} {r['feature']:>5}  "
               f"act {r['act_init']:+.4f} -> {r['act_final']:+.4f}  {args.out.rstrip('/')}/{r['image_path']}")
-    return 0
+    failed = sorted(set(job.features) - {r["feature"] for r in rows})
+    if failed:  # non-finite results are not written; the log above says why for each
+        print(f"sweep visualize: {len(failed)} feature(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def engine_from_args(args):
-    """The Engine the --precision/--compile/--features-per-pass options ask for."""
-    from sweep.engine import Engine
+#: Where each option of `sweep visualize` lands in VisualizeJob (field path -> argparse dest).
+VISUALIZE_FIELDS = {"model": "model", "layer": "layer", "features": "feature", "site": "site", "weights": "weights",
+                    "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
+RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
+                 "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
+ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
+                 "engine.features_per_pass": "features_per_pass"}
 
-    given = {"precision": args.precision, "compile": args.compile, "features_per_pass": args.features_per_pass}
-    return Engine(**{k: v for k, v in given.items() if v is not None})
+
+def gather(args, fields: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """The options the user set, as nested data for a config's schema (`recipe.steps` -> {"recipe":
+    {"steps": ...}}), and the flag behind each field path, so a bad value is reported as typed."""
+    data: dict = {}
+    flags: dict[str, str] = {}
+    for path, dest in fields.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        flags[path] = "--" + dest.replace("_", "-")
+    return data, flags
 
 
 def add_recipe_switch(p: argparse.ArgumentParser) -> None:
@@ -118,48 +138,50 @@ def connect_ray(address: str | None = None) -> None:
         log.info("started local Ray")
 
 
+#: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
+RUN_FIELDS = {"out": "out", "models": "model", "layers": "layers", "site": "site", "weights": "weights",
+              "features_per_batch": "features_per_batch", "resources.workers": "workers",
+              "recipe.steps": "steps", "recipe.defaults": "recipe", **ENGINE_FIELDS}
+#: The feature-selection options, each with the FeatureSelection it asks for.
+FEATURE_OPTIONS = {"all_features": ("all", None), "feature_list": ("list", "indices"),
+                   "sample": ("sample", "count"), "features": ("first", "count")}
+
+
 def sweep_config_from_args(args):
+    """The sweep's config from a --config file and/or flags (flags win), through SweepConfig's schema."""
     from sweep.plan import SweepConfig
 
-    data: dict = {"preset": args.preset, "out": args.out}
-    if args.model:
-        data["models"] = args.model
-    if args.layers:
-        data["layers"] = args.layers
-    if args.all_features:
-        data["features"] = {"mode": "all"}
-    elif args.feature_list:
-        data["features"] = {"mode": "list", "indices": args.feature_list}
-    elif args.sample:
-        data["features"] = {"mode": "sample", "count": args.sample, "seed": args.sample_seed}
-    elif args.features:
-        data["features"] = {"mode": "first", "count": args.features}
-    for key in ("site", "weights", "features_per_batch"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
-    recipe = {k: v for k, v in (("steps", args.steps), ("defaults", args.recipe)) if v is not None}
-    if recipe:
-        data["recipe"] = recipe
-    engine = {k: getattr(args, k) for k in ("precision", "compile", "features_per_pass") if getattr(args, k) is not None}
-    if engine:
-        data["engine"] = engine
-    if args.workers is not None or args.cpu:
-        data["resources"] = {**({"workers": args.workers} if args.workers is not None else {}),
-                             **({"num_gpus": 0} if args.cpu else {})}
+    data, flags = gather(args, RUN_FIELDS)
+    for dest, (mode, key) in FEATURE_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None or value is False:
+            continue
+        data["features"] = {"mode": mode, **({key: value} if key else {})}
+        if key:
+            flags[f"features.{key}"] = "--" + dest.replace("_", "-")
+        if mode == "sample":
+            data["features"]["seed"] = args.sample_seed
+            flags["features.seed"] = "--sample-seed"
+    if args.cpu:
+        data.setdefault("resources", {})["num_gpus"] = 0
     if args.config:
-        return SweepConfig.from_yaml(args.config, **{k: v for k, v in data.items() if k != "preset" or v})
+        return SweepConfig.from_yaml(args.config, flags, **data, preset=args.preset if args.preset else None)
     if not args.preset and not args.model:
         raise SweepError("give --config, --preset or --model")
-    if not args.out:
-        raise SweepError("give --out (the results root) or a --config that has 'out'")
-    return SweepConfig.from_dict(data)
+    if args.out is None:
+        raise SweepError("--out: give the results root, or a --config that has 'out'")
+    return SweepConfig.from_dict({**data, "preset": args.preset}, flags)
 
 
 def cmd_run(args) -> int:
     from sweep.distributed import run_sweep
     from sweep.plan import expand, plan_summary
 
+    from sweep.validation import Count, Positive, parse
+
     config = sweep_config_from_args(args)
+    parse(Positive, args.assume_tflops, flags={"": "--assume-tflops"})
+    parse(Count | None, args.max_batches, flags={"": "--max-batches"})
     if args.dry_run:
         tasks = expand(config)
         rows = plan_summary(config, tasks)
@@ -174,26 +196,26 @@ def cmd_run(args) -> int:
               f"{total / args.assume_tflops / 3600:.2f} GPU-hours (an estimate, not a measurement)")
         return 0
     connect_ray(args.address)
-    report = run_sweep(config, force=args.force, max_batches=args.max_batches, progress=not args.quiet)
+    report = run_sweep(config, force=args.force, max_batches=args.max_batches, progress=not args.quiet,
+                       retry_failed=args.retry_failed)
     print(report.table())
-    print(f"run {report.run_id}: {report.done} done, {report.failed} failed, {report.skipped} already present, "
+    kept = f" (+{report.failed_before} failed in earlier runs, kept)" if report.failed_before else ""
+    print(f"run {report.run_id}: {report.done} done, {report.failed} failed{kept}, {report.skipped} already present, "
           f"{report.worker_failures} worker failure(s), {report.retries} retried; results in {config.out}")
-    return 0 if report.failed == 0 else 1
+    return 0 if report.failed + report.failed_before == 0 else 1
 
 
 def cmd_tune(args) -> int:
-    from sweep.recipe import Recipe
-    from sweep.tune import PAPER_LRS, PAPER_TVS, TuneJob, parse_grid, promote_best, run_tune
+    from sweep.tune import TuneJob, parse_grid, promote_best, run_tune
+    from sweep.validation import parse
 
+    data, flags = gather(args, {**TUNE_FIELDS, **ENGINE_FIELDS})
     grid = parse_grid(args.grid or [])
-    recipe = Recipe(**{k: v for k, v in (("steps", args.steps), ("copies", args.copies)) if v is not None})
-    job = TuneJob(model=args.model, out=args.out, lrs=grid.get("lr", PAPER_LRS), tvs=grid.get("tv", PAPER_TVS),
-                  search=args.search, search_seed=args.search_seed,
-                  layers=tuple(_layer(x) for x in args.layers) if args.layers else None,
-                  features=args.features, unit_seed=args.unit_seed, site=args.site, weights=args.weights,
-                  base_seed=args.seed, recipe=recipe, reference=args.reference,
-                  reference_count=args.reference_count, robustness_draws=args.robustness_draws,
-                  num_gpus=args.gpus_per_trial, num_cpus=args.cpus_per_trial, engine=engine_from_args(args))
+    data.update({"lrs" if k == "lr" else "tvs": v for k, v in grid.items()})
+    flags.update(lrs="--grid lr", tvs="--grid tv")
+    if args.layers:
+        data["layers"] = [_layer(x) for x in args.layers]
+    job = parse(TuneJob, data, flags=flags)
     specs = job.specs()  # validates model, layers, site before Ray starts
     print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
           f"({', '.join(f'L{l}:{f}' for l, f in specs[0].units)}), {job.grid_label()}")
@@ -215,6 +237,15 @@ def cmd_tune(args) -> int:
     return 0 if not report.errors else 1
 
 
+#: Where each option of `sweep tune` lands in TuneJob (field path -> argparse dest).
+TUNE_FIELDS = {"model": "model", "out": "out", "search": "search", "search_seed": "search_seed",
+               "layers": "layers", "features": "features", "unit_seed": "unit_seed", "site": "site",
+               "weights": "weights", "base_seed": "seed", "reference": "reference",
+               "reference_count": "reference_count", "robustness_draws": "robustness_draws",
+               "num_gpus": "gpus_per_trial", "num_cpus": "cpus_per_trial", "recipe.steps": "steps",
+               "recipe.copies": "copies"}
+
+
 def _layer(value: str) -> int | str:
     try:
         return int(value)
@@ -224,7 +255,11 @@ def _layer(value: str) -> int | str:
 
 def cmd_atlas(args) -> int:
     from sweep.atlas import build_atlas
+    from sweep.validation import Count, Text, parse
 
+    for flag, kind, value in (("--results", Text, args.results), ("--out", Text, args.out),
+                              ("--page-size", Count, args.page_size)):
+        parse(kind, value, flags={"": flag})
     stats = build_atlas(args.results, args.out, page_size=args.page_size)
     print(f"atlas in {args.out}/index.html: {len(stats['written'])} file(s) written, {stats['unchanged']} unchanged")
     return 0
@@ -269,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="features optimized together (default 16)")
     add_engine_arguments(p)
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL")
+    p.add_argument("--force", action="store_true", help="replace these features where the root holds them made "
+                   "with another recipe, weights or seed (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
 
@@ -349,6 +386,8 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
                    "measured for ViT-B/16 on one H200, benchmarks/results/2026-11-26-engine-h200.csv)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
     p.add_argument("--max-batches", type=int, help="stop after N batches (re-run to resume)")
+    p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                   help="keep results that failed in earlier runs (status failed) instead of retrying them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -361,6 +400,7 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_not_library_chatter)
+        add_redacting_filter(handler)  # credentials from the environment or in URLs never reach a log
 
 
 def guarded(prog: str, func, args) -> int:
@@ -368,7 +408,7 @@ def guarded(prog: str, func, args) -> int:
     try:
         return func(args)
     except SweepError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished batches are saved, run the same command again to resume",

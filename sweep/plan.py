@@ -104,11 +104,7 @@ class SweepConfig:
             if not isinstance(preset, str) or preset not in PRESETS:
                 raise SweepError(f"{source + ': ' if source else ''}preset: input should be "
                                  f"{' or '.join(map(repr, PRESETS))}; got {preset!r}")
-            base = shorthand(PRESETS[preset]())
-            given = {k: v for k, v in data.items() if v is not None}
-            # Nested sections merge key by key: `--steps 60` keeps the rest of the preset's recipe.
-            data = {**base, **given, **{k: {**base[k], **given[k]} for k in base
-                                        if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
+            data = merged(shorthand(PRESETS[preset]()), data)
         if "out" not in data:
             raise SweepError(f"{source + ': ' if source else ''}out: the sweep has no results root; "
                              "give --out or 'out' in the config")
@@ -123,7 +119,14 @@ class SweepConfig:
             raise SweepError(f"cannot read sweep config {path!r}: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise SweepError(f"sweep config {path!r} must be a mapping of keys to values")
-        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, flags, path)
+        return cls.from_dict(merged(shorthand(data), overrides), flags, path)
+
+
+def merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` over `base`, sections merged key by key: `--steps 60` keeps the rest of the recipe."""
+    given = {k: v for k, v in given.items() if v is not None}
+    return {**base, **given, **{k: {**base[k], **given[k]} for k in base
+                                if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
 
 
 def shorthand(data: dict[str, Any]) -> dict[str, Any]:

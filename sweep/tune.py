@@ -16,15 +16,19 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import Field
 
 from sweep.engine import Engine
 from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.recipe import Recipe
+from sweep.redact import redact, secret_values
 from sweep.scores import COMBINED_SCORE_VERSION
 from sweep.tuning import TrialSpec, default_layers, done_trials, run_trial, sample_units, write_trial
+from sweep.validation import Count, NonNegative, Positive, Seed, Text, config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +58,36 @@ def parse_grid(items: list[str]) -> dict[str, tuple[float, ...]]:
     return out
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class TuneJob:
-    """What to tune: a model, a sample of its units, and the (lr, tv) points to try."""
+    """What to tune: a model, a sample of its units, and the (lr, tv) points to try. Grid values
+    and layers listed twice are tried once."""
 
-    model: str
-    out: str
-    lrs: tuple[float, ...] = PAPER_LRS
-    tvs: tuple[float, ...] = PAPER_TVS
-    search: int | None = None          # N seeded log-uniform points instead of the grid
-    search_seed: int = 0
-    layers: tuple[int | str, ...] | None = None
-    features: int = 4                  # units per layer
-    unit_seed: int = 0
-    site: str | None = None
-    weights: str = "pretrained"
-    base_seed: int = 0
+    model: Text
+    out: Text
+    lrs: Annotated[tuple[Positive, ...], Field(min_length=1)] = PAPER_LRS
+    tvs: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = PAPER_TVS
+    search: Count | None = None        # N seeded log-uniform points instead of the grid
+    search_seed: Seed = 0
+    layers: tuple[int | Text, ...] | None = None
+    features: Count = 4                # units per layer
+    unit_seed: Seed = 0
+    site: Text | None = None
+    weights: Text = "pretrained"
+    base_seed: Seed = 0
     recipe: Recipe = field(default_factory=Recipe)
-    reference: str | None = None
-    reference_count: int = 32
-    robustness_draws: int = 4
-    num_gpus: float = 1.0              # per trial
-    num_cpus: float = 1.0
+    reference: Text | None = None
+    reference_count: Count = 32
+    robustness_draws: Count = 4
+    num_gpus: NonNegative = 1.0        # per trial
+    num_cpus: Positive = 1.0
     engine: Engine = field(default_factory=Engine)
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
-        if self.search is not None and self.search < 1:
-            raise SweepError(f"--search needs at least 1 point, got {self.search}")
-        if self.features < 1:
-            raise SweepError(f"features per layer must be >= 1, got {self.features}")
+        for name in ("lrs", "tvs", "layers"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
 
     def points(self) -> list[tuple[float, float]]:
         if self.search is None:
@@ -229,6 +233,7 @@ def promote_best(job: TuneJob, frame: pd.DataFrame, path=None) -> dict:
                   "combined": round(float(best["combined"]), 6), "trials": int(len(frame)),
                   "steps": int(best["steps"]), "reference": str(best["reference"]), "results": job.out,
                   "trial": str(best["trial"])}
+    provenance = redact(provenance, secret_values(job.storage_options))  # e.g. a results URL with userinfo
     written = promote(anatomy.entry.family, float(best["lr"]), float(best["tv"]), provenance, path)
     return {"family": anatomy.entry.family, "lr": float(best["lr"]), "tv": float(best["tv"]),
             "path": str(written), **provenance}

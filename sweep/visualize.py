@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import field
+from typing import Annotated
 
 import pandas as pd
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from sweep.batch import Batch, BatchRunner, batch_hash, check_batch
@@ -15,31 +17,30 @@ from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.outputs import check_writable, features_dir
 from sweep.recipe import Recipe
+from sweep.validation import Count, NonNegativeInt, Seed, Text, config_dataclass
 from sweep.results import drop_triples, read_index
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class VisualizeJob:
-    """What to visualize. site None means the model's default (mlp, or channel for CNNs)."""
+    """What to visualize. site None means the model's default (mlp, or channel for CNNs); a
+    feature listed twice is computed once."""
 
-    model: str
-    layer: int | str
-    features: tuple[int, ...]
-    site: str | None = None
-    weights: str = "pretrained"
-    base_seed: int = 0
-    device: str | None = None
+    model: Text
+    layer: int | Text
+    features: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
+    site: Text | None = None
+    weights: Text = "pretrained"
+    base_seed: Seed = 0
+    device: Text | None = None
     recipe: Recipe = field(default_factory=Recipe)
-    batch_size: int = 16
+    batch_size: Count = 16
     engine: Engine = field(default_factory=Engine)
 
     def __post_init__(self):
-        if not self.features:
-            raise SweepError("no features given; pass at least one feature index")
-        if self.batch_size < 1:
-            raise SweepError(f"bad batch size {self.batch_size}: must be >= 1")
+        object.__setattr__(self, "features", tuple(dict.fromkeys(self.features)))
 
     def batches(self) -> list[Batch]:
         """The job as validated batches of at most batch_size features."""

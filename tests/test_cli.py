@@ -73,13 +73,13 @@ def test_local_weights_path(tmp_path, capsys):
     from safetensors.torch import save_file
 
     save_file(net.state_dict(), tmp_path / "micro.safetensors")
-    for path in (ckpt, tmp_path / "micro.safetensors"):
+    for i, path in enumerate((ckpt, tmp_path / "micro.safetensors")):
         code, _, err = run_cli(["visualize", "--model", "dev/vit-micro", "--weights", str(path), "--steps",
                                 "1", "--layer", "0", "--feature", "1", "--quiet",
-                                "--out", str(tmp_path / "out")], capsys)
+                                "--out", str(tmp_path / f"out{i}")], capsys)
         assert code == 0, err
-    df = pd.read_parquet(tmp_path / "out" / "features")
-    assert set(df["weights"]) == {str(ckpt), str(tmp_path / "micro.safetensors")}
+        df = pd.read_parquet(tmp_path / f"out{i}" / "features")
+        assert set(df["weights"]) == {str(path)}
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -93,9 +93,9 @@ def test_local_weights_path(tmp_path, capsys):
     (["--model", "swin_tiny_patch4_window7_224", "--site", "k"], "allowed: mlp"),
     (["--model", "dev/vit-micro", "--weights", "/nonexistent.pt"], "no such file"),
     (["--model", "dev/vit-micro", "--weights", "pretrained"], "has no pretrained weights"),
-    (["--model", "dev/vit-micro", "--steps", "0"], "bad recipe value steps=0"),
+    (["--model", "dev/vit-micro", "--steps", "0"], "--steps: input should be greater than or equal to 1; got 0"),
     (["--model", "dev/vit-micro", "--device", "warp-drive"], "device 'warp-drive' is not usable here"),
-    (["--model", "dev/vit-micro", "--features-per-pass", "0"], "bad features per pass 0"),
+    (["--model", "dev/vit-micro", "--features-per-pass", "0"], "--features-per-pass: input should be greater than or equal to 1; got 0"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, expected):
     base = {"--layer": "0", "--feature": "0", "--weights": "random", "--out": str(tmp_path)}
