@@ -115,7 +115,7 @@ def test_corrupt_weights_file(tmp_path, capsys):
     code, _, err = run_cli(["visualize", "--model", "dev/vit-micro", "--weights", str(bad), "--layer", "0",
                             "--feature", "0", "--out", str(tmp_path)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "cannot read weights" in err and "expected a safetensors file or a torch state dict" in err
+    assert "is not a readable safetensors file" in err and "safetensors file or torch state dict" in err
 
 
 def test_mismatched_weights(tmp_path, capsys):
