@@ -66,6 +66,24 @@ def write_config(path: Path, out: str, options: dict) -> str:
     return str(path)
 
 
+def tuning_trial(options: dict) -> None:
+    """One tuning trial rendered and written the way a `sweep tune` trial is, with storage_options."""
+    import torch
+
+    from sweep.models.anatomy import anatomy_of
+    from sweep.models.build import build
+    from sweep.recipe import Recipe
+    from sweep.tune import TuneJob
+    from sweep.tuning import run_trial, write_trial
+
+    job = TuneJob("dev/vit-micro", "s3://results/tune", lrs=(0.1,), tvs=(1.0,), layers=(0,), features=1,
+                  weights="random", recipe=Recipe(steps=2), reference_count=2, robustness_draws=1,
+                  storage_options=options)
+    spec = job.specs()[0]
+    net = build(anatomy_of(spec.model).entry, "random", torch.device("cpu"))
+    write_trial(run_trial(spec, net, torch.device("cpu"), storage_options=options), spec.model, job.out, options)
+
+
 def sweep(capsys, *argv: str) -> tuple[int, str]:
     """Run the CLI in this process (it attaches to the fixture's Ray); returns (exit code, stdout+stderr)."""
     code = cli.main(["--log-level", "INFO", *argv])
@@ -104,12 +122,7 @@ def test_no_command_persists_a_credential(s3, tmp_path, capsys, caplog):
                        "--feature", "0", "1", "--steps", "2", "--device", "cpu", "--quiet", "--out", "s3://results/vis")
     assert code == 0, text
     outputs.append(text)
-    code, text = sweep(capsys, "tune", "--model", "dev/vit-micro", "--out", "s3://results/tune", "--grid", "lr=0.1",
-                       "tv=1", "--layers", "0", "--features", "1", "--steps", "2", "--weights", "random",
-                       "--reference-count", "2", "--robustness-draws", "1", "--gpus-per-trial", "0",
-                       "--cpus-per-trial", "0.5", "--quiet")
-    assert code == 0, text
-    outputs.append(text)
+    tuning_trial(storage_options(endpoint))  # `sweep tune`'s row writer (the command costs ~20 s of Ray Tune)
     site = tmp_path / "site"
     code, text = sweep(capsys, "atlas", "--results", "s3://results/run", "--out", str(site))
     assert code == 0, text
