@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass
 
 import fsspec
-
 import torch
 from torch import nn
 
