@@ -3,10 +3,11 @@
 The driver validates the whole plan and the results root before any work, skips what the root
 already holds, then hands batches to actors (one per GPU, or CPU workers) through a dispatcher
 that keeps each actor on the model it has loaded and sends idle actors to the model with the most
-work left. An actor that dies is restarted by Ray and its batch handed out again; a batch that
-keeps failing is recorded as failed. Each batch is committed by one atomically written Parquet part
-whose name derives from its content, so a batch run twice replaces itself: nothing is lost or
-duplicated.
+work left. An actor that dies is restarted by Ray: the driver waits for it (bounded), counts one
+death per process lost, and hands its batch out again; a batch whose worker died max_attempts times,
+or that keeps failing (NaN), is recorded as failed, and a re-run retries failed rows by default.
+Each batch is committed by one atomically written Parquet part whose name derives from its content,
+so a batch run twice replaces itself: nothing is lost or duplicated.
 """
 
 from __future__ import annotations
@@ -26,19 +27,25 @@ from dataclasses import dataclass, field
 import ray
 from tqdm.auto import tqdm
 
-from sweep.batch import (Batch, BatchRunner, check_batch, failure_rows, library_versions, visualization_hash,
-                         weights_label)
+from sweep.batch import Batch, BatchRunner, batch_hash, failure_rows, library_versions
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, check_writable, features_dir, is_local, open_root, parquet_bytes
 from sweep.plan import SweepConfig, Task, expand, plan_summary
 from sweep.recipe import config_hash
-from sweep.results import drop_triples, read_index
+from sweep.redact import add_redacting_filter, redact
+from sweep.results import damaged_images, drop_triples, read_stored, set_aside
 
 log = logging.getLogger(__name__)
 
 Triple = tuple[str, int, str, int]
+
+#: How long a worker whose process died may take to come back before it is dropped (a node may
+#: have to be replaced; a GPU process may take minutes to free its memory).
+RESTART_TIMEOUT_S = 300.0
+#: How often an unreachable worker is asked whether it is back, and how often the driver looks up.
+PROBE_INTERVAL_S = 0.5
 
 
 class Dispatcher:
@@ -106,6 +113,7 @@ class SweepReport:
     skipped: int = 0
     done: int = 0
     failed: int = 0
+    failed_before: int = 0  # failed rows of earlier runs kept as done (retry_failed=False); among skipped
     worker_failures: int = 0
     retries: int = 0
     per_model: dict[str, dict] = field(default_factory=dict)
@@ -119,11 +127,14 @@ class SweepReport:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in (header, *rows))
 
 
-def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple], object, str, int]:
+def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
+              ) -> tuple[list[Task], set[Triple], object, str, int, int]:
     """Everything that can fail before work starts: plan, root access, existing results.
 
     Returns the tasks still to do, the triples already done, the filesystem and root, and the
-    number of old rows removed for --force.
+    number of old rows removed (for --force, because their image is damaged, or because they are
+    failed rows to retry), and the number of failed rows kept as done (retry_failed=False).
+    Damaged Parquet parts are moved aside once their (unreadable, so missing) triples are planned again.
     """
     full = expand(config)
     if not full:
@@ -134,10 +145,11 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
             raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)
-    index = read_index(fs, root)
+    stored = read_stored(fs, root)
+    index = stored.index
     wanted_hash = {}
     for t in full:
-        h = _hash_of(t.batch)
+        h = batch_hash(t.batch)
         wanted_hash.update((tr, h) for tr in t.triples())
     existing = {(row.model, int(row.layer), row.site, int(row.feature)): row.config_hash
                 for row in index.itertuples(index=False)}
@@ -148,17 +160,13 @@ def preflight(config: SweepConfig, force: bool) -> tuple[list[Task], set[Triple]
                          f"recipe or weights (e.g. {m} layer {layer} {site} {f}); use another --out, or --force "
                          "to replace them")
     done = {tr for tr in wanted_hash if tr in existing}
-    removed = 0
-    if force and done:
-        removed = drop_triples(fs, index, done)
-        done = set()
-    return expand(config, skip=done), done, fs, root, removed
-
-
-def _hash_of(batch: Batch) -> str:
-    anatomy, site, recipe, _ = check_batch(batch)
-    return visualization_hash(anatomy.entry.key, weights_label(batch.weights, anatomy.entry.tag), batch.layer,
-                              site, batch.base_seed, recipe)
+    failed = {(row.model, int(row.layer), row.site, int(row.feature))
+              for row in index.itertuples(index=False) if row.status == "failed"} & done
+    redo = done if force else damaged_images(fs, root, index, done) | (failed if retry_failed else set())
+    removed = drop_triples(fs, index, redo) if redo else 0
+    done -= redo
+    set_aside(fs, root, stored.damaged)
+    return expand(config, skip=done), done, fs, root, removed, len(failed & done)
 
 
 def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
@@ -179,15 +187,20 @@ def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
 
 
 def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | None = None,
-              progress: bool = True) -> SweepReport:
+              progress: bool = True, retry_failed: bool = True,
+              restart_timeout: float = RESTART_TIMEOUT_S) -> SweepReport:
     """Run a sweep on the Ray instance this process is connected to; returns its report.
 
     max_batches stops after that many batches (to try a config; the rest resumes on a re-run).
+    retry_failed=False keeps rows that failed in earlier runs as done (counted in failed_before).
+    restart_timeout: seconds a dead worker may take to restart before it is dropped.
     """
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    tasks, skipped, fs, root, removed = preflight(config, force)
+    tasks, skipped, fs, root, removed, failed_before = preflight(config, force, retry_failed)
     report = SweepReport(run_id, planned=sum(len(t.batch.features) for t in tasks) + len(skipped),
-                         skipped=len(skipped))
+                         skipped=len(skipped), failed_before=failed_before)
+    if failed_before:
+        log.warning("%d planned result(s) failed in an earlier run and are kept (retry_failed off)", failed_before)
     summary = plan_summary(config, tasks)
     stats = {"planned": 0, "skipped": 0, "done": 0, "failed": 0, "batches": 0, "seconds": 0.0}
     for row in summary:
@@ -203,19 +216,21 @@ def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | No
         return report
 
     handler, log_path = _file_log()
+    add_redacting_filter(handler, config.storage_options)  # no credential in driver.log
     manifest = {"run_id": run_id, "config": config.to_dict(), "config_hash": config_hash(config.to_dict()),
                 "versions": library_versions(), "started_at": _now(), "status": "running", "force": force,
                 "removed_for_force": removed, "plan": summary}
     _write_json(fs, root, run_id, manifest)
     try:
-        _dispatch(config, tasks, fs, root, report, progress)
+        _dispatch(config, tasks, fs, root, report, progress, restart_timeout)
         manifest["status"] = "finished"
     except BaseException:
         manifest["status"] = "interrupted"
         raise
     finally:
         manifest.update(finished_at=_now(), counts={k: getattr(report, k) for k in (
-            "planned", "skipped", "done", "failed", "worker_failures", "retries")}, workers=report.workers)
+            "planned", "skipped", "done", "failed", "failed_before", "worker_failures", "retries")},
+            workers=report.workers)
         _write_json(fs, root, run_id, manifest)
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -225,108 +240,254 @@ def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | No
     return report
 
 
-def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport,
-              progress: bool) -> None:
+@dataclass
+class _Slot:
+    """One worker actor, as the driver knows it."""
+
+    handle: object
+    incarnation: tuple[str, int] | None = None  # (node, pid) last seen alive; None until it first answers
+    loaded: str | None = None  # the model its process holds
+    task: Task | None = None  # the batch it runs, or holds while it restarts
+    call: ray.ObjectRef | None = None  # its run() or info() in flight
+    lost_at: float | None = None  # when its last call failed with RayActorError; None while healthy
+    lost_cause: str = ""
+    probe_at: float = 0.0
+    dropped: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return (not self.dropped and self.incarnation is not None and self.lost_at is None and self.call is None
+                and self.task is None)
+
+
+class _Workers:
+    """The driver's side of the worker actors: batches out, results and deaths in.
+
+    A call that fails with RayActorError does not mean a death: the actor may be restarting, or only
+    unreachable. The worker is probed with info() until it answers; a new process id is one death,
+    charged to the batch it was running (held meanwhile, given up after max_attempts deaths). A worker
+    that does not answer within restart_timeout seconds is dropped and its batch goes to another.
+    """
+
+    def __init__(self, config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport,
+                 restart_timeout: float, bar):
+        self.config, self.fs, self.root, self.report, self.bar = config, fs, root, report, bar
+        self.restart_timeout = restart_timeout
+        self.dispatcher = Dispatcher(tasks)
+        self.attempts: collections.Counter[Triple] = collections.Counter()
+        self.deaths: collections.Counter[str] = collections.Counter()
+        self.slots: list[_Slot] = []
+        self.calls: dict[ray.ObjectRef, tuple[int, str]] = {}  # -> (worker, "run" | "info")
+        self.seen: dict[str, dict] = {}
+        self.last_loss = ""
+
+    def start(self, n_workers: int, opts: dict) -> None:
+        for _ in range(n_workers):
+            handle = SweepWorker.options(**opts).remote(self.config.out, self.config.storage_options,
+                                                        self.config.engine)
+            self.slots.append(_Slot(handle))
+            self._call(len(self.slots) - 1, "info", handle.info.remote())
+
+    def loop(self) -> None:
+        while self._busy():
+            self._probe_lost()
+            if self.calls:
+                ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=PROBE_INTERVAL_S)
+            else:
+                time.sleep(PROBE_INTERVAL_S)
+                ready = []
+            for ref in ready:
+                self._settle(ref)
+            self._fill()
+
+    def stop(self) -> None:
+        self.report.workers = list(self.seen.values())
+        for slot in self.slots:
+            ray.kill(slot.handle)
+
+    def _busy(self) -> bool:
+        live = [s for s in self.slots if not s.dropped]
+        if any(s.task is not None for s in live):
+            return True
+        if not len(self.dispatcher):
+            return False
+        if not live:
+            raise SweepError(f"no worker left: every worker died and did not come back ({self.last_loss}); "
+                             "finished batches are saved, run the same command again to resume")
+        return True
+
+    def _call(self, i: int, kind: str, ref: ray.ObjectRef) -> None:
+        self.slots[i].call = ref
+        self.calls[ref] = (i, kind)
+
+    def _fill(self) -> None:
+        for i, slot in enumerate(self.slots):
+            if slot.idle:
+                task = self.dispatcher.next(slot.loaded)
+                if task is not None:
+                    slot.task, slot.loaded = task, task.batch.model
+                    self._call(i, "run", slot.handle.run.remote(task.batch))
+
+    def _probe_lost(self) -> None:
+        now = time.monotonic()
+        for i, slot in enumerate(self.slots):
+            if slot.dropped or slot.lost_at is None:
+                continue
+            if now - slot.lost_at > self.restart_timeout:
+                self._drop(i, f"it did not come back within {self.restart_timeout:g} s ({slot.lost_cause})")
+            elif slot.call is None and now >= slot.probe_at:
+                self._call(i, "info", slot.handle.info.remote())
+
+    def _settle(self, ref: ray.ObjectRef) -> None:
+        i, kind = self.calls.pop(ref)
+        slot = self.slots[i]
+        slot.call = None
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            if kind == "run":
+                self._lost(i, exc)
+            elif isinstance(exc, ray.exceptions.ActorDiedError):  # info() to a dead actor: it will not restart
+                self._drop(i, f"it cannot be (re)started: {one_line(exc, 200)}")
+            else:  # unavailable: still restarting, or unreachable for now
+                slot.lost_at = slot.lost_at or time.monotonic()
+                slot.lost_cause = slot.lost_cause or one_line(exc, 200)
+                slot.probe_at = time.monotonic() + PROBE_INTERVAL_S
+        except ray.exceptions.RayTaskError as exc:
+            if kind == "info":
+                self._drop(i, f"it does not answer: {one_line(exc, 200)}")
+            else:
+                task, slot.task = slot.task, None
+                self._task_error(task, exc)
+        else:
+            if kind == "run":
+                task, slot.task = slot.task, None
+                self._done(task, out)
+                out = out["worker"]
+            self._alive(i, out)
+
+    def _lost(self, i: int, exc: Exception) -> None:
+        """A run() failed because its actor is dead or unreachable: find out which, holding its batch."""
+        slot = self.slots[i]
+        slot.lost_at, slot.lost_cause, slot.probe_at = time.monotonic(), one_line(exc, 200), 0.0
+        if slot.loaded is not None:
+            self.dispatcher.release(slot.loaded)
+        slot.loaded = None
+
+    def _alive(self, i: int, info: dict) -> None:
+        """The worker answered: if its process changed since it was last seen, that was one death."""
+        slot = self.slots[i]
+        incarnation = (info["node_id"], info["pid"])
+        died = slot.incarnation is not None and incarnation != slot.incarnation
+        if slot.incarnation is None or died:
+            log.info("worker %d: pid %s on node %s, GPUs %s, device %s", i, info["pid"], info["node_id"][:8],
+                     info["gpu_ids"], info["device"])
+            self.seen.setdefault(info["actor_id"], info)
+        if died:
+            self.report.worker_failures += 1
+        task, cause = (slot.task, slot.lost_cause) if slot.lost_at is not None else (None, "")
+        if slot.lost_at is not None:
+            what = f"running {task.batch.model} layer {task.batch.layer}" if task else "while idle"
+            if died:
+                log.warning("worker %d died %s (%s); restarted as pid %s", i, what, cause, info["pid"])
+            else:
+                log.warning("worker %d was unreachable %s (%s); it is back", i, what, cause)
+            slot.task = None
+        elif died:
+            log.warning("worker %d died while idle; restarted as pid %s", i, info["pid"])
+        slot.incarnation, slot.lost_at, slot.lost_cause = incarnation, None, ""
+        if task is not None:
+            self._hand_back(task, died, cause)
+
+    def _drop(self, i: int, why: str) -> None:
+        """Give up on a worker (one warning); its batch goes back to the queue."""
+        slot = self.slots[i]
+        if slot.call is not None:
+            self.calls.pop(slot.call, None)
+            slot.call = None
+        slot.dropped = True
+        self.last_loss = why
+        self.report.worker_failures += 1
+        if slot.loaded is not None:
+            self.dispatcher.release(slot.loaded)
+        task, slot.task = slot.task, None
+        log.warning("dropping worker %d: %s%s", i, why, "; its batch goes to another worker" if task else "")
+        ray.kill(slot.handle, no_restart=True)
+        if task is not None:
+            self._hand_back(task, True, why)
+
+    def _hand_back(self, task: Task, died: bool, cause: str) -> None:
+        """A batch whose worker was lost: again, unless its workers died max_attempts times running it."""
+        if died:
+            self.deaths[task.key] += 1
+            if self.deaths[task.key] >= self.config.max_attempts:
+                self._record_failures(task, {f: f"worker died {self.deaths[task.key]} times running it: {cause}"
+                                             for f in task.batch.features})
+                self.bar.update(len(task.batch.features))
+                return
+        self.report.retries += len(task.batch.features)
+        self.dispatcher.put_back(task)
+
+    def _done(self, task: Task, out: dict) -> None:
+        self.report.done += len(out["done"])
+        stats = self.report.per_model[task.batch.model]
+        stats["done"] += len(out["done"])
+        stats["batches"] += 1
+        stats["seconds"] += out["seconds"]
+        self.bar.update(len(out["done"]))
+        if out["failed"]:
+            self._retry_or_fail(task, out["failed"])
+
+    def _task_error(self, task: Task, exc: ray.exceptions.RayTaskError) -> None:
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        if isinstance(cause, SweepError):
+            # A problem with the config itself (e.g. unreachable weights): every batch would
+            # fail the same way, so stop the sweep with the reason instead of retrying.
+            raise SweepError(str(cause)) from None
+        log.warning("batch %s layer %d failed: %s", task.batch.model, task.batch.layer, one_line(cause, 200))
+        self._retry_or_fail(task, {f: f"{type(cause).__name__}: {one_line(cause, 300)}" for f in task.batch.features})
+
+    def _retry_or_fail(self, task: Task, errors: dict[int, str]) -> None:
+        b = task.batch
+        for f in errors:
+            self.attempts[(b.model, b.layer, b.site, f)] += 1
+        final = {f: e for f, e in errors.items()
+                 if self.attempts[(b.model, b.layer, b.site, f)] >= self.config.max_attempts}
+        again = tuple(f for f in b.features if f in errors and f not in final)
+        if final:
+            self._record_failures(task, final)
+            self.bar.update(len(final))
+        if again:
+            self.report.retries += len(again)
+            batch = b if again == b.features else dataclasses.replace(b, features=again)
+            self.dispatcher.put_back(Task(batch, task.cost * len(again) / len(b.features)))
+
+    def _record_failures(self, task: Task, errors: dict[int, str]) -> None:
+        sub = dataclasses.replace(task.batch, features=tuple(sorted(errors)))
+        rows = failure_rows(sub, errors)
+        atomic_write(self.fs, posixpath.join(self.root, features_dir(sub.model), sub.part_name), parquet_bytes(rows))
+        self.report.failed += len(rows)
+        self.report.per_model[sub.model]["failed"] += len(rows)
+        for f, err in errors.items():
+            log.error("%s layer %d %s %d failed for good: %s", sub.model, sub.layer, sub.site, f, err)
+
+
+def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport, progress: bool,
+              restart_timeout: float) -> None:
     n_workers, gpus = worker_count(config, len(tasks))
-    opts = {"num_gpus": gpus, "num_cpus": config.resources.num_cpus}
-    workers = [SweepWorker.options(**opts).remote(config.out, config.storage_options, config.engine)
-               for _ in range(n_workers)]
     log.info("%d workers requested (%s GPU, %s CPU each); on an autoscaling cluster they start as nodes "
              "come up", n_workers, gpus, config.resources.num_cpus)
     if len(ray.nodes()) > 1 and is_local(fs):
         log.warning("the results root %s is a local path on a multi-node cluster: each node writes to its own "
                     "disk unless the path is shared storage", config.out)
-    seen_workers: dict[str, dict] = {}
-    dispatcher = Dispatcher(tasks)
-    attempts: collections.Counter[Triple] = collections.Counter()
-    deaths: collections.Counter[str] = collections.Counter()
-    loaded: dict[int, str | None] = {i: None for i in range(n_workers)}
-    inflight: dict[ray.ObjectRef, tuple[int, Task]] = {}
     total = sum(len(t.batch.features) for t in tasks)
-
-    def submit(i: int) -> None:
-        task = dispatcher.next(loaded[i])
-        if task is not None:
-            loaded[i] = task.batch.model
-            inflight[workers[i].run.remote(task.batch)] = (i, task)
-
-    def record_failures(task: Task, errors: dict[int, str]) -> None:
-        sub = dataclasses.replace(task.batch, features=tuple(sorted(errors)))
-        rows = failure_rows(sub, errors)
-        atomic_write(fs, posixpath.join(root, features_dir(sub.model), sub.part_name), parquet_bytes(rows))
-        report.failed += len(rows)
-        report.per_model[sub.model]["failed"] += len(rows)
-        for f, err in errors.items():
-            log.error("%s layer %d %s %d failed for good: %s", sub.model, sub.layer, sub.site, f, err)
-
-    def retry_or_fail(task: Task, errors: dict[int, str]) -> None:
-        for f in errors:
-            attempts[(task.batch.model, task.batch.layer, task.batch.site, f)] += 1
-        final = {f: e for f, e in errors.items()
-                 if attempts[(task.batch.model, task.batch.layer, task.batch.site, f)] >= config.max_attempts}
-        again = tuple(f for f in task.batch.features if f in errors and f not in final)
-        if final:
-            record_failures(task, final)
-            bar.update(len(final))
-        if again:
-            report.retries += len(again)
-            batch = task.batch if again == task.batch.features else dataclasses.replace(task.batch, features=again)
-            dispatcher.put_back(Task(batch, task.cost * len(again) / len(task.batch.features)))
-
-    try:
-        with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
-            for i in range(n_workers):
-                submit(i)
-            while inflight:
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                ref = ready[0]
-                i, task = inflight.pop(ref)
-                model = task.batch.model
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
-                    # The process died (killed, out of memory, node lost): Ray restarts the actor.
-                    report.worker_failures += 1
-                    deaths[task.key] += 1
-                    dispatcher.release(model)
-                    loaded[i] = None
-                    log.warning("worker %d died running %s layer %d: %s; handing the batch out again", i, model,
-                                task.batch.layer, one_line(exc, 160))
-                    if deaths[task.key] > 3 * config.max_attempts:
-                        retry_or_fail(task, {f: f"worker died: {one_line(exc, 200)}" for f in task.batch.features})
-                    else:
-                        report.retries += len(task.batch.features)
-                        dispatcher.put_back(task)
-                except ray.exceptions.RayTaskError as exc:
-                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    if isinstance(cause, SweepError):
-                        # A problem with the config itself (e.g. unreachable weights): every batch would
-                        # fail the same way, so stop the sweep with the reason instead of retrying.
-                        raise SweepError(str(cause)) from None
-                    log.warning("batch %s layer %d failed: %s", model, task.batch.layer, one_line(cause, 200))
-                    retry_or_fail(task, {f: f"{type(cause).__name__}: {one_line(cause, 300)}"
-                                         for f in task.batch.features})
-                else:
-                    if out["worker"]["actor_id"] not in seen_workers:
-                        seen_workers[out["worker"]["actor_id"]] = out["worker"]
-                        log.info("worker %d: pid %s on node %s, GPUs %s, device %s", i, out["worker"]["pid"],
-                                 out["worker"]["node_id"][:8], out["worker"]["gpu_ids"], out["worker"]["device"])
-                    report.done += len(out["done"])
-                    stats = report.per_model[model]
-                    stats["done"] += len(out["done"])
-                    stats["batches"] += 1
-                    stats["seconds"] += out["seconds"]
-                    bar.update(len(out["done"]))
-                    if out["failed"]:
-                        retry_or_fail(task, out["failed"])
-                submit(i)
-                for j in range(n_workers):  # a put-back batch may wake an idle worker
-                    if j not in {k for k, _ in inflight.values()}:
-                        submit(j)
-    finally:
-        report.workers = list(seen_workers.values())
-        for w in workers:
-            ray.kill(w)
+    with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
+        workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar)
+        try:
+            workers.start(n_workers, {"num_gpus": gpus, "num_cpus": config.resources.num_cpus})
+            workers.loop()
+        finally:
+            workers.stop()
 
 
 def _file_log() -> tuple[logging.Handler, str]:
@@ -347,4 +508,4 @@ def _now() -> str:
 
 def _write_json(fs, root: str, run_id: str, data: dict) -> None:
     atomic_write(fs, posixpath.join(root, "runs", run_id, "manifest.json"),
-                 json.dumps(data, indent=2, default=str).encode())
+                 json.dumps(redact(data), indent=2, default=str).encode())  # storage_options masked

@@ -1,0 +1,194 @@
+"""Failure accounting on a real local Ray: restarting workers are waited for and counted once per
+death, lost workers are dropped, failed rows are retried on a re-run, and exit codes say so."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import ray
+import torch
+
+from sweep.cli import main
+from sweep.distributed import run_sweep
+from sweep.errors import SweepError
+from sweep.models.build import build
+from sweep.models.zoo import get_entry
+from sweep.plan import SweepConfig
+from sweep_checks import assert_exactly_once, stored
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def micro(out, workers=1, **over):
+    """One model, one layer, 2 batches of 2 features; steps enough for a batch to be caught running."""
+    base = {"models": ["dev/vit-micro"], "layers": [0], "weights": "random", "out": str(out),
+            "features": {"mode": "first", "count": 4}, "features_per_batch": 2, "recipe": {"steps": 40},
+            "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": workers}}
+    return SweepConfig.from_dict({**base, **over})
+
+
+def ray_processes() -> dict[int, str]:
+    """pid -> title of the live ray:: processes under this test process (its own Ray's workers only:
+    other Ray instances on the machine are never touched)."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in table.splitlines():
+        pid, ppid, *args = line.split(None, 2)
+        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if args.startswith("ray::") and "defunct" not in args:
+                found[pid] = args
+    return found
+
+
+def sweep_workers(running: bool = False) -> set[int]:
+    title = "ray::SweepWorker.run" if running else "ray::SweepWorker"
+    return {pid for pid, args in ray_processes().items() if args.startswith(title)}
+
+
+def wait_for(probe, timeout: float = 180.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {probe}")
+
+
+def in_thread(func) -> tuple[threading.Thread, list]:
+    """Run func beside the sweep; what it raises is kept for the test to re-raise."""
+    errors: list = []
+
+    def target():
+        try:
+            func()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def kill_running_worker() -> tuple[int, int]:
+    """SIGKILL a worker while it runs a batch; returns its pid and its replacement's (once started)."""
+    victim = min(wait_for(lambda: sweep_workers(running=True)))
+    others = sweep_workers() - {victim}
+    os.kill(victim, signal.SIGKILL)
+    replacement = min(wait_for(lambda: sweep_workers() - others - {victim}))
+    return victim, replacement
+
+
+def huge_weights(path, fine: bool = False):
+    """vit-micro weights whose block 1 is finite but overflows to a non-finite activation (or, with
+    fine, the same model's healthy random weights at the same path)."""
+    net = build(get_entry("dev/vit-micro"), "random")
+    state = {k: (torch.full_like(v, 3e38) if k.startswith("blocks.1.") and v.is_floating_point() and not fine
+                 else v) for k, v in net.state_dict().items()}
+    torch.save(state, path)
+    return str(path)
+
+
+def test_killed_twice_with_a_paused_replacement_counts_two_deaths_and_loses_nothing(tmp_path):
+    cfg = micro(tmp_path)
+    paused = []
+
+    def chaos():
+        first, replacement = kill_running_worker()
+        os.kill(replacement, signal.SIGSTOP)  # the restart takes a while: not a death
+        paused.append(replacement)
+        time.sleep(4)
+        os.kill(replacement, signal.SIGCONT)
+        wait_for(lambda: replacement in sweep_workers(running=True))
+        os.kill(replacement, signal.SIGKILL)
+
+    thread, errors = in_thread(chaos)
+    report = run_sweep(cfg, progress=False)
+    thread.join(timeout=10)
+    assert not errors, errors
+    assert paused, "the replacement was never paused"
+    assert report.worker_failures == 2
+    assert (report.done, report.failed) == (4, 0)
+    df = assert_exactly_once(cfg)
+    assert (df["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_worker_that_does_not_come_back_is_dropped(tmp_path, caplog, workers):
+    cfg = micro(tmp_path, workers=workers)
+    stopped = []
+
+    def chaos():
+        _, replacement = kill_running_worker()
+        os.kill(replacement, signal.SIGSTOP)  # never comes back within restart_timeout
+        stopped.append(replacement)
+
+    thread, errors = in_thread(chaos)
+    try:
+        if workers == 1:
+            with pytest.raises(SweepError, match=r"^no worker left: .*did not come back within 2 s") as err:
+                run_sweep(cfg, progress=False, restart_timeout=2)
+            assert "\n" not in str(err.value)
+        else:
+            report = run_sweep(cfg, progress=False, restart_timeout=2)
+            assert (report.done, report.failed, report.worker_failures) == (4, 0, 1)
+            assert_exactly_once(cfg)
+    finally:
+        thread.join(timeout=10)
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert not errors, errors
+    drops = [r for r in caplog.records if r.getMessage().startswith("dropping worker")]
+    assert len(drops) == 1 and "its batch goes to another worker" in drops[0].getMessage()
+
+
+def test_failed_rows_are_retried_unless_kept_and_the_exit_code_says_so(tmp_path, capsys):
+    weights = huge_weights(tmp_path / "w.pt")
+    out = tmp_path / "out"
+    args = ["run", "--model", "dev/vit-micro", "--layers", "0", "1", "--features", "2", "--steps", "4",
+            "--weights", weights, "--workers", "1", "--cpu", "--out", str(out), "--quiet"]
+    cfg = SweepConfig.from_dict({"models": ["dev/vit-micro"], "layers": [0, 1], "weights": weights, "out": str(out),
+                                 "features": {"mode": "first", "count": 2}, "recipe": {"steps": 4}})
+
+    assert main(args) == 1
+    assert ": 2 done, 2 failed, 0 already present" in capsys.readouterr().out
+    df = assert_exactly_once(cfg)
+    assert set(df.loc[df["status"] == "failed", "layer"]) == {1}
+    assert df.loc[df["status"] == "failed", "error"].str.contains("non-finite").all()
+    parts = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.parquet")}
+
+    assert main([*args, "--no-retry-failed"]) == 1  # kept, but the plan is still not done
+    assert ": 0 done, 0 failed (+2 failed in earlier runs, kept), 4 already present" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.parquet")} == parts
+
+    huge_weights(tmp_path / "w.pt", fine=True)  # the cause is fixed: a plain re-run retries the failed rows
+    assert main(args) == 0
+    assert ": 2 done, 0 failed, 2 already present" in capsys.readouterr().out
+    df = assert_exactly_once(cfg)
+    assert (df["status"] == "ok").all()
+    assert len(stored(out)) == 4
+
+
+def test_visualize_exits_1_naming_the_failed_features(tmp_path, capsys):
+    weights = huge_weights(tmp_path / "w.pt")
+    common = ["visualize", "--model", "dev/vit-micro", "--feature", "0", "1", "--steps", "4", "--weights", weights,
+              "--device", "cpu", "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*common, "--layer", "1"]) == 1
+    assert "sweep visualize: 2 feature(s) failed: 0, 1" in capsys.readouterr().err
+    assert main([*common, "--layer", "0"]) == 0
+    assert "failed" not in capsys.readouterr().err
