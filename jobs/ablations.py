@@ -18,26 +18,29 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.ablation_pipeline import AblationConfig, DataSpec, run_ablation  # noqa: E402
+from sweep.ablation_pipeline import AblationConfig, run_ablation  # noqa: E402
 from sweep.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
-from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.validation import parse  # noqa: E402
 
 log = logging.getLogger("ablations")
 TOKEN_MODELS = ("B_16_imagenet1k", "B_32_imagenet1k")
 
 
+#: Where each option lands in AblationConfig (field path -> argparse dest).
+FIELDS = {"experiment": "experiment", "out": "out", "models": "models", "conditions": "conditions",
+          "weights": "weights", "batch_size": "batch_size", "actors": "actors", "data.limit": "limit",
+          "data.boxes": "boxes", "data.solution": "val_solution", "data.ground_truth": "val_ground_truth",
+          "data.meta": "val_meta"}
+
+
 def run(args) -> int:
-    if args.train:
-        data = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit)
-    elif args.val_solution:
-        data = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit)
-    else:
-        data = DataSpec("val_devkit", args.val, ground_truth=args.val_ground_truth, meta=args.val_meta,
-                        limit=args.limit)
-    models = args.models or (TOKEN_MODELS if args.experiment == "tokens" else PAPER_MODELS)
-    config = AblationConfig(args.experiment, args.out, data, models=tuple(models),
-                            conditions=tuple(args.conditions) if args.conditions else None, weights=args.weights,
-                            batch_size=args.batch_size, actors=args.actors)
+    data, flags = gather(args, FIELDS)
+    kind = "train_boxes" if args.train else "val_solution" if args.val_solution else "val_devkit"
+    data.setdefault("data", {}).update(kind=kind, root=args.train or args.val)
+    flags["data.root"] = "--train" if args.train else "--val"
+    data.setdefault("models", TOKEN_MODELS if args.experiment == "tokens" else PAPER_MODELS)
+    config = parse(AblationConfig, data, flags=flags)
     connect_ray(args.address)
     results = run_ablation(config, force=args.force)
     for model, summary in results.items():

@@ -9,15 +9,21 @@ Data job: decode as tasks, maps in an actor pool. The table: <out>/activation_ma
 
 import argparse
 import os
+from typing import Annotated
+
+from pydantic import Field
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from sweep.activation_maps import run_activation_maps  # noqa: E402
-from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import check_options, connect_ray, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
+from sweep.validation import Count, NonNegativeInt, Text  # noqa: E402
 
 
 def run(args) -> int:
+    check_options(args, {"model": Text, "layer": Text, "feature": Annotated[list[NonNegativeInt], Field(min_length=1)],
+                         "out": Text, "site": Text | None, "weights": Text, "actors": Count, "limit": Count | None})
     listing = image_folder(args.images, limit=args.limit)
     connect_ray(args.address)
     frame = run_activation_maps(args.model, args.layer, args.feature, listing, args.out, site=args.site,

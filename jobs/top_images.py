@@ -14,21 +14,27 @@ import os
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from sweep.ablation_pipeline import DataSpec  # noqa: E402
-from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import check_options, connect_ray, gather, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.top_images import TopImagesConfig, scan_top_images  # noqa: E402
+from sweep.validation import Count, parse  # noqa: E402
+
+
+#: Where each option lands in TopImagesConfig (field path -> argparse dest).
+FIELDS = {"model": "model", "out": "out", "split": "split", "k": "k", "layers": "layers", "site": "site",
+          "weights": "weights", "batch_size": "batch_size", "actors": "actors"}
 
 
 def run(args) -> int:
+    data, flags = gather(args, FIELDS)
+    config = parse(TopImagesConfig, data, flags=flags)
+    check_options(args, {"limit": Count | None})
     if args.images:
         listing = image_folder(args.images, limit=args.limit)
     elif args.train:
         listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
     else:
         listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
-    config = TopImagesConfig(args.model, args.out, split=args.split, k=args.k,
-                             layers=tuple(args.layers) if args.layers else None, site=args.site,
-                             weights=args.weights, batch_size=args.batch_size, actors=args.actors)
     connect_ray(args.address)
     rows = scan_top_images(config, listing)
     print(f"{len(rows)} rows: top-{args.k} images of {rows.groupby(['layer', 'feature']).ngroups} units "

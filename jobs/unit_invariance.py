@@ -18,16 +18,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pandas as pd  # noqa: E402
 
 from sweep.ablation_pipeline import DataSpec  # noqa: E402
-from sweep.cli import connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import check_options, connect_ray, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 from sweep.invariance import per_layer, run_invariance  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path  # noqa: E402
 from sweep.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
+from sweep.validation import Count, Seed, Text  # noqa: E402
 
 
 def run(args) -> int:
+    check_options(args, {"model": Text, "results": Text, "split": Text, "features_per_layer": Count | None,
+                         "weights": Text, "actors": Count, "seed": Seed})
     anatomy = anatomy_of(args.model)
     key = anatomy.entry.key
     top_path = f"{args.results.rstrip('/')}/{partition_path('top_images', split=args.split, model=key)}"

@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import field
+from typing import Any, Literal
 
 import pandas as pd
 import ray
@@ -25,27 +26,24 @@ from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
 from sweep.redact import redact, secret_values
+from sweep.validation import Count, Positive, Text, config_dataclass
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("train_boxes", "val_solution", "val_devkit")
 
-
-@dataclass(frozen=True)
+@config_dataclass
 class DataSpec:
     """Where the images and their labels (and boxes) are."""
 
-    kind: str = "train_boxes"
-    root: str = ""
-    boxes: str | None = None          # train_boxes: the VOC XML folder
-    solution: str | None = None       # val_solution: LOC_val_solution.csv
-    ground_truth: str | None = None   # val_devkit: ILSVRC2012_validation_ground_truth.txt
-    meta: str | None = None           # val_devkit: meta.mat
-    limit: int | None = None
+    kind: Literal["train_boxes", "val_solution", "val_devkit"] = "train_boxes"
+    root: Text | None = None
+    boxes: Text | None = None          # train_boxes: the VOC XML folder
+    solution: Text | None = None       # val_solution: LOC_val_solution.csv
+    ground_truth: Text | None = None   # val_devkit: ILSVRC2012_validation_ground_truth.txt
+    meta: Text | None = None           # val_devkit: meta.mat
+    limit: Count | None = None
 
     def listing(self, experiment: str, storage_options: dict | None = None) -> Listing:
-        if self.kind not in DATA_KINDS:
-            raise SweepError(f"unknown data kind {self.kind!r}; allowed: {', '.join(DATA_KINDS)}")
         need = {"train_boxes": ("root", "boxes"), "val_solution": ("root", "solution"),
                 "val_devkit": ("root", "ground_truth", "meta")}[self.kind]
         missing = [n for n in need if not getattr(self, n)]
@@ -61,19 +59,24 @@ class DataSpec:
         return val_from_devkit(self.root, self.ground_truth, self.meta, storage_options, self.limit)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class AblationConfig:
-    experiment: str
-    out: str
+    experiment: Literal["foreground_background", "frequency", "tokens"]
+    out: Text
     data: DataSpec
-    models: tuple[str, ...] = ()
-    conditions: tuple[str, ...] | None = None
-    weights: str = "pretrained"
-    batch_size: int = 32
-    actors: int | None = None        # classifier actors; default: one per GPU, else 1
-    actor_cpus: float = 0.5          # fractional, so that decode tasks keep CPUs (a full pool hangs)
-    rows_per_part: int = 100_000
-    storage_options: dict = field(default_factory=dict, hash=False)
+    models: tuple[Text, ...] = ()
+    conditions: tuple[Text, ...] | None = None
+    weights: Text = "pretrained"
+    batch_size: Count = 32
+    actors: Count | None = None      # classifier actors; default: one per GPU, else 1
+    actor_cpus: Positive = 0.5       # fractional, so that decode tasks keep CPUs (a full pool hangs)
+    rows_per_part: Count = 100_000
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        if self.conditions is not None:
+            object.__setattr__(self, "conditions", tuple(dict.fromkeys(self.conditions)))
 
 
 def model_dir(config: AblationConfig, model: str) -> str:

@@ -61,7 +61,7 @@ def cmd_visualize(args) -> int:
 
     data, flags = gather(args, {**VISUALIZE_FIELDS, **RECIPE_FIELDS, **ENGINE_FIELDS})
     job = parse(VisualizeJob, data, flags=flags)
-    parse(Text, args.out, flags={"": "--out"})
+    check_options(args, {"out": Text})
     rows = run_visualize(job, args.out, progress=not args.quiet, force=args.force)
     for r in rows:
         print(f"{r['model']}  layer {r['layer']} ({r['layer_name']})  {r['site']} {r['feature']:>5}  "
@@ -79,6 +79,14 @@ RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", 
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
 ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
                  "engine.features_per_pass": "features_per_pass"}
+
+
+def check_options(args, kinds: dict) -> None:
+    """Options that feed no config dataclass, checked against the same types (sweep.validation)."""
+    from sweep.validation import parse
+
+    for dest, kind in kinds.items():
+        parse(kind, getattr(args, dest), flags={"": "--" + dest.replace("_", "-")})
 
 
 def gather(args, fields: dict[str, str]) -> tuple[dict, dict[str, str]]:
@@ -177,11 +185,10 @@ def cmd_run(args) -> int:
     from sweep.distributed import run_sweep
     from sweep.plan import expand, plan_summary
 
-    from sweep.validation import Count, Positive, parse
+    from sweep.validation import Count, Positive
 
     config = sweep_config_from_args(args)
-    parse(Positive, args.assume_tflops, flags={"": "--assume-tflops"})
-    parse(Count | None, args.max_batches, flags={"": "--max-batches"})
+    check_options(args, {"assume_tflops": Positive, "max_batches": Count | None})
     if args.dry_run:
         tasks = expand(config)
         rows = plan_summary(config, tasks)
@@ -255,11 +262,9 @@ def _layer(value: str) -> int | str:
 
 def cmd_atlas(args) -> int:
     from sweep.atlas import build_atlas
-    from sweep.validation import Count, Text, parse
+    from sweep.validation import Count, Text
 
-    for flag, kind, value in (("--results", Text, args.results), ("--out", Text, args.out),
-                              ("--page-size", Count, args.page_size)):
-        parse(kind, value, flags={"": flag})
+    check_options(args, {"results": Text, "out": Text, "page_size": Count})
     stats = build_atlas(args.results, args.out, page_size=args.page_size)
     print(f"atlas in {args.out}/index.html: {len(stats['written'])} file(s) written, {stats['unchanged']} unchanged")
     return 0

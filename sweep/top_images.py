@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
 from sweep.taps import read_sites
 from sweep.topk import TopK
+from sweep.validation import Count, Positive, Text, config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +35,19 @@ TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("si
                         ("activation", pa.float32())])
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class TopImagesConfig:
-    model: str
-    out: str
-    split: str = "val"
-    k: int = 10
-    layers: tuple[int | str, ...] | None = None
-    site: str | None = None
-    weights: str = "pretrained"
-    batch_size: int = 32
-    actors: int | None = None
-    actor_cpus: float = 0.5
-    storage_options: dict = field(default_factory=dict, hash=False)
+    model: Text
+    out: Text
+    split: Text = "val"
+    k: Count = 10
+    layers: tuple[int | Text, ...] | None = None
+    site: Text | None = None
+    weights: Text = "pretrained"
+    batch_size: Count = 32
+    actors: Count | None = None
+    actor_cpus: Positive = 0.5
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 class ActivationScanner:

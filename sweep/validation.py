@@ -55,8 +55,12 @@ def config_dataclass(cls: type[T]) -> type[T]:
 
     @functools.wraps(validated_init)
     def __init__(self, *args, **kwargs):
+        # By name, so that an error names the field even when it was given by position.
+        named = dict(zip((f.name for f in dataclasses.fields(cls)), args))
+        if len(args) > len(named) or set(named) & set(kwargs):
+            raise TypeError(f"{cls.__name__}: too many or repeated arguments")
         try:
-            validated_init(self, *args, **kwargs)
+            validated_init(self, **named, **kwargs)
         except ValidationError as exc:
             raise SweepError(describe(exc, type(self), type(self).__name__)) from None
 

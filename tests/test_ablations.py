@@ -148,7 +148,7 @@ def test_val_solution_and_frequency_experiment(tmp_path):
 
 def test_bad_inputs(tmp_path):
     data = fx.make_train(tmp_path)
-    with pytest.raises(SweepError, match="unknown experiment 'colour'"):
+    with pytest.raises(SweepError, match="AblationConfig.experiment: input should be 'foreground_background', 'frequency' or 'tokens'; got 'colour'"):
         run_ablation(AblationConfig("colour", str(tmp_path), DataSpec("train_boxes", data["train"],
                                                                        boxes=data["boxes"])), [])
     with pytest.raises(SweepError, match="does not exist"):
