@@ -183,7 +183,7 @@ def sweep_config_from_args(args):
 
 def cmd_run(args) -> int:
     from sweep.distributed import run_sweep
-    from sweep.plan import expand, plan_summary
+    from sweep.plan import check_plan, expand, plan_summary
 
     from sweep.validation import Count, Positive
 
@@ -202,6 +202,7 @@ def cmd_run(args) -> int:
               f"at an assumed {args.assume_tflops:g} TFLOP/s sustained that is "
               f"{total / args.assume_tflops / 3600:.2f} GPU-hours (an estimate, not a measurement)")
         return 0
+    check_plan(config)  # a bad model, layer, feature or weights file: one line, before Ray starts
     connect_ray(args.address)
     report = run_sweep(config, force=args.force, max_batches=args.max_batches, progress=not args.quiet,
                        retry_failed=args.retry_failed)
@@ -220,8 +221,6 @@ def cmd_tune(args) -> int:
     grid = parse_grid(args.grid or [])
     data.update({"lrs" if k == "lr" else "tvs": v for k, v in grid.items()})
     flags.update(lrs="--grid lr", tvs="--grid tv")
-    if args.layers:
-        data["layers"] = [_layer(x) for x in args.layers]
     job = parse(TuneJob, data, flags=flags)
     specs = job.specs()  # validates model, layers, site before Ray starts
     print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
@@ -251,13 +250,6 @@ TUNE_FIELDS = {"model": "model", "out": "out", "search": "search", "search_seed"
                "reference_count": "reference_count", "robustness_draws": "robustness_draws",
                "num_gpus": "gpus_per_trial", "num_cpus": "cpus_per_trial", "recipe.steps": "steps",
                "recipe.copies": "copies"}
-
-
-def _layer(value: str) -> int | str:
-    try:
-        return int(value)
-    except ValueError:
-        return value
 
 
 def cmd_atlas(args) -> int:

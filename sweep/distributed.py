@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 from sweep.batch import Batch, BatchRunner, batch_hash, failure_rows, library_versions
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
-from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, check_writable, features_dir, is_local, open_root, parquet_bytes
-from sweep.plan import SweepConfig, Task, expand, plan_summary
+from sweep.plan import SweepConfig, Task, check_plan, expand, plan_summary
 from sweep.recipe import config_hash
 from sweep.redact import add_redacting_filter, redact
 from sweep.results import damaged_images, drop_triples, read_stored, set_aside
@@ -136,13 +135,7 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     failed rows to retry), and the number of failed rows kept as done (retry_failed=False).
     Damaged Parquet parts are moved aside once their (unreadable, so missing) triples are planned again.
     """
-    full = expand(config)
-    if not full:
-        raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
-    if config.weights == "pretrained":
-        lacking = sorted({t.batch.model for t in full if not anatomy_of(t.batch.model).entry.has_pretrained})
-        if lacking:
-            raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
+    full = check_plan(config)
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)
     stored = read_stored(fs, root)

@@ -20,7 +20,7 @@ from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.zoo import ENTRIES
 from sweep.recipe import Recipe, config_hash
-from sweep.validation import Count, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
+from sweep.validation import Count, Layer, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
 
 FEATURE_MODES = ("all", "first", "list", "sample")
 
@@ -69,7 +69,7 @@ class SweepConfig:
 
     out: Text
     models: tuple[Text, ...] = ()
-    layers: tuple[int | Text, ...] | None = None
+    layers: tuple[Layer, ...] | None = None
     features: FeatureSelection = field(default_factory=FeatureSelection)
     site: Text | None = None
     weights: Text = "pretrained"
@@ -206,6 +206,26 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
                 tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
     if tasks:
         check_batch(tasks[0].batch)
+    return tasks
+
+
+def check_plan(config: SweepConfig) -> list[Task]:
+    """The whole plan, with everything checked that can be checked before a worker starts: models,
+    layers, sites and features (`expand`), pretrained weights' availability, and weights from a file,
+    loaded once per model on the CPU (readable, of the right shape, finite). Pure: no Ray, no writes."""
+    from sweep.models.build import build
+
+    tasks = expand(config)
+    if not tasks:
+        raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
+    models = list(dict.fromkeys(t.batch.model for t in tasks))
+    if config.weights == "pretrained":
+        lacking = [m for m in models if not anatomy_of(m).entry.has_pretrained]
+        if lacking:
+            raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
+    elif config.weights != "random":
+        for m in models:
+            build(anatomy_of(m).entry, config.weights, "cpu")
     return tasks
 
 

@@ -26,7 +26,7 @@ from sweep.models.anatomy import anatomy_of
 from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
 from sweep.taps import read_sites
 from sweep.topk import TopK
-from sweep.validation import Count, Positive, Text, config_dataclass
+from sweep.validation import Count, Layer, Positive, Text, config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TopImagesConfig:
     out: Text
     split: Text = "val"
     k: Count = 10
-    layers: tuple[int | Text, ...] | None = None
+    layers: tuple[Layer, ...] | None = None
     site: Text | None = None
     weights: Text = "pretrained"
     batch_size: Count = 32

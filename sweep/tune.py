@@ -28,7 +28,7 @@ from sweep.recipe import Recipe
 from sweep.redact import redact, secret_values
 from sweep.scores import COMBINED_SCORE_VERSION
 from sweep.tuning import TrialSpec, default_layers, done_trials, run_trial, sample_units, write_trial
-from sweep.validation import Count, NonNegative, Positive, Seed, Text, config_dataclass
+from sweep.validation import Count, Layer, NonNegative, Positive, Seed, Text, config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TuneJob:
     tvs: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = PAPER_TVS
     search: Count | None = None        # N seeded log-uniform points instead of the grid
     search_seed: Seed = 0
-    layers: tuple[int | Text, ...] | None = None
+    layers: tuple[Layer, ...] | None = None
     features: Count = 4                # units per layer
     unit_seed: Seed = 0
     site: Text | None = None

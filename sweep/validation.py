@@ -17,7 +17,7 @@ import typing
 from typing import Annotated, Any, TypeVar
 
 import pydantic
-from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
 
 from sweep.errors import SweepError
 
@@ -44,6 +44,20 @@ Finite = Annotated[float, NoBool, Field(allow_inf_nan=False)]
 Probability = Annotated[float, NoBool, Field(ge=0, lt=1, allow_inf_nan=False)]
 Fraction = Annotated[float, NoBool, Field(gt=0, le=1, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
+
+
+def _layer(value: Any) -> int | str:
+    """A block index (an int, or text that spells one: flags are text) or a block name."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return int(text) if text.lstrip("-").isdigit() else text
+    raise ValueError(f"a layer is a block index or a block name; got {value!r}")
+
+
+#: A layer as users name it: a block index (negative counts from the end) or a block name.
+Layer = Annotated[int | str, PlainValidator(_layer)]
 
 
 def config_dataclass(cls: type[T]) -> type[T]:

@@ -17,7 +17,7 @@ from sweep.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.outputs import check_writable, features_dir
 from sweep.recipe import Recipe
-from sweep.validation import Count, NonNegativeInt, Seed, Text, config_dataclass
+from sweep.validation import Count, Layer, NonNegativeInt, Seed, Text, config_dataclass
 from sweep.results import drop_triples, read_index
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class VisualizeJob:
     feature listed twice is computed once."""
 
     model: Text
-    layer: int | Text
+    layer: Layer
     features: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
     site: Text | None = None
     weights: Text = "pretrained"
@@ -67,8 +67,8 @@ def run_visualize(job: VisualizeJob, out: str, storage_options: dict | None = No
     batches = job.batches()
     runner = BatchRunner(out, storage_options, job.device, job.engine)
     check_writable(runner.fs, runner.root, out)  # a missing bucket or unwritable root: before any work
-    stored = _stored_rows(runner, batches, out, force)
     runner.network(batches[0].model, job.weights)  # bad weights fail here, before any work
+    stored = _stored_rows(runner, batches, out, force)
     iterations = batches[0].recipe.iterations
     log.info("%s layer %d site %s: %d features in %d batch(es) on %s", batches[0].model, batches[0].layer,
              batches[0].site, len(job.features), len(batches), runner.device)
