@@ -156,3 +156,10 @@ def test_console_script_help():
     for cmd in ([sys.executable, "-m", "sweep", "--help"], [sys.executable, "-m", "sweep", "visualize", "--help"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage: sweep" in proc.stdout
+
+
+def test_feature_listed_twice_is_computed_once(tmp_path, capsys):
+    code, _, err = run_cli(["visualize", *MICRO, "--layer", "1", "--feature", "3", "3", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    df = pd.read_parquet(tmp_path / "features")
+    assert df["feature"].tolist() == [3] and df["batch_features"].tolist() == [1]

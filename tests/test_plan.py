@@ -130,3 +130,29 @@ def test_engine_and_recipe_defaults_sections(tmp_path):
                                       "--compile", "off", "--recipe", "paper"])
     cfg = sweep_config_from_args(args)
     assert cfg.engine == Engine("bf16", "off") and cfg.recipe.defaults == "paper"
+
+
+def test_duplicates_are_planned_once(tmp_path):
+    """A model by key and alias, a layer by index, text and name, a feature twice: each computed once."""
+    cfg = SweepConfig.from_dict({"out": str(tmp_path), "weights": "random",
+                                 "models": ["vit_tiny_patch16_224", "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                                            "dev/vit-micro", "dev/vit-micro"],
+                                 "layers": [1, "1", "blocks.1"], "features": [3, 3, 5]})
+    assert cfg.models == ("vit_tiny_patch16_224", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "dev/vit-micro")
+    assert cfg.layers == (1, "blocks.1") and cfg.features.indices == (3, 5)  # the name meets its index in expand
+    triples = [tr for t in expand(cfg) for tr in t.triples()]
+    assert len(triples) == len(set(triples)) == 4
+    assert {m for m, *_ in triples} == {"vit_tiny_patch16_224.augreg_in21k_ft_in1k", "dev/vit-micro"}
+
+
+def test_yaml_spellings_are_coerced(tmp_path):
+    """PyYAML reads `1e-2` as text and `.5` as a float: both are the numbers the author meant."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"out: {tmp_path}\nmodels: dev/vit-micro\nlayers: 2\nfeatures: all\n"
+                    "recipe: {lr: 1e-2, tv: '10', steps: '5'}\nresources: {num_cpus: .5}\n")
+    cfg = SweepConfig.from_yaml(str(path))
+    assert cfg.recipe.lr == 0.01 and cfg.recipe.tv == 10.0 and cfg.recipe.steps == 5
+    assert cfg.models == ("dev/vit-micro",) and cfg.layers == (2,) and cfg.features.mode == "all"
+    assert cfg.resources.num_cpus == 0.5
+    flags = SweepConfig.from_yaml(str(path), recipe={"steps": 7})  # a flag overrides one key of the section
+    assert flags.recipe.steps == 7 and flags.recipe.lr == 0.01
