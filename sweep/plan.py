@@ -108,7 +108,7 @@ class SweepConfig:
         if "out" not in data:
             raise SweepError(f"{source + ': ' if source else ''}out: the sweep has no results root; "
                              "give --out or 'out' in the config")
-        return parse(cls, data, source, flags)
+        return parse(cls, data, flags=flags, source=source)
 
     @classmethod
     def from_yaml(cls, path: str, flags: dict[str, str] | None = None, **overrides) -> "SweepConfig":

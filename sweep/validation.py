@@ -82,14 +82,17 @@ def config_dataclass(cls: type[T]) -> type[T]:
     return cls
 
 
-def parse(kind: type[T], data: Any, prefix: str = "", flags: dict[str, str] | None = None) -> T:
+def parse(kind: type[T], data: Any, prefix: str = "", flags: dict[str, str] | None = None,
+          source: str = "") -> T:
     """Validate plain data (a YAML mapping, flags gathered into a dict) into `kind`, or raise one
     SweepError line. `prefix` goes before field paths (e.g. "recipe"); `flags` maps field paths to
-    the command-line flags that set them, so the message names what the user typed."""
+    the command-line flags that set them, so the message names what the user typed; `source` (a
+    config file) starts the message."""
     try:
         return _adapter(kind).validate_python(data)
     except ValidationError as exc:
-        raise SweepError(describe(exc, kind, prefix, flags)) from None
+        message = describe(exc, kind, prefix, flags)
+        raise SweepError(f"{source}: {message}" if source else message) from None
 
 
 _ADAPTERS: dict[type, TypeAdapter] = {}
