@@ -35,6 +35,26 @@ def assert_exactly_once(config, fs=None, storage_options=None):
     return df
 
 
+def own_ray_processes() -> dict[int, str]:
+    """pid -> title of the live ray:: processes under this test process: the workers of the Ray it
+    started, never those of another Ray instance on the machine."""
+    import os
+    import subprocess
+
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in table.splitlines():
+        pid, ppid, *args = line.split(None, 2)
+        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if args.startswith("ray::") and "defunct" not in args:
+                found[pid] = args
+    return found
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:

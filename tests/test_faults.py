@@ -3,7 +3,6 @@ death, lost workers are dropped, failed rows are retried on a re-run, and exit c
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -17,7 +16,7 @@ from sweep.errors import SweepError
 from sweep.models.build import build
 from sweep.models.zoo import get_entry
 from sweep.plan import SweepConfig
-from sweep_checks import assert_exactly_once, stored
+from sweep_checks import assert_exactly_once, own_ray_processes, stored
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,29 +34,12 @@ def micro(out, workers=1, **over):
     return SweepConfig.from_dict({**base, **over})
 
 
-def ray_processes() -> dict[int, str]:
-    """pid -> title of the live ray:: processes under this test process (its own Ray's workers only:
-    other Ray instances on the machine are never touched)."""
-    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
-    children: dict[int, list[tuple[int, str]]] = {}
-    for line in table.splitlines():
-        pid, ppid, *args = line.split(None, 2)
-        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
-    found, todo = {}, [os.getpid()]
-    while todo:
-        for pid, args in children.get(todo.pop(), []):
-            todo.append(pid)
-            if args.startswith("ray::") and "defunct" not in args:
-                found[pid] = args
-    return found
-
-
 def sweep_workers(running: bool = False) -> set[int]:
     title = "ray::SweepWorker.run" if running else "ray::SweepWorker"
-    return {pid for pid, args in ray_processes().items() if args.startswith(title)}
+    return {pid for pid, args in own_ray_processes().items() if args.startswith(title)}
 
 
-def wait_for(probe, timeout: float = 180.0):
+def wait_for(probe, timeout: float = 300.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = probe()
