@@ -26,7 +26,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import fsspec
 import jinja2
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.errors import SweepError, one_line
-from sweep.outputs import FEATURE_SCHEMA, is_local
+from sweep.outputs import FEATURE_SCHEMA, is_local, under_root
 from sweep.results import Results
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,8 @@ class RootImages:
     def locate(self, rel) -> str | None:
         """The root's file for a root-relative path, or None for anything that could point elsewhere:
         absolute paths, `..`, URL schemes, backslashes, NUL, and (locally) links leading out."""
-        try:
-            bad = (not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel or bool(urlsplit(rel).scheme)
-                   or rel.startswith("/") or ".." in rel.split("/"))
-        except ValueError:
-            bad = True
-        if bad:
-            return None
-        path = posixpath.join(self.root, posixpath.normpath(rel))
-        if is_local(self.fs):
+        path = under_root(self.root, rel)
+        if path is not None and is_local(self.fs):
             root = os.path.realpath(self.root)
             if not _inside(os.path.realpath(path), root):
                 return None

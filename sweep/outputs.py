@@ -92,6 +92,18 @@ def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
     return posixpath.join(partition_path("images", model=model, layer=layer), f"{site}-{feature}.png")
 
 
+def under_root(root: str, rel) -> str | None:
+    """`root/rel` for a root-relative path read from data (a row's image_path), or None for anything
+    that could point elsewhere: absolute paths, `..`, URL schemes, backslashes, NUL. Paths derived
+    from data never leave their root."""
+    try:
+        bad = (not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel
+               or bool(urllib.parse.urlsplit(rel).scheme) or rel.startswith("/") or ".." in rel.split("/"))
+    except ValueError:
+        bad = True
+    return None if bad else posixpath.join(root, posixpath.normpath(rel))
+
+
 def features_dir(model: str) -> str:
     return partition_path("features", model=model)
 

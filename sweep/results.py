@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.errors import SweepError, one_line, storage_error
-from sweep.outputs import FEATURE_SCHEMA, atomic_write, features_dir, parquet_bytes
+from sweep.outputs import FEATURE_SCHEMA, atomic_write, features_dir, parquet_bytes, under_root
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,10 @@ def damaged_images(fs: fsspec.AbstractFileSystem, root: str, index: pd.DataFrame
     rows = [(k, path) for k, path in zip(keys, ok["image_path"]) if k in triples]
     if not rows:
         return set()
-    paths = [posixpath.join(root, path) for _, path in rows]
-    tails = byte_ranges(fs, paths, [-len(PNG_TRAILER)] * len(paths), [None] * len(paths))
-    bad = {k for (k, _), tail in zip(rows, tails) if tail != PNG_TRAILER}
+    outside = {k for k, path in rows if under_root(root, path) is None}  # recomputed to its own path
+    rows = [(k, under_root(root, path)) for k, path in rows if k not in outside]
+    tails = byte_ranges(fs, [p for _, p in rows], [-len(PNG_TRAILER)] * len(rows), [None] * len(rows))
+    bad = outside | {k for (k, _), tail in zip(rows, tails) if tail != PNG_TRAILER}
     if bad:
         m, layer, site, f = sorted(bad)[0]
         log.warning("%d stored image(s) under %s are missing, empty or truncated (e.g. %s layer %d %s %d); "

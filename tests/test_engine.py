@@ -265,11 +265,11 @@ def test_planted_feature_is_found_and_shown(micro):
 
 
 def test_engine_settings_are_checked_and_resolved_per_device(monkeypatch):
-    with pytest.raises(SweepError, match="allowed: auto, fp32, bf16"):
+    with pytest.raises(SweepError, match="Engine.precision: input should be 'auto', 'fp32' or 'bf16'; got 'fp16'"):
         Engine(precision="fp16")
-    with pytest.raises(SweepError, match="allowed: auto, on, off"):
+    with pytest.raises(SweepError, match="Engine.compile: input should be 'auto', 'on' or 'off'; got 'yes'"):
         Engine(compile="yes")
-    with pytest.raises(SweepError, match="must be >= 1"):
+    with pytest.raises(SweepError, match="Engine.features_per_pass: input should be greater than or equal to 1"):
         Engine(features_per_pass=0)
     monkeypatch.setattr("sweep.engine.native_bf16", lambda device: False)
     assert Engine().resolved(torch.device("cpu")) == Engine("fp32", "off", CPU_FEATURES_PER_PASS)
