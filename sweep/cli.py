@@ -378,8 +378,8 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
     p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
-    p.add_argument("--assume-tflops", type=float, default=285.0,
-                   help="sustained TFLOP/s for --dry-run's GPU-hours estimate (default 285: the engine's rate "
+    p.add_argument("--assume-tflops", type=float, default=284.0,
+                   help="sustained TFLOP/s for --dry-run's GPU-hours estimate (default 284: the engine's rate "
                    "measured for ViT-B/16 on one H200, benchmarks/results/2026-11-26-engine-h200.csv)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
     p.add_argument("--max-batches", type=int, help="stop after N batches (re-run to resume)")

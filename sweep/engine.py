@@ -20,8 +20,9 @@ from sweep.validation import Count, Fraction, config_dataclass
 
 log = logging.getLogger(__name__)
 
-#: On CPUs, passes of 2 features (16 images) were measured fastest: larger passes fall out of
-#: cache and got slower per image (benchmarks/results/2026-11-26-step-cpu.csv).
+#: On CPUs, passes of 2 features (16 images) were measured fastest on 2 cores: larger passes fall
+#: out of cache and got slower per image (one 128-image pass ran at 0.55x the per-image rate; that
+#: first measurement's CSV was lost to a .gitignore rule, benchmarks/results/README.md).
 CPU_FEATURES_PER_PASS = 2
 
 
