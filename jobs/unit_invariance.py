@@ -23,7 +23,7 @@ from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 from sweep.invariance import per_layer, run_invariance  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path  # noqa: E402
+from sweep.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path  # noqa: E402
 from sweep.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 from sweep.validation import Count, Seed, Text  # noqa: E402
 
@@ -48,10 +48,11 @@ def run(args) -> int:
         listing = image_folder(args.images)
     else:
         listing = DataSpec("val_solution", args.val, solution=args.val_solution).listing("frequency")
+    fs, root = open_root(args.results)
+    check_writable(fs, root, args.results)  # a missing bucket or unwritable root: before any work
     connect_ray(args.address)
     frame = run_invariance(key, units[["layer", "feature", "image_id"]], site, listing, weights=args.weights,
                            actors=args.actors, seed=args.seed)
-    fs, root = open_root(args.results)
     atomic_write(fs, posixpath.join(root, partition_path("invariance", split=args.split, model=key),
                                     "part-00000.parquet"),
                  frame_parquet_bytes(frame, None))

@@ -24,7 +24,7 @@ from sweep.ablations import (ROW_SCHEMA, Classifier, ModelSpec, TokenClassifier,
 from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
 from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
+from sweep.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
 from sweep.redact import redact, secret_values
 from sweep.validation import Count, Positive, Text, config_dataclass
 
@@ -90,6 +90,7 @@ def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, f
     if not specs:
         raise SweepError("no models to evaluate")
     fs, root = open_root(config.out, config.storage_options)
+    check_writable(fs, root, config.out)  # a missing bucket or unwritable root: before any work
     listing = config.data.listing(config.experiment, config.storage_options)
     if not listing.records:
         raise SweepError(f"no usable images found under {config.data.root!r} "

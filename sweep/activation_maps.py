@@ -21,7 +21,7 @@ from PIL import Image
 
 from sweep.errors import SweepError
 from sweep.models.anatomy import Anatomy, Block
-from sweep.outputs import atomic_write, open_root, partition_path
+from sweep.outputs import atomic_write, check_writable, open_root, partition_path
 from sweep.render import ModelInput
 from sweep.taps import read_sites, token_features
 
@@ -122,6 +122,7 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     block = anatomy.block(layer)
     site = site or anatomy.default_site
     anatomy.check_features(block, site, features)
+    check_writable(*open_root(out, storage_options), out)  # a missing bucket or unwritable root: before any work
     ds = prepared_images(listing.records, anatomy.preprocess.input_size, storage_options=storage_options)
     ds = ds.map_batches(MapMaker, fn_constructor_args=(anatomy.entry.key, weights, block.index, site, list(features),
                                                        out, storage_options),

@@ -23,7 +23,7 @@ from sweep.data.imagenet import Listing
 from sweep.errors import SweepError
 from sweep.image_pipeline import gpus_per_actor, prepared_images
 from sweep.models.anatomy import anatomy_of
-from sweep.outputs import atomic_write, frame_parquet_bytes, open_root, partition_path
+from sweep.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
 from sweep.taps import read_sites
 from sweep.topk import TopK
 from sweep.validation import Count, Layer, Positive, Text, config_dataclass
@@ -87,12 +87,11 @@ def unit_table(config: TopImagesConfig):
 
 def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     """Run the scan over `listing`; write and return the top-k rows."""
-    if config.k < 1:
-        raise SweepError(f"k must be >= 1, got {config.k}")
     anatomy, blocks, site, units = unit_table(config)
     for b in blocks:
         b.site(site)
     fs, root = open_root(config.out, config.storage_options)
+    check_writable(fs, root, config.out)  # a missing bucket or unwritable root: before any work
     records = listing.records
     index = {r["image_id"]: i for i, r in enumerate(records)}
     if len(index) != len(records):

@@ -9,7 +9,6 @@ searched for each secret value.
 import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import boto3
