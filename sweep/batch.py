@@ -23,6 +23,7 @@ import torch
 import sweep
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
+from sweep.gpu_check import check_assigned_gpu
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
 from sweep.models.tuned import resolve_recipe
@@ -49,8 +50,21 @@ class Batch:
         return f"part-{config_hash({'batch': dataclasses.asdict(self)})}.parquet"
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """The requested device, or the machine's accelerator when there is one, else the CPU."""
+def resolve_device(device: str | None, *, gpu_ids: list[str] | None = None,
+                   allow_cpu_fallback: bool = False) -> torch.device:
+    """The requested device, or the machine's accelerator when there is one, else the CPU.
+
+    gpu_ids: the GPUs the scheduler gave this process. A process given a GPU that CUDA cannot use
+    raises a SweepError naming the driver and torch's CUDA version (a silent CPU fallback would turn
+    a GPU sweep into a days-long CPU one); allow_cpu_fallback runs it on CPU with one warning instead.
+    """
+    if not device and gpu_ids:
+        problem = check_assigned_gpu(gpu_ids)
+        if problem is not None:
+            if not allow_cpu_fallback:
+                raise SweepError(problem)
+            log.warning("%s; running on CPU (allow_cpu_fallback is set)", problem.split("; fix:")[0])
+            return torch.device("cpu")
     if device:
         try:
             dev = torch.device(device)
@@ -129,9 +143,10 @@ class BatchRunner:
     """Renders batches and writes their outputs; keeps the last model loaded between batches."""
 
     def __init__(self, out: str, storage_options: dict | None = None, device: str | None = None,
-                 engine: Engine | None = None):
+                 engine: Engine | None = None, *, gpu_ids: list[str] | None = None,
+                 allow_cpu_fallback: bool = False):
         self.fs, self.root = open_root(out, storage_options)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, gpu_ids=gpu_ids, allow_cpu_fallback=allow_cpu_fallback)
         self.engine = (engine or Engine()).resolved(self.device)
         self.versions = json.dumps(library_versions(), sort_keys=True)
         self._loaded: tuple[tuple[str, str], torch.nn.Module] | None = None

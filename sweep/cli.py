@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 
+from sweep.cluster import ADDRESS_HELP, connect_ray  # noqa: F401 (jobs/*.py import it from here)
 from sweep.errors import SweepError
 from sweep.redact import add_redacting_filter, redact_text
 
@@ -124,31 +125,10 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: 2 on CPU, as many as fit in memory on an accelerator)")
 
 
-def connect_ray(address: str | None = None) -> None:
-    """Attach to a running cluster (address, RAY_ADDRESS, or one on this machine), else start local Ray."""
-    import os
-
-    # Ray's usage statistics phone home; this tool sends nothing anywhere unless asked to.
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    try:
-        ray.init(address="auto")
-        log.info("attached to the running Ray cluster")
-    except (ConnectionError, RuntimeError):
-        ray.init()
-        log.info("started local Ray")
-
-
 #: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
 RUN_FIELDS = {"out": "out", "models": "model", "layers": "layers", "site": "site", "weights": "weights",
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
+              "resources.allow_cpu_fallback": "allow_cpu_fallback",
               "recipe.steps": "steps", "recipe.defaults": "recipe", **ENGINE_FIELDS}
 #: The feature-selection options, each with the FeatureSelection it asks for.
 FEATURE_OPTIONS = {"all_features": ("all", None), "feature_list": ("list", "indices"),
@@ -205,7 +185,7 @@ def cmd_run(args) -> int:
     check_plan(config)  # a bad model, layer, feature or weights file: one line, before Ray starts
     connect_ray(args.address)
     report = run_sweep(config, force=args.force, max_batches=args.max_batches, progress=not args.quiet,
-                       retry_failed=args.retry_failed)
+                       retry_failed=args.retry_failed, shared_filesystem=args.shared_filesystem)
     print(report.table())
     kept = f" (+{report.failed_before} failed in earlier runs, kept)" if report.failed_before else ""
     print(f"run {report.run_id}: {report.done} done, {report.failed} failed{kept}, {report.skipped} already present, "
@@ -338,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promote", action="store_true",
                    help="store the best trial's lr and tv as the model family's defaults, with provenance")
     p.add_argument("--registry-file", help="where --promote writes (default: sweep/models/tuned_recipes.json)")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--quiet", action="store_true", help="no Tune progress output")
     p.set_defaults(func=cmd_tune)
 
@@ -360,6 +340,9 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--preset", default=preset, help="starting point: paper (38 variants + original ViTs + "
                    "CLIP ViTs, first 256 features per layer) or smoke (two micro models, a minute on CPU)")
     p.add_argument("--out", help="results root: a directory or fsspec URL (file://, s3://...)")
+    p.add_argument("--shared-filesystem", action="store_true",
+                   help="the local --out path is the same shared mount on every node; without it a node-local "
+                   "root is refused on a multi-node cluster, under Ray Jobs or `ray submit`")
     p.add_argument("--model", nargs="+", help="registry keys or aliases (instead of the preset's)")
     p.add_argument("--layers", nargs="+", help="block indices or names (default: every block)")
     g = p.add_mutually_exclusive_group()
@@ -376,7 +359,10 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     add_engine_arguments(p)
     p.add_argument("--workers", type=int, help="number of workers (default: one per GPU, or per CPU slot)")
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--allow-cpu-fallback", action="store_const", const=True,
+                   help="a worker given a GPU that CUDA cannot use runs on CPU with a warning (default: the "
+                   "sweep stops at start with the driver and CUDA versions)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
     p.add_argument("--assume-tflops", type=float, default=284.0,
                    help="sustained TFLOP/s for --dry-run's GPU-hours estimate (default 284: the engine's rate "

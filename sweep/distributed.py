@@ -28,6 +28,7 @@ import ray
 from tqdm.auto import tqdm
 
 from sweep.batch import Batch, BatchRunner, batch_hash, failure_rows, library_versions
+from sweep.durable import ClusterFacts, check_durable_root, under_ray_job
 from sweep.engine import Engine
 from sweep.errors import SweepError, one_line
 from sweep.outputs import atomic_write, check_writable, features_dir, is_local, open_root, parquet_bytes
@@ -88,10 +89,20 @@ class Dispatcher:
 class SweepWorker:
     """Holds one BatchRunner (and so one loaded model) per worker process."""
 
-    def __init__(self, out: str, storage_options: dict, engine: Engine):
-        self.runner = BatchRunner(out, storage_options, None, engine)
+    def __init__(self, out: str, storage_options: dict, engine: Engine, allow_cpu_fallback: bool = False):
+        # A GPU that CUDA cannot use is a SweepError; it is kept and raised by info(), the driver's first
+        # call, so the driver gets the exception itself (not a dead actor) and stops the sweep with it.
+        self.start_error: SweepError | None = None
+        try:
+            self.runner = BatchRunner(out, storage_options, None, engine,
+                                      gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+                                      allow_cpu_fallback=allow_cpu_fallback)
+        except SweepError as exc:
+            self.start_error = exc
 
     def info(self) -> dict:
+        if self.start_error is not None:
+            raise self.start_error
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "actor_id": ctx.get_actor_id(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": str(self.runner.device)}
@@ -162,6 +173,13 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     return expand(config, skip=done), done, fs, root, removed, len(failed & done)
 
 
+def cluster_facts() -> ClusterFacts:
+    """What decides whether a node-local results root is safe: nodes alive, joined or started, Ray job."""
+    node = getattr(ray._private.worker, "_global_node", None)  # no public API says who started this Ray
+    return ClusterFacts(alive_nodes=sum(1 for n in ray.nodes() if n.get("Alive")),
+                        attached=node is None or not node.is_head(), ray_job=under_ray_job())
+
+
 def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
     """How many workers and how many GPUs each; CPU workers when the cluster has no GPU."""
     res = config.resources
@@ -181,13 +199,16 @@ def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
 
 def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | None = None,
               progress: bool = True, retry_failed: bool = True,
-              restart_timeout: float = RESTART_TIMEOUT_S) -> SweepReport:
+              restart_timeout: float = RESTART_TIMEOUT_S, shared_filesystem: bool = False) -> SweepReport:
     """Run a sweep on the Ray instance this process is connected to; returns its report.
 
     max_batches stops after that many batches (to try a config; the rest resumes on a re-run).
     retry_failed=False keeps rows that failed in earlier runs as done (counted in failed_before).
     restart_timeout: seconds a dead worker may take to restart before it is dropped.
+    shared_filesystem: a local path is the same mount on every node (else refused on a cluster).
     """
+    check_durable_root(config.out, is_local(open_root(config.out, config.storage_options)[0]), cluster_facts(),
+                       shared_filesystem)  # before anything is written under it
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     tasks, skipped, fs, root, removed, failed_before = preflight(config, force, retry_failed)
     report = SweepReport(run_id, planned=sum(len(t.batch.features) for t in tasks) + len(skipped),
@@ -212,7 +233,7 @@ def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | No
     add_redacting_filter(handler, config.storage_options)  # no credential in driver.log
     manifest = {"run_id": run_id, "config": config.to_dict(), "config_hash": config_hash(config.to_dict()),
                 "versions": library_versions(), "started_at": _now(), "status": "running", "force": force,
-                "removed_for_force": removed, "plan": summary}
+                "removed_for_force": removed, "shared_filesystem": shared_filesystem, "plan": summary}
     _write_json(fs, root, run_id, manifest)
     try:
         _dispatch(config, tasks, fs, root, report, progress, restart_timeout)
@@ -277,7 +298,7 @@ class _Workers:
     def start(self, n_workers: int, opts: dict) -> None:
         for _ in range(n_workers):
             handle = SweepWorker.options(**opts).remote(self.config.out, self.config.storage_options,
-                                                        self.config.engine)
+                                                        self.config.engine, self.config.resources.allow_cpu_fallback)
             self.slots.append(_Slot(handle))
             self._call(len(self.slots) - 1, "info", handle.info.remote())
 
@@ -347,6 +368,8 @@ class _Workers:
                 slot.lost_cause = slot.lost_cause or one_line(exc, 200)
                 slot.probe_at = time.monotonic() + PROBE_INTERVAL_S
         except ray.exceptions.RayTaskError as exc:
+            if kind == "info" and isinstance(exc.cause, SweepError):  # it cannot start (unusable GPU): stop
+                raise SweepError(str(exc.cause)) from None
             if kind == "info":
                 self._drop(i, f"it does not answer: {one_line(exc, 200)}")
             else:
@@ -470,9 +493,6 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
     n_workers, gpus = worker_count(config, len(tasks))
     log.info("%d workers requested (%s GPU, %s CPU each); on an autoscaling cluster they start as nodes "
              "come up", n_workers, gpus, config.resources.num_cpus)
-    if len(ray.nodes()) > 1 and is_local(fs):
-        log.warning("the results root %s is a local path on a multi-node cluster: each node writes to its own "
-                    "disk unless the path is shared storage", config.out)
     total = sum(len(t.batch.features) for t in tasks)
     with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
         workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar)

@@ -55,11 +55,13 @@ class FeatureSelection:
 @config_dataclass
 class Resources:
     """Per-worker resources. num_gpus 0 means CPU workers; workers None means one per GPU
-    (or per num_cpus CPUs on a cluster without GPUs)."""
+    (or per num_cpus CPUs on a cluster without GPUs). allow_cpu_fallback: a worker given a GPU
+    that CUDA cannot use runs on CPU with a warning instead of stopping the sweep (for tests)."""
 
     num_gpus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     num_cpus: Positive = 1.0
     workers: Count | None = None
+    allow_cpu_fallback: bool = False
 
 
 @config_dataclass
