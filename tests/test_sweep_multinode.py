@@ -24,7 +24,7 @@ def test_gpu_pinned_workers_on_two_nodes(two_node_cluster, tmp_path):
     assert ray.cluster_resources()["GPU"] == 4
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path),
                                  "resources": {"num_gpus": 1, "num_cpus": 0.25}})
-    report = run_sweep(cfg, progress=False)
+    report = run_sweep(cfg, progress=False, shared_filesystem=True)  # both nodes share this machine's disk
     slots = [(w["node_id"], tuple(w["gpu_ids"])) for w in report.workers]
     assert len(slots) == 4, "one worker per GPU"
     assert all(len(g) == 1 for _, g in slots), "each worker holds exactly one GPU"
