@@ -48,7 +48,7 @@ def test_submit_smoke_job(ray_head, tmp_path):
     # The token goes in the header explicitly: Ray reads RAY_AUTH_MODE once, when it is imported.
     client = JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"})
     job = client.submit_job(
-        entrypoint=f"{sys.executable} {REPO / 'jobs' / 'all_models.py'} --preset smoke --out {out} --quiet",
+        entrypoint=f"{sys.executable} {REPO / 'jobs' / 'all_models.py'} --preset smoke --out {out} --shared-filesystem --quiet",
         runtime_env={"env_vars": {k: os.environ[k] for k in (
             "HF_HUB_OFFLINE", "RAY_USAGE_STATS_ENABLED", "AWS_EC2_METADATA_DISABLED") if k in os.environ}},
     )
