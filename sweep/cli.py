@@ -162,14 +162,17 @@ def sweep_config_from_args(args):
 
 
 def cmd_run(args) -> int:
+    from sweep.costs import check_gpu_type, describe, detect_gpu_type, estimate
     from sweep.distributed import run_sweep
     from sweep.plan import check_plan, expand, plan_summary
 
     from sweep.validation import Count, Positive
 
     config = sweep_config_from_args(args)
-    check_options(args, {"assume_tflops": Positive, "max_batches": Count | None})
+    check_options(args, {"assume_tflops": Positive | None, "price_per_hour": Positive | None,
+                         "max_batches": Count | None})
     if args.dry_run:
+        gpu_type, how = (check_gpu_type(args.gpu_type), "--gpu-type") if args.gpu_type else detect_gpu_type()
         tasks = expand(config)
         rows = plan_summary(config, tasks)
         total = sum(r["tflop"] for r in rows)
@@ -178,9 +181,8 @@ def cmd_run(args) -> int:
             print(f"{r['model']:45s} {r['layers']:>6} {r['batches']:>7} {r['features']:>8} {r['tflop']:>11.1f}")
         print(f"{'total':45s} {'':>6} {len(tasks):>7} {sum(r['features'] for r in rows):>8} {total:>11.1f}")
         print(f"estimated cost: {total:.1f} TFLOP (forward to the hooked block + input gradient = 2x forward, "
-              f"{config.recipe.copies} copies x {config.recipe.iterations} iterations per feature); "
-              f"at an assumed {args.assume_tflops:g} TFLOP/s sustained that is "
-              f"{total / args.assume_tflops / 3600:.2f} GPU-hours (an estimate, not a measurement)")
+              f"{config.recipe.copies} copies x {config.recipe.iterations} iterations per feature)")
+        print("\n".join(describe(estimate(total, gpu_type, args.assume_tflops, args.price_per_hour), how)))
         return 0
     check_plan(config)  # a bad model, layer, feature or weights file: one line, before Ray starts
     connect_ray(args.address)
@@ -364,9 +366,13 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
                    "sweep stops at start with the driver and CUDA versions)")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
-    p.add_argument("--assume-tflops", type=float, default=284.0,
-                   help="sustained TFLOP/s for --dry-run's GPU-hours estimate (default 284: the engine's rate "
-                   "measured for ViT-B/16 on one H200, benchmarks/results/2026-11-26-engine-h200.csv)")
+    p.add_argument("--gpu-type", help="GPU type for --dry-run's GPU-hours and dollars: h200, h100, a100, l4, a10g "
+                   "(default: this machine's GPU, else h200, the only measured type)")
+    p.add_argument("--assume-tflops", type=float,
+                   help="sustained TFLOP/s for --dry-run's GPU-hours (default: the GPU type's measured rate, "
+                   "sweep/gpu_throughput.json, from benchmarks/results/)")
+    p.add_argument("--price-per-hour", type=float,
+                   help="USD per GPU-hour for --dry-run's dollars (default: the GPU type's AWS on-demand list price)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
     p.add_argument("--max-batches", type=int, help="stop after N batches (re-run to resume)")
     p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
