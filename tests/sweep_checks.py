@@ -76,3 +76,41 @@ def smoke_sweep(out) -> None:
                   progress=False)
     finally:
         ray.shutdown()
+
+
+def start_ray_head(temp_dir: str, port: int, env: dict, *extra: str):
+    """`ray start --head --block` on loopback in a new process group, with its own temp dir and every
+    port its own (none of Ray's fixed defaults, which another Ray on the machine may hold); end it
+    with stop_process_group, never `ray stop` (which ends every Ray on the host)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ports = [f"--{name}-port={free_port()}" for name in (
+        "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen",
+        "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")]
+    dashboard = [] if any(a.startswith("--include-dashboard") for a in extra) else ["--include-dashboard=false"]
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
+         f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+         *ports, *dashboard, *extra],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_process_group(proc) -> None:
+    """End the process group `proc` leads (a Ray head and all it started): SIGTERM, then SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(1)  # the group's other members exit after its leader; the next signal ends stragglers

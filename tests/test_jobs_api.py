@@ -3,49 +3,57 @@
 
 import os
 import secrets
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from sweep.plan import SweepConfig
-from sweep_checks import assert_exactly_once, free_port
+from sweep_checks import assert_exactly_once, free_port, start_ray_head, stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 @pytest.fixture(scope="module")
 def ray_head():
+    """A head started with `ray start`, with Ray's token authentication and a fresh token, in its own
+    process group, temp dir and ports; only that group is ended (never `ray stop`: it ends every Ray
+    on the host)."""
+    from ray.job_submission import JobSubmissionClient
+
     port, dash = free_port(), free_port()
-    # Ray's token authentication, on for the head and for this client, with a fresh token.
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-                    "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
+    token = secrets.token_hex(32)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    temp_dir = tempfile.mkdtemp(prefix="ray-jobs-", dir="/tmp")  # short: Ray's socket paths
+    head = start_ray_head(temp_dir, port, env, "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
+                          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}")
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}", os.environ["RAY_AUTH_TOKEN"]
+        deadline = time.time() + 180
+        while True:
+            assert head.poll() is None, "the Ray head exited while starting"
+            try:
+                # The token goes in the header explicitly: Ray reads RAY_AUTH_MODE once, when imported.
+                client = JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"})
+                break
+            except ConnectionError:
+                assert time.time() < deadline, f"the Ray head's dashboard at {address} did not come up"
+                time.sleep(1)
+        yield client
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        stop_process_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_submit_smoke_job(ray_head, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     out = tmp_path / "smoke"
-    address, token = ray_head
-    # The token goes in the header explicitly: Ray reads RAY_AUTH_MODE once, when it is imported.
-    client = JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"})
+    client = ray_head
     job = client.submit_job(
         # --shared-filesystem: a Ray job's local root is refused otherwise; here head and job share one disk.
         entrypoint=f"{sys.executable} {REPO / 'jobs' / 'all_models.py'} --preset smoke --out {out} "
@@ -62,6 +70,6 @@ def test_submit_smoke_job(ray_head, tmp_path):
     logs = client.get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "24 done, 0 failed" in logs
-    assert "attached to the running Ray cluster" in logs or "Connecting to existing Ray cluster" in logs
+    assert "attached to the Ray cluster at" in logs and "(RAY_ADDRESS, set by Ray Jobs)" in logs
     assert_exactly_once(SweepConfig.from_dict({"preset": "smoke", "out": str(out)}))
 
