@@ -93,3 +93,11 @@ def test_fake_gpu_worker_stops_the_sweep_at_start_unless_cpu_fallback(tmp_path, 
         assert [w["gpu_ids"] for w in report.workers] == [["0"]]
     finally:
         ray.shutdown()
+
+
+def test_allow_cpu_fallback_flag_reaches_the_config(tmp_path):
+    from sweep.cli import build_parser, sweep_config_from_args
+
+    run = ["run", "--model", "dev/vit-micro", "--out", str(tmp_path)]
+    assert sweep_config_from_args(build_parser().parse_args([*run, "--allow-cpu-fallback"])).resources.allow_cpu_fallback
+    assert not sweep_config_from_args(build_parser().parse_args(run)).resources.allow_cpu_fallback
