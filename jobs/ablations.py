@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from sweep.ablation_pipeline import AblationConfig, run_ablation  # noqa: E402
 from sweep.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
-from sweep.cli import connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.cli import ADDRESS_HELP, connect_ray, gather, guarded, setup_logging  # noqa: E402
 from sweep.validation import parse  # noqa: E402
 
 log = logging.getLogger("ablations")
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="only the first N images (to try things out)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="classifier actors (default: one per GPU, else 1)")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--force", action="store_true", help="redo models that are already done")
     args = p.parse_args(argv)
     setup_logging("INFO")

@@ -16,7 +16,7 @@ from pydantic import Field
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from sweep.activation_maps import run_activation_maps  # noqa: E402
-from sweep.cli import check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.validation import Count, NonNegativeInt, Text  # noqa: E402
 
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--site")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--actors", type=int, default=1)
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
     setup_logging("INFO")

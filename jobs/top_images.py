@@ -14,7 +14,7 @@ import os
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from sweep.ablation_pipeline import DataSpec  # noqa: E402
-from sweep.cli import check_options, connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.cli import ADDRESS_HELP, check_options, connect_ray, gather, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.top_images import TopImagesConfig, scan_top_images  # noqa: E402
 from sweep.validation import Count, parse  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="scanner actors (default 1)")
     p.add_argument("--limit", type=int)
-    p.add_argument("--address")
+    p.add_argument("--address", help=ADDRESS_HELP)
     args = p.parse_args(argv)
     setup_logging("INFO")
     return guarded("top_images.py", run, args)

@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pandas as pd  # noqa: E402
 
 from sweep.ablation_pipeline import DataSpec  # noqa: E402
-from sweep.cli import check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.errors import SweepError  # noqa: E402
 from sweep.invariance import per_layer, run_invariance  # noqa: E402
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--features-per-layer", type=int, help="only features below this index (the paper: 11)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--actors", type=int, default=1)
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a cluster on this machine, or local)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     setup_logging("INFO")
