@@ -22,8 +22,10 @@ def two_node_cluster():
 
 def test_gpu_pinned_workers_on_two_nodes(two_node_cluster, tmp_path):
     assert ray.cluster_resources()["GPU"] == 4
-    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path),
-                                 "resources": {"num_gpus": 1, "num_cpus": 0.25}})
+    # Batches long enough (40 steps) that every worker has started before the first ones finish the plan.
+    cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "recipe": {"steps": 40},
+                                 # the GPUs are fake: their workers compute on the CPU, saying so once each
+                                 "resources": {"num_gpus": 1, "num_cpus": 0.25, "allow_cpu_fallback": True}})
     report = run_sweep(cfg, progress=False, shared_filesystem=True)  # both nodes share this machine's disk
     slots = [(w["node_id"], tuple(w["gpu_ids"])) for w in report.workers]
     assert len(slots) == 4, "one worker per GPU"
