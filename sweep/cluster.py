@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from sweep.durable import under_ray_job
 from sweep.errors import SweepError, one_line
 
 log = logging.getLogger("sweep")
 
 #: Where Ray's cluster launcher leaves the cluster config on the head it starts (and only there).
 LAUNCHER_CONFIG = "ray_bootstrap_config.yaml"
-#: Set by Ray Jobs' supervisor in every entrypoint's environment (with RAY_ADDRESS).
-JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 ADDRESS_HELP = ("Ray cluster to join: host:port, ray://host:port, 'auto' (a Ray started with `ray start` on "
                 "this machine) or 'local' (default: RAY_ADDRESS, set under Ray Jobs; the head of a `ray up` "
@@ -54,7 +53,7 @@ def choose_target(address: str | None, environ: Mapping[str, str], home: Path) -
         return Target(address.strip(), "--address")
     env = environ.get("RAY_ADDRESS", "").strip()
     if env:
-        return Target(env, "RAY_ADDRESS, set by Ray Jobs" if JOB_ENV in environ else "RAY_ADDRESS")
+        return Target(env, "RAY_ADDRESS, set by Ray Jobs" if under_ray_job(environ) else "RAY_ADDRESS")
     if (home / LAUNCHER_CONFIG).is_file():
         return Target("auto", f"the head of a `ray up` cluster (~/{LAUNCHER_CONFIG})")
     return Target("local", "no --address, no RAY_ADDRESS, not a `ray up` head")
