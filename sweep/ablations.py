@@ -158,11 +158,12 @@ class ModelSpec:
 
 def _registry_classifier(key: str, weights: str) -> tuple[torch.nn.Module, Preprocess]:
     from sweep.batch import resolve_device
+    from sweep.gpu_check import assigned_gpus
     from sweep.models.anatomy import anatomy_of
     from sweep.models.build import build
 
     anatomy = anatomy_of(key)
-    return build(anatomy.entry, weights, resolve_device(None)), anatomy.preprocess
+    return build(anatomy.entry, weights, resolve_device(None, gpu_ids=assigned_gpus())), anatomy.preprocess
 
 
 def registry_model(name: str, weights: str = "pretrained") -> ModelSpec:

@@ -77,13 +77,14 @@ class MapMaker:
     def __init__(self, model: str, weights: str, layer: int, site: str, features: list[int], out: str,
                  storage_options: dict | None = None):
         from sweep.batch import resolve_device
+        from sweep.gpu_check import assigned_gpus
         from sweep.models.anatomy import anatomy_of
         from sweep.models.build import build
 
         self.anatomy = anatomy_of(model)
         self.block = self.anatomy.block(layer)
         self.site, self.features, self.out, self.opts = site, features, out, storage_options
-        self.device = resolve_device(None)
+        self.device = resolve_device(None, gpu_ids=assigned_gpus())  # a GPU given but unusable: one line
         self.net = build(self.anatomy.entry, weights, self.device)
 
     def __call__(self, batch: dict) -> dict:

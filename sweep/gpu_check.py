@@ -8,9 +8,11 @@ No Ray here: the caller says whether a GPU was assigned.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -91,3 +93,11 @@ def check_assigned_gpu(gpu_ids: list[str]) -> str | None:
     if problem is None:
         return None
     return unusable_gpu_message(gpu_ids, problem, driver_version(), torch.version.cuda)
+
+
+def assigned_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs a scheduler gave this process, read from CUDA_VISIBLE_DEVICES, which Ray sets for every
+    actor it gives GPUs (Ray Data's actor pools included), so code that does not import Ray can still
+    refuse a GPU it was given but cannot use."""
+    value = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "")
+    return [g.strip() for g in value.split(",") if g.strip() and g.strip() != "-1"]

@@ -80,11 +80,12 @@ class InvarianceScanner:
 
     def __init__(self, model: str, weights: str, site: str, units: pd.DataFrame, seed: int = 0):
         from sweep.batch import resolve_device
+        from sweep.gpu_check import assigned_gpus
         from sweep.models.anatomy import anatomy_of
         from sweep.models.build import build
 
         self.anatomy = anatomy_of(model)
-        self.net = build(self.anatomy.entry, weights, resolve_device(None))
+        self.net = build(self.anatomy.entry, weights, resolve_device(None, gpu_ids=assigned_gpus()))
         self.site, self.units, self.seed = site, units, seed
 
     def __call__(self, batch: dict) -> pd.DataFrame:

@@ -55,11 +55,12 @@ class ActivationScanner:
 
     def __init__(self, model: str, weights: str, layers: list[int], site: str):
         from sweep.batch import resolve_device
+        from sweep.gpu_check import assigned_gpus
         from sweep.models.build import build
         from sweep.render import ModelInput
 
         self.anatomy = anatomy_of(model)
-        self.device = resolve_device(None)
+        self.device = resolve_device(None, gpu_ids=assigned_gpus())  # a GPU given but unusable: one line
         self.net = build(self.anatomy.entry, weights, self.device)
         self.requests = [(self.anatomy.block(layer), site) for layer in layers]
         self.prepare = ModelInput(self.anatomy)

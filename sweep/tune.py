@@ -128,10 +128,11 @@ def _trainable(config: dict, specs: list[TrialSpec], out: str, storage_options: 
     from ray import tune
 
     from sweep.batch import resolve_device
+    from sweep.gpu_check import assigned_gpus
     from sweep.models.build import build
 
     spec = specs[config["trial"]]
-    device = resolve_device(None)
+    device = resolve_device(None, gpu_ids=assigned_gpus())  # a GPU given but unusable: one line
     net = build(anatomy_of(spec.model).entry, spec.weights, device)
     row = run_trial(spec, net, device, engine, storage_options)
     write_trial(row, spec.model, out, storage_options)

@@ -101,3 +101,16 @@ def test_allow_cpu_fallback_flag_reaches_the_config(tmp_path):
     run = ["run", "--model", "dev/vit-micro", "--out", str(tmp_path)]
     assert sweep_config_from_args(build_parser().parse_args([*run, "--allow-cpu-fallback"])).resources.allow_cpu_fallback
     assert not sweep_config_from_args(build_parser().parse_args(run)).resources.allow_cpu_fallback
+
+
+def test_gpus_given_through_the_environment_are_checked_too():
+    """Ray Data actors (top images, maps, ablations, tuning) do not import Ray: Ray's
+    CUDA_VISIBLE_DEVICES tells them they were given a GPU, and an unusable one is refused the same way."""
+    from sweep.gpu_check import assigned_gpus
+
+    assert assigned_gpus({}) == [] and assigned_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert assigned_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert assigned_gpus({"CUDA_VISIBLE_DEVICES": "0, 3"}) == ["0", "3"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SweepError, match="was given GPU 0 but cannot use CUDA"):
+            resolve_device(None, gpu_ids=assigned_gpus({"CUDA_VISIBLE_DEVICES": "0"}))
