@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             classifier({k: v[i:i + args.batch_size] for k, v in decoded.items()})
         bare = n / (time.perf_counter() - t0)
 
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         cfg = AblationConfig("foreground_background", f"{tmp}/out", DataSpec("train_boxes", f"{tmp}/train",
                              boxes=f"{tmp}/boxes"), batch_size=args.batch_size)
         t0 = time.perf_counter()

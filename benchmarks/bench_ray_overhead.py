@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         direct = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         t1 = time.perf_counter()
         report = run_sweep(config(f"{tmp}/ray"), progress=False)
         t2 = time.perf_counter()
