@@ -1,6 +1,7 @@
 """The atlas of a small real sweep, opened in headless Chromium: no broken image or link, no console
 error; building twice writes nothing the second time."""
 
+import contextlib
 import functools
 import http.server
 import os
@@ -86,14 +87,25 @@ def _check_page(driver, base):
     return images, links
 
 
-def test_browse_index_model_and_feature_pages(site):
-    _, out, _ = site
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+@contextlib.contextmanager
+def browsing(folder):
+    """A static site served on loopback and a headless browser: (base URL, driver); both stopped after."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
-    driver = _browser()
     try:
+        driver = _browser()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/", driver
+        finally:
+            driver.quit()
+    finally:
+        server.shutdown()
+
+
+def test_browse_index_model_and_feature_pages(site):
+    _, out, _ = site
+    with browsing(out) as (base, driver):
         from selenium.webdriver.common.by import By
 
         driver.get(urljoin(base, "index.html"))
@@ -115,9 +127,6 @@ def test_browse_index_model_and_feature_pages(site):
         driver.save_screenshot(str(ARTIFACTS / "atlas-feature-page.png"))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
-    finally:
-        driver.quit()
-        server.shutdown()
 
 
 def test_paper_figures(site, tmp_path):

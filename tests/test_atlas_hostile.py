@@ -3,13 +3,10 @@ partition folder names, `..` and absolute image paths, links out of the root, da
 parts. No payload becomes markup, no file is read from outside the root or written outside the site,
 and Chromium runs no script on any page."""
 
-import functools
 import hashlib
-import http.server
 import io
 import logging
 import os
-import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from sweep.atlas import SiteWriter, build_atlas, slug
 from sweep.errors import SweepError
 from sweep.outputs import FEATURE_SCHEMA, partition_value
 from sweep.top_images import TOP_SCHEMA
-from test_atlas import _browser
+from test_atlas import browsing
 
 SCRIPT = "<script>alert(1)</script>"
 ONERROR = '"><img src=x onerror=alert(1)>'
@@ -227,12 +224,7 @@ def test_browser_runs_no_script(hostile):
     from selenium.common.exceptions import NoAlertPresentException
 
     _, _, site, _, _, _, _ = hostile
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
-    driver = _browser()
-    try:
+    with browsing(site) as (base, driver):
         for page in _pages(site):
             driver.get(base + page.relative_to(site).as_posix())
             driver.execute_script("document.querySelectorAll('img').forEach(function(i){i.loading='eager';});")
@@ -244,9 +236,6 @@ def test_browser_runs_no_script(hostile):
             assert broken == [], (page, broken)
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
-    finally:
-        driver.quit()
-        server.shutdown()
 
 
 def test_site_writer_stays_inside(tmp_path):
