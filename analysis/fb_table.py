@@ -12,7 +12,7 @@ import json
 import os
 
 from sweep.cli import guarded
-from sweep.reports import fb_table, read_ablation_rows, to_latex, to_markdown
+from sweep.views.reports import fb_table, read_ablation_rows, to_latex, to_markdown
 
 
 def run(args) -> int:

@@ -9,9 +9,9 @@ import argparse
 import os
 
 from sweep.cli import guarded
-from sweep.figures import comparison, contact_sheet, progression
 from sweep.models.anatomy import anatomy_of
-from sweep.results import Results
+from sweep.store.results import Results
+from sweep.views.figures import comparison, contact_sheet, progression
 
 
 def run(args) -> int:

@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sweep.models.zoo import REGISTRY, get_entry  # noqa: E402
 from sweep.cli import guarded  # noqa: E402
-from sweep.reports import accuracy, read_ablation_rows  # noqa: E402
+from sweep.models.zoo import REGISTRY, get_entry  # noqa: E402
+from sweep.views.reports import accuracy, read_ablation_rows  # noqa: E402
 
 
 def curves(rows: pd.DataFrame) -> pd.DataFrame:

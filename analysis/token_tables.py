@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweep.cli import guarded  # noqa: E402
-from sweep.reports import read_ablation_rows, token_table  # noqa: E402
+from sweep.views.reports import read_ablation_rows, token_table  # noqa: E402
 
 
 def plot(table: pd.DataFrame, path: str) -> None:

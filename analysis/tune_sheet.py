@@ -11,10 +11,10 @@ import argparse
 import os
 
 from sweep.cli import guarded
-from sweep.errors import SweepError
-from sweep.figures import tuning_sheet
+from sweep.core.errors import SweepError
 from sweep.models.anatomy import anatomy_of
-from sweep.results import Results
+from sweep.store.results import Results
+from sweep.views.figures import tuning_sheet
 
 
 def parse_unit(text: str | None) -> tuple[int, int] | None:

@@ -3,7 +3,7 @@
 This is how the paper's own code runs (and how one would first write it): one image, its 8
 augmented copies as the batch, the whole network run forward with a hook on the feature's module,
 fp32, eager, the augmentation drawn step by step. It shares no code with the engine
-(`sweep.render`) beyond the model's anatomy (which module to hook, prefix tokens, mean/std), so
+(`sweep.method.render`) beyond the model's anatomy (which module to hook, prefix tokens, mean/std), so
 tests/test_benchmarks.py can check that both give the same image, which makes the speed
 comparison one of equals.
 """
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sweep.method.recipe import Recipe
+from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block
-from sweep.models.tuned import resolve_recipe
-from sweep.recipe import Recipe
 
 
 def tv_loss(z: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,10 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sweep.ablation_pipeline import AblationConfig, DataSpec, run_ablation  # noqa: E402
-from sweep.ablations import Classifier, prepare_batch, registry_model  # noqa: E402
-from sweep.conditions import MASK_CONDITIONS  # noqa: E402
 from sweep.data.imagenet import imagenet_synsets, train_with_boxes  # noqa: E402
+from sweep.experiments.ablations import Classifier, prepare_batch, registry_model  # noqa: E402
+from sweep.experiments.conditions import MASK_CONDITIONS  # noqa: E402
+from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation  # noqa: E402
 
 
 def make_dataset(root: str, n: int) -> None:

@@ -2,7 +2,7 @@
 
 For each model and layer, on random weights with the paper's recipe:
   baseline       benchmarks/baseline.py: one feature, 8 copies, whole network, fp32, eager
-  engine:<v>     sweep.render.render with F features per batch in variant v: fp32, bf16 or
+  engine:<v>     sweep.method.render.render with F features per batch in variant v: fp32, bf16 or
                  bf16+compile (the engine's default on CUDA GPUs), the forward stopped at the block
 A few loop iterations are timed after warm-up (median; the GPU is synchronized at each tick).
 features/hour = 3600 * F / (401 * step_s + draw_s), where draw_s is the measured cost of drawing
@@ -35,15 +35,15 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import visualize_one  # noqa: E402
-from sweep.augment import draw_schedule  # noqa: E402
-from sweep.batch import resolve_device  # noqa: E402
-from sweep.engine import Engine  # noqa: E402
+from sweep.core.devices import resolve_device  # noqa: E402
+from sweep.method.augment import draw_schedule  # noqa: E402
+from sweep.method.engine import Engine  # noqa: E402
+from sweep.method.param import feature_generators  # noqa: E402
+from sweep.method.recipe import Recipe  # noqa: E402
+from sweep.method.render import render, seeds_for  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.models.build import build, meta_module  # noqa: E402
-from sweep.param import feature_generators  # noqa: E402
-from sweep.recipe import Recipe  # noqa: E402
-from sweep.render import render, seeds_for  # noqa: E402
-from sweep.taps import read_features  # noqa: E402
+from sweep.models.taps import read_features  # noqa: E402
 
 #: Datasheet dense bf16 tensor-core peaks (TFLOP/s), matched against the device name in order.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),

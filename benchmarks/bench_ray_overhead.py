@@ -22,9 +22,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import ray  # noqa: E402
 
-from sweep.batch import BatchRunner  # noqa: E402
-from sweep.distributed import run_sweep  # noqa: E402
-from sweep.plan import SweepConfig, expand  # noqa: E402
+from sweep.pipelines.feature_sweep import run_sweep  # noqa: E402
+from sweep.work.batch import BatchRunner  # noqa: E402
+from sweep.work.plan import SweepConfig, expand  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_engine import VARIANTS, append_csv, device_name, sync  # noqa: E402
-from sweep.batch import resolve_device  # noqa: E402
-from sweep.engine import Engine  # noqa: E402
+from sweep.core.devices import resolve_device  # noqa: E402
+from sweep.method.engine import Engine  # noqa: E402
+from sweep.method.recipe import Recipe  # noqa: E402
+from sweep.method.render import Rendered, render, seeds_for  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.models.build import build  # noqa: E402
-from sweep.recipe import Recipe  # noqa: E402
-from sweep.render import Rendered, render, seeds_for  # noqa: E402
 
 
 def run(net, anatomy, layer, features, recipe, device, engine, progress=None) -> Rendered:

@@ -16,11 +16,11 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_engine import VARIANTS, sync  # noqa: E402
-from sweep.batch import resolve_device  # noqa: E402
+from sweep.core.devices import resolve_device  # noqa: E402
+from sweep.method.recipe import Recipe  # noqa: E402
+from sweep.method.render import render, seeds_for  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.models.build import build  # noqa: E402
-from sweep.recipe import Recipe  # noqa: E402
-from sweep.render import render, seeds_for  # noqa: E402
 
 GROUPS = (("attention", ("flash", "fmha", "attention", "sdpa")),
           ("matmul", ("gemm", "cutlass", "nvjet", "sm90", "cublas", "matmul", "addmm", "mm")),

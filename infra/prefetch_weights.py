@@ -10,7 +10,7 @@ import argparse
 
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.plan import PRESETS
+from sweep.work.plan import PRESETS
 
 
 def main(argv=None) -> int:

@@ -18,10 +18,10 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.ablation_pipeline import AblationConfig, run_ablation  # noqa: E402
-from sweep.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
 from sweep.cli import ADDRESS_HELP, connect_ray, gather, guarded, setup_logging  # noqa: E402
-from sweep.validation import parse  # noqa: E402
+from sweep.core.validation import parse  # noqa: E402
+from sweep.experiments.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
+from sweep.pipelines.ablations import AblationConfig, run_ablation  # noqa: E402
 
 log = logging.getLogger("ablations")
 TOKEN_MODELS = ("B_16_imagenet1k", "B_32_imagenet1k")

@@ -15,10 +15,10 @@ from pydantic import Field
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.activation_maps import run_activation_maps  # noqa: E402
 from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.core.validation import Count, NonNegativeInt, Text  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
-from sweep.validation import Count, NonNegativeInt, Text  # noqa: E402
+from sweep.pipelines.activation_maps import run_activation_maps  # noqa: E402
 
 
 def run(args) -> int:

@@ -13,12 +13,12 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.ablation_pipeline import DataSpec  # noqa: E402
 from sweep.cli import ADDRESS_HELP, check_options, connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.core.validation import Count, parse  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
-from sweep.top_images import TopImagesConfig, scan_top_images  # noqa: E402
-from sweep.validation import Count, parse  # noqa: E402
-
+from sweep.experiments.top_images import TopImagesConfig
+from sweep.pipelines.ablations import DataSpec  # noqa: E402
+from sweep.pipelines.top_images import scan_top_images  # noqa: E402
 
 #: Where each option lands in TopImagesConfig (field path -> argparse dest).
 FIELDS = {"model": "model", "out": "out", "split": "split", "k": "k", "layers": "layers", "site": "site",

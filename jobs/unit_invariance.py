@@ -17,15 +17,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pandas as pd  # noqa: E402
 
-from sweep.ablation_pipeline import DataSpec  # noqa: E402
 from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.core.errors import SweepError  # noqa: E402
+from sweep.core.validation import Count, Seed, Text  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
-from sweep.errors import SweepError  # noqa: E402
-from sweep.invariance import per_layer, run_invariance  # noqa: E402
+from sweep.experiments.invariance import per_layer
 from sweep.models.anatomy import anatomy_of  # noqa: E402
-from sweep.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path  # noqa: E402
-from sweep.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
-from sweep.validation import Count, Seed, Text  # noqa: E402
+from sweep.pipelines.ablations import DataSpec  # noqa: E402
+from sweep.pipelines.invariance import run_invariance  # noqa: E402
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path  # noqa: E402
+from sweep.views.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 
 
 def run(args) -> int:

@@ -8,9 +8,9 @@ import json
 import logging
 import sys
 
-from sweep.cluster import ADDRESS_HELP, connect_ray  # noqa: F401 (jobs/*.py import it from here)
-from sweep.errors import SweepError
-from sweep.redact import add_redacting_filter, redact_text
+from sweep.core.errors import SweepError
+from sweep.core.redact import add_redacting_filter, redact_text
+from sweep.pipelines.cluster import ADDRESS_HELP, connect_ray  # noqa: F401 (jobs/*.py import it from here)
 
 log = logging.getLogger("sweep")
 
@@ -57,8 +57,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    from sweep.validation import Text, parse
-    from sweep.visualize import VisualizeJob, run_visualize
+    from sweep.core.validation import Text, parse
+    from sweep.work.visualize import VisualizeJob, run_visualize
 
     data, flags = gather(args, {**VISUALIZE_FIELDS, **RECIPE_FIELDS, **ENGINE_FIELDS})
     job = parse(VisualizeJob, data, flags=flags)
@@ -83,8 +83,8 @@ ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
 
 
 def check_options(args, kinds: dict) -> None:
-    """Options that feed no config dataclass, checked against the same types (sweep.validation)."""
-    from sweep.validation import parse
+    """Options that feed no config dataclass, checked against the same types (sweep.core.validation)."""
+    from sweep.core.validation import parse
 
     for dest, kind in kinds.items():
         parse(kind, getattr(args, dest), flags={"": "--" + dest.replace("_", "-")})
@@ -137,7 +137,7 @@ FEATURE_OPTIONS = {"all_features": ("all", None), "feature_list": ("list", "indi
 
 def sweep_config_from_args(args):
     """The sweep's config from a --config file and/or flags (flags win), through SweepConfig's schema."""
-    from sweep.plan import SweepConfig
+    from sweep.work.plan import SweepConfig
 
     data, flags = gather(args, RUN_FIELDS)
     for dest, (mode, key) in FEATURE_OPTIONS.items():
@@ -162,11 +162,10 @@ def sweep_config_from_args(args):
 
 
 def cmd_run(args) -> int:
-    from sweep.costs import check_gpu_type, describe, detect_gpu_type, estimate
-    from sweep.distributed import run_sweep
-    from sweep.plan import check_plan, expand, plan_summary
-
-    from sweep.validation import Count, Positive
+    from sweep.core.validation import Count, Positive
+    from sweep.pipelines.feature_sweep import run_sweep
+    from sweep.work.costs import check_gpu_type, describe, detect_gpu_type, estimate
+    from sweep.work.plan import check_plan, expand, plan_summary
 
     config = sweep_config_from_args(args)
     check_options(args, {"assume_tflops": Positive | None, "price_per_hour": Positive | None,
@@ -196,8 +195,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from sweep.tune import TuneJob, parse_grid, promote_best, run_tune
-    from sweep.validation import parse
+    from sweep.core.validation import parse
+    from sweep.pipelines.tune import TuneJob, parse_grid, promote_best, run_tune
 
     data, flags = gather(args, {**TUNE_FIELDS, **ENGINE_FIELDS})
     grid = parse_grid(args.grid or [])
@@ -235,8 +234,8 @@ TUNE_FIELDS = {"model": "model", "out": "out", "search": "search", "search_seed"
 
 
 def cmd_atlas(args) -> int:
-    from sweep.atlas import build_atlas
-    from sweep.validation import Count, Text
+    from sweep.core.validation import Count, Text
+    from sweep.views.atlas import build_atlas
 
     check_options(args, {"results": Text, "out": Text, "page_size": Count})
     stats = build_atlas(args.results, args.out, page_size=args.page_size)
@@ -245,7 +244,7 @@ def cmd_atlas(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sweep.recipe import Recipe
+    from sweep.method.recipe import Recipe
 
     defaults = Recipe()
     parser = argparse.ArgumentParser(prog="sweep", description="See what vision transformers learn: "
@@ -290,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="score the paper's lr x TV grid (or a random search) for a model on Ray Tune",
                        description="Each trial renders the same seeded sample of (layer, feature) units with one "
-                       "(lr, tv) and scores the images without a human (sweep/scores.py). Trials already in "
+                       "(lr, tv) and scores the images without a human (sweep/method/scores.py). Trials already in "
                        "the results root are skipped, so re-running resumes.")
     p.add_argument("--model", required=True, help="registry key or alias (see `sweep models`)")
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL; rows under tuning/")
@@ -319,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(p)
     p.add_argument("--promote", action="store_true",
                    help="store the best trial's lr and tv as the model family's defaults, with provenance")
-    p.add_argument("--registry-file", help="where --promote writes (default: sweep/models/tuned_recipes.json)")
+    p.add_argument("--registry-file", help="where --promote writes (default: sweep/method/tuned_recipes.json)")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--quiet", action="store_true", help="no Tune progress output")
     p.set_defaults(func=cmd_tune)
@@ -338,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
     """Arguments of a sweep; shared by `sweep run` and jobs/all_models.py."""
-    p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.plan.SweepConfig)")
+    p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.work.plan.SweepConfig)")
     p.add_argument("--preset", default=preset, help="starting point: paper (38 variants + original ViTs + "
                    "CLIP ViTs, first 256 features per layer) or smoke (two micro models, a minute on CPU)")
     p.add_argument("--out", help="results root: a directory or fsspec URL (file://, s3://...)")
@@ -370,7 +369,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
                    "(default: this machine's GPU, else h200, the only measured type)")
     p.add_argument("--assume-tflops", type=float,
                    help="sustained TFLOP/s for --dry-run's GPU-hours (default: the GPU type's measured rate, "
-                   "sweep/gpu_throughput.json, from benchmarks/results/)")
+                   "sweep/work/gpu_throughput.json, from benchmarks/results/)")
     p.add_argument("--price-per-hour", type=float,
                    help="USD per GPU-hour for --dry-run's dollars (default: the GPU type's AWS on-demand list price)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")

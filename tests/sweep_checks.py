@@ -6,7 +6,7 @@ import socket
 import pandas as pd
 from PIL import Image
 
-from sweep.plan import expand
+from sweep.work.plan import expand
 
 
 def planned_triples(config):
@@ -66,8 +66,8 @@ def smoke_sweep(out) -> None:
     """The smoke preset run into `out` on a local Ray instance started and stopped for it."""
     import ray
 
-    from sweep.distributed import run_sweep
-    from sweep.plan import SweepConfig
+    from sweep.pipelines.feature_sweep import run_sweep
+    from sweep.work.plan import SweepConfig
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

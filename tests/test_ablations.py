@@ -1,17 +1,17 @@
 """ImageNet ablations: readers, mask geometry, and the whole Ray Data pipeline on a made-up dataset."""
 
+import imagenet_fixture as fx
 import numpy as np
 import pandas as pd
 import pytest
 import ray
 import ray.cloudpickle
 
-import imagenet_fixture as fx
-from sweep.ablation_pipeline import AblationConfig, DataSpec, run_ablation
-from sweep.ablations import ModelSpec, registry_model
-from sweep.conditions import apply_mask_condition, box_union_mask, resize_center_crop
+from sweep.core.errors import SweepError
 from sweep.data.imagenet import parse_voc, train_with_boxes, val_from_solution
-from sweep.errors import SweepError
+from sweep.experiments.ablations import ModelSpec, registry_model
+from sweep.experiments.conditions import apply_mask_condition, box_union_mask, resize_center_crop
+from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation
 
 ray.cloudpickle.register_pickle_by_value(fx)  # Ray workers cannot import the tests folder
 

@@ -13,10 +13,10 @@ from urllib.parse import urljoin, urlparse
 
 import numpy as np
 import pytest
-
-from sweep.activation_maps import save_map
-from sweep.atlas import build_atlas
 from sweep_checks import smoke_sweep
+
+from sweep.experiments.activation_maps import save_map
+from sweep.views.atlas import build_atlas
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -31,8 +31,8 @@ def site(tmp_path_factory):
     save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
     import pandas as pd
 
-    from sweep.outputs import frame_parquet_bytes
-    from sweep.top_images import TOP_SCHEMA
+    from sweep.experiments.top_images import TOP_SCHEMA
+    from sweep.store.outputs import frame_parquet_bytes
 
     top = pd.DataFrame({"layer": [0, 0], "layer_name": ["blocks.0"] * 2, "site": ["mlp"] * 2, "feature": [0, 0],
                         "rank": [0, 1], "image_id": ["example", "other"], "activation": [2.5, 1.5]})

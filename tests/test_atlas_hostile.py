@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-
-from sweep.atlas import SiteWriter, build_atlas, slug
-from sweep.errors import SweepError
-from sweep.outputs import FEATURE_SCHEMA, partition_value
-from sweep.top_images import TOP_SCHEMA
 from test_atlas import browsing
+
+from sweep.core.errors import SweepError
+from sweep.experiments.top_images import TOP_SCHEMA
+from sweep.store.outputs import FEATURE_SCHEMA, partition_value
+from sweep.views.atlas import SiteWriter, build_atlas, slug
 
 SCRIPT = "<script>alert(1)</script>"
 ONERROR = '"><img src=x onerror=alert(1)>'

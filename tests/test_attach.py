@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from sweep.cluster import LAUNCHER_CONFIG, choose_target
 from sweep_checks import free_port, start_ray_head, stop_process_group
+
+from sweep.pipelines.cluster import LAUNCHER_CONFIG, choose_target
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "jobs" / "all_models.py")

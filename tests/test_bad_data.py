@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import botocore.exceptions
+import imagenet_fixture as fx
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,16 +19,15 @@ import ray
 import ray.cloudpickle
 import torch
 from PIL import Image
+from sweep_checks import free_port
 
-import imagenet_fixture as fx
-from sweep.ablation_pipeline import AblationConfig, DataSpec, run_ablation
-from sweep.ablations import ModelSpec, decode, prepare_batch
 from sweep.cli import main
+from sweep.core.errors import SweepError, storage_error
 from sweep.data.imagenet import train_with_boxes, val_from_solution
-from sweep.errors import SweepError, storage_error
+from sweep.experiments.ablations import ModelSpec, decode, prepare_batch
 from sweep.models.build import build, read_weights_bytes
 from sweep.models.zoo import get_entry
-from sweep_checks import free_port
+from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation
 
 ray.cloudpickle.register_pickle_by_value(fx)  # Ray workers cannot import the tests folder
 
@@ -339,7 +339,7 @@ def test_unreadable_image_message(tmp_path, name, content, message):
 
 
 def test_reference_images_skip_unreadable_files(tmp_path, caplog):
-    from sweep.tuning import folder_references
+    from sweep.work.tuning import folder_references
 
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -358,8 +358,8 @@ def test_reference_images_skip_unreadable_files(tmp_path, caplog):
 
 
 def test_activation_maps_mark_an_empty_image_corrupt(tmp_path, local_ray):
-    from sweep.activation_maps import run_activation_maps
     from sweep.data.imagenet import image_folder
+    from sweep.pipelines.activation_maps import run_activation_maps
 
     images = tmp_path / "images"
     images.mkdir()

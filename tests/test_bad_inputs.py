@@ -246,7 +246,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started for a bad input")
 
     monkeypatch.setattr("sweep.cli.connect_ray", refuse)
-    monkeypatch.setattr("sweep.batch.render", refuse)
+    monkeypatch.setattr("sweep.work.batch.render", refuse)
     return refuse
 
 

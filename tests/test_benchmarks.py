@@ -8,11 +8,11 @@ import torch
 
 from benchmarks import bench_engine, check_engine
 from benchmarks.baseline import visualize_one
-from sweep.engine import Engine
+from sweep.method.engine import Engine
+from sweep.method.recipe import Recipe
+from sweep.method.render import render, seeds_for
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.recipe import Recipe
-from sweep.render import render, seeds_for
 
 
 @pytest.mark.parametrize("model", ["dev/vit-micro", "dev/deit-micro-distilled"])

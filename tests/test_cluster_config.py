@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from sweep.durable import ClusterFacts, check_durable_root
+from sweep.store.durable import ClusterFacts, check_durable_root
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))

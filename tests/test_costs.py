@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep import costs
 from sweep.cli import main
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
+from sweep.work import costs
 
 REPO = Path(__file__).resolve().parents[1]
 

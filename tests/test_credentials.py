@@ -17,10 +17,10 @@ import pytest
 import ray
 import yaml
 from moto.server import ThreadedMotoServer
+from sweep_checks import free_port
 
 from sweep import cli
-from sweep.redact import MASK, RedactingFilter, redact, redact_text
-from sweep_checks import free_port
+from sweep.core.redact import MASK, RedactingFilter, redact, redact_text
 
 # storage_options credentials (in the YAML configs) and environment credentials: all fake, all distinct.
 OPTS_KEY, OPTS_SECRET, OPTS_TOKEN = "AKIAFAKEKEY123456", "s3cr3t-FAKE-xyz", "tok-FAKE-789"
@@ -70,11 +70,11 @@ def tuning_trial(options: dict) -> None:
     """One tuning trial rendered and written the way a `sweep tune` trial is, with storage_options."""
     import torch
 
+    from sweep.method.recipe import Recipe
     from sweep.models.anatomy import anatomy_of
     from sweep.models.build import build
-    from sweep.recipe import Recipe
-    from sweep.tune import TuneJob
-    from sweep.tuning import run_trial, write_trial
+    from sweep.pipelines.tune import TuneJob
+    from sweep.work.tuning import run_trial, write_trial
 
     job = TuneJob("dev/vit-micro", "s3://cred-results/tune", lrs=(0.1,), tvs=(1.0,), layers=(0,), features=1,
                   weights="random", recipe=Recipe(steps=2), reference_count=2, robustness_draws=1,

@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 from PIL import Image
-
-from sweep.atlas import build_atlas
-from sweep.cli import main
-from sweep.distributed import run_sweep
-from sweep.plan import SweepConfig
-from sweep.results import Results
 from sweep_checks import assert_exactly_once, stored
+
+from sweep.cli import main
+from sweep.pipelines.feature_sweep import run_sweep
+from sweep.store.results import Results
+from sweep.views.atlas import build_atlas
+from sweep.work.plan import SweepConfig
 
 MODEL = "dev/vit-micro"
 #: 2 layers x 4 features in batches of 2: 8 results in 4 parts.
@@ -64,7 +64,7 @@ def test_damaged_part_and_images_are_skipped_then_recomputed_once(root, tmp_path
     png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
     (root / empty["image_path"]).write_bytes(b"")
 
-    with caplog.at_level(logging.WARNING, logger="sweep.results"):
+    with caplog.at_level(logging.WARNING, logger="sweep.store.results"):
         good = Results(str(root)).features()
     warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert len(warned) == 1 and part.name in warned[0] and "\n" not in warned[0]

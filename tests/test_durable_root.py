@@ -11,10 +11,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from sweep.distributed import cluster_facts, run_sweep
-from sweep.durable import RAY_JOB_ENV, ClusterFacts, check_durable_root, under_ray_job
-from sweep.errors import SweepError
-from sweep.plan import SweepConfig
+from sweep.core.errors import SweepError
+from sweep.pipelines.feature_sweep import cluster_facts, run_sweep
+from sweep.store.durable import RAY_JOB_ENV, ClusterFacts, check_durable_root, under_ray_job
+from sweep.work.plan import SweepConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))

@@ -5,16 +5,16 @@ import math
 import pytest
 import torch
 
-from sweep.augment import augment, channel_offset, color_shift, draw, draw_schedule, offset_decay, roll
-from sweep.engine import CPU_FEATURES_PER_PASS, Engine, passes_that_fit
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
+from sweep.method.augment import augment, channel_offset, color_shift, draw, draw_schedule, offset_decay, roll
+from sweep.method.engine import CPU_FEATURES_PER_PASS, Engine, passes_that_fit
+from sweep.method.objectives import feature_loss, total_variation
+from sweep.method.optimize import optimize
+from sweep.method.param import feature_generators, init_pixels
+from sweep.method.recipe import Recipe
+from sweep.method.render import ModelInput, render, seeds_for
 from sweep.models.build import build
-from sweep.objectives import feature_loss, total_variation
-from sweep.optimize import optimize
-from sweep.param import feature_generators, init_pixels
-from sweep.recipe import Recipe
-from sweep.render import ModelInput, render, seeds_for
-from sweep.taps import read_features
+from sweep.models.taps import read_features
 
 
 def test_paper_defaults():
@@ -271,10 +271,10 @@ def test_engine_settings_are_checked_and_resolved_per_device(monkeypatch):
         Engine(compile="yes")
     with pytest.raises(SweepError, match="Engine.features_per_pass: input should be greater than or equal to 1"):
         Engine(features_per_pass=0)
-    monkeypatch.setattr("sweep.engine.native_bf16", lambda device: False)
+    monkeypatch.setattr("sweep.method.engine.native_bf16", lambda device: False)
     assert Engine().resolved(torch.device("cpu")) == Engine("fp32", "off", CPU_FEATURES_PER_PASS)
     assert Engine().resolved(torch.device("cuda")) == Engine("fp32", "on", None)
-    monkeypatch.setattr("sweep.engine.native_bf16", lambda device: True)
+    monkeypatch.setattr("sweep.method.engine.native_bf16", lambda device: True)
     assert Engine().resolved(torch.device("cpu")) == Engine("bf16", "off", CPU_FEATURES_PER_PASS)
     assert Engine().resolved(torch.device("cuda")) == Engine("bf16", "on", None)
     assert Engine("fp32", "off", 8).resolved(torch.device("cuda")) == Engine("fp32", "off", 8)

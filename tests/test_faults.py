@@ -9,14 +9,14 @@ import time
 import pytest
 import ray
 import torch
+from sweep_checks import assert_exactly_once, own_ray_processes, stored
 
 from sweep.cli import main
-from sweep.distributed import run_sweep
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.models.build import build
 from sweep.models.zoo import get_entry
-from sweep.plan import SweepConfig
-from sweep_checks import assert_exactly_once, own_ray_processes, stored
+from sweep.pipelines.feature_sweep import run_sweep
+from sweep.work.plan import SweepConfig
 
 
 @pytest.fixture(scope="module", autouse=True)

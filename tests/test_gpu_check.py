@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sweep import gpu_check
-from sweep.batch import resolve_device
 from sweep.cli import main
-from sweep.errors import SweepError
+from sweep.core import devices as gpu_check
+from sweep.core.devices import resolve_device
+from sweep.core.errors import SweepError
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA is unusable")
 
@@ -62,8 +62,8 @@ def test_resolve_device_refuses_an_unusable_gpu_or_falls_back_with_one_warning(c
 def test_fake_gpu_worker_stops_the_sweep_at_start_unless_cpu_fallback(tmp_path, capsys):
     import ray
 
-    from sweep.distributed import run_sweep
-    from sweep.plan import SweepConfig
+    from sweep.pipelines.feature_sweep import run_sweep
+    from sweep.work.plan import SweepConfig
 
     def config(out, fallback):
         return SweepConfig.from_dict({
@@ -106,7 +106,7 @@ def test_allow_cpu_fallback_flag_reaches_the_config(tmp_path):
 def test_gpus_given_through_the_environment_are_checked_too():
     """Ray Data actors (top images, maps, ablations, tuning) do not import Ray: Ray's
     CUDA_VISIBLE_DEVICES tells them they were given a GPU, and an unusable one is refused the same way."""
-    from sweep.gpu_check import assigned_gpus
+    from sweep.core.devices import assigned_gpus
 
     assert assigned_gpus({}) == [] and assigned_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert assigned_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from sweep.plan import SweepConfig
 from sweep_checks import assert_exactly_once, free_port, start_ray_head, stop_process_group
+
+from sweep.work.plan import SweepConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

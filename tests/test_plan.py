@@ -2,9 +2,8 @@
 
 import pytest
 
-from sweep.distributed import Dispatcher
-from sweep.errors import SweepError
-from sweep.plan import FeatureSelection, SweepConfig, Task, expand, plan_summary
+from sweep.core.errors import SweepError
+from sweep.work.plan import FeatureSelection, SweepConfig, expand, plan_summary
 
 
 def test_smoke_preset_expands_deterministically(tmp_path):
@@ -86,36 +85,9 @@ def test_yaml_config(tmp_path):
         SweepConfig.from_yaml(str(bad))
 
 
-def _task(model, n, cost):
-    from sweep.batch import Batch
-
-    return [Task(Batch(model, i, "mlp", (0,)), cost) for i in range(n)]
-
-
-def test_dispatcher_keeps_models_and_shares_big_ones():
-    tasks = _task("big", 8, 10.0) + _task("small", 2, 1.0)
-    d = Dispatcher(tasks)
-    got = [d.next(None), d.next(None)]
-    # Two idle workers both go to the big model: its pending cost per worker is still the largest.
-    assert [t.batch.model for t in got] == ["big", "big"]
-    got.append(d.next("small"))  # a worker that has 'small' loaded keeps it while it lasts
-    assert got[-1].batch.model == "small"
-    while (t := d.next("big")) is not None:  # then everything drains, each task exactly once
-        got.append(t)
-    assert len(d) == 0 and sorted(t.key for t in got) == sorted(t.key for t in tasks)
-
-
-def test_dispatcher_put_back_goes_first():
-    tasks = _task("m", 3, 1.0)
-    d = Dispatcher(tasks)
-    t = d.next(None)
-    d.put_back(t)
-    assert d.next("m") is t
-
-
 def test_engine_and_recipe_defaults_sections(tmp_path):
     from sweep.cli import build_parser, sweep_config_from_args
-    from sweep.engine import Engine
+    from sweep.method.engine import Engine
 
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "recipe": {"defaults": "paper"},
                                  "engine": {"precision": "fp32", "features_per_pass": 3}})

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sweep.ablations import ROW_SCHEMA
+from sweep.experiments.ablations import ROW_SCHEMA
 from sweep.models.zoo import get_entry
-from sweep.outputs import partition_value
-from sweep.reports import PAPER_FB, PAPER_FB_RAW_TOP5, _PAPER_ALIASES
+from sweep.store.outputs import partition_value
+from sweep.views.reports import _PAPER_ALIASES, PAPER_FB, PAPER_FB_RAW_TOP5
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10_000  # images per model: top-5 percentages with two decimals are exact counts
@@ -87,7 +87,7 @@ def test_frequency_plot(tmp_path):
 
 
 def test_token_tables_and_plot(tmp_path):
-    from sweep.reports import PAPER_TOKENS
+    from sweep.views.reports import PAPER_TOKENS
 
     key = get_entry("B_16_imagenet1k").key
     conds, hits = [], []

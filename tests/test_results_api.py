@@ -3,11 +3,11 @@
 import fsspec
 import pytest
 from fsspec.implementations.local import LocalFileSystem
-
-from sweep.errors import SweepError
 from sweep_checks import smoke_sweep
-from sweep.outputs import FEATURE_SCHEMA
-from sweep.results import Results
+
+from sweep.core.errors import SweepError
+from sweep.store.outputs import FEATURE_SCHEMA
+from sweep.store.results import Results
 
 
 class RecordingFS(LocalFileSystem):

@@ -7,17 +7,18 @@ import pytest
 import ray
 import torch
 from PIL import Image
+from test_engine import PLANTED, plant_redness_unit
 
-from sweep.ablations import prepare_batch
-from sweep.activation_maps import activation_maps, save_map
 from sweep.data.imagenet import image_folder
+from sweep.experiments.ablations import prepare_batch
+from sweep.experiments.activation_maps import activation_maps, save_map
+from sweep.experiments.top_images import TopImagesConfig
+from sweep.experiments.topk import TopK
+from sweep.method.render import ModelInput
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.render import ModelInput
-from sweep.taps import read_sites
-from sweep.top_images import TopImagesConfig, scan_top_images
-from sweep.topk import TopK
-from test_engine import PLANTED, plant_redness_unit
+from sweep.models.taps import read_sites
+from sweep.pipelines.top_images import scan_top_images
 
 
 def test_topk_equals_argsort_and_merges_in_any_split():
@@ -126,7 +127,7 @@ def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
 
 
 def test_invariance_of_a_planted_colour_unit():
-    from sweep.invariance import rotation_copies, shift_copies, unit_invariance
+    from sweep.experiments.invariance import rotation_copies, shift_copies, unit_invariance
 
     anatomy = anatomy_of("dev/vit-micro")
     net = plant_redness_unit(build(anatomy.entry, "random"))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
+from sweep.experiments.surgery import TokenVariant, shuffle_blocks
 from sweep.models.build import build
 from sweep.models.zoo import get_entry
-from sweep.surgery import TokenVariant, shuffle_blocks
 
 MODELS = ["dev/vit-micro", "dev/deit-micro-distilled"]
 

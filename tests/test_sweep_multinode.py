@@ -3,10 +3,10 @@
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-
-from sweep.distributed import run_sweep
-from sweep.plan import SweepConfig
 from sweep_checks import assert_exactly_once
+
+from sweep.pipelines.feature_sweep import run_sweep
+from sweep.work.plan import SweepConfig
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 import ray
 import s3fs
 from moto.server import ThreadedMotoServer
-
-from sweep.distributed import run_sweep
-from sweep.errors import SweepError
-from sweep.plan import SweepConfig
 from sweep_checks import assert_exactly_once, free_port
+
+from sweep.core.errors import SweepError
+from sweep.pipelines.feature_sweep import run_sweep
+from sweep.work.plan import SweepConfig
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ def test_unreachable_endpoint_fails_before_any_work():
 
 
 def test_tuning_to_s3_resumes(s3_endpoint):
-    from sweep.recipe import Recipe
-    from sweep.results import Results
-    from sweep.tune import TuneJob, run_tune
+    from sweep.method.recipe import Recipe
+    from sweep.pipelines.tune import TuneJob, run_tune
+    from sweep.store.results import Results
 
     opts = options(s3_endpoint)
     job = TuneJob("dev/vit-micro", "s3://results/tune", lrs=(0.1,), tvs=(1.0, 10.0), layers=(0,), features=1,

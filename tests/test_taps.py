@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.taps import read_sites, token_features
+from sweep.models.taps import read_sites, token_features
 
 
 def _capture(module, x, net, pre=False):

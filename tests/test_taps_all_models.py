@@ -7,8 +7,8 @@ import torch
 
 from sweep.models.anatomy import describe
 from sweep.models.build import build
+from sweep.models.taps import read_sites, reduce_features
 from sweep.models.zoo import ENTRIES
-from sweep.taps import read_sites, reduce_features
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])

@@ -10,18 +10,18 @@ import torch
 from PIL import Image
 
 from sweep import cli
-from sweep.engine import Engine
-from sweep.errors import SweepError
-from sweep.figures import tuning_sheet
+from sweep.core.errors import SweepError
+from sweep.method.engine import Engine
+from sweep.method.recipe import Recipe
+from sweep.method.render import render, seeds_for
+from sweep.method.scores import combined_score, saturated_fraction, spectrum_slope, total_variation
+from sweep.method.tuned import family_defaults, promote, resolve_recipe
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.models.tuned import family_defaults, promote, resolve_recipe
-from sweep.recipe import Recipe
-from sweep.render import render, seeds_for
-from sweep.results import Results
-from sweep.scores import combined_score, saturated_fraction, spectrum_slope, total_variation
-from sweep.tune import TuneJob, best_trial, parse_grid, promote_best, run_tune
-from sweep.tuning import noise_references
+from sweep.pipelines.tune import TuneJob, best_trial, parse_grid, promote_best, run_tune
+from sweep.store.results import Results
+from sweep.views.figures import tuning_sheet
+from sweep.work.tuning import noise_references
 
 MODEL = "dev/vit-micro"
 
@@ -156,7 +156,7 @@ def test_tuned_defaults_are_used_and_recipe_paper_restores_the_paper(tmp_path, m
         return render(net, anatomy, block, "mlp", feats, recipe, seeds_for(feats), "cpu", engine=exact).images
 
     registry = tmp_path / "tuned.json"
-    monkeypatch.setattr("sweep.models.tuned.TUNED_PATH", registry)
+    monkeypatch.setattr("sweep.method.tuned.TUNED_PATH", registry)
     base = Recipe(steps=5, jitter=4)
     default_before = image(base)
     assert torch.equal(image(Recipe(steps=5, jitter=4, defaults="paper")), default_before)  # no tuning: same

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import timm
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.zoo import ENTRIES, REGISTRY, ModelEntry, Registry, get_entry
 

@@ -13,7 +13,7 @@ Bad boxes: an own-class box with a missing, non-numeric, NaN, infinite or negati
 with xmin >= xmax or ymin >= ymax, does not drop the image or abort the listing: the record keeps
 no boxes and says what is wrong in `box_error` (naming the file, the box and the value), and the
 box experiments turn all of that image's rows into `status = "corrupt"` rows with that error
-(`sweep.ablations.prepare_batch`, which also rejects boxes outside the decoded image). The image
+(`sweep.experiments.ablations.prepare_batch`, which also rejects boxes outside the decoded image). The image
 is thus counted in the summary's `corrupt_images` and excluded from every condition alike, rather
 than masked with a box that silently means something else. Experiments that ignore boxes
 (frequency, tokens, top images) ignore `box_error` too.
@@ -31,8 +31,8 @@ from functools import lru_cache
 
 import fsspec
 
-from sweep.conditions import BOX_FIELDS, box_problem
-from sweep.errors import SweepError, one_line, storage_error, storage_reason
+from sweep.core.errors import SweepError, one_line, storage_error, storage_reason
+from sweep.data.boxes import BOX_FIELDS, box_problem
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sweep.errors import SweepError, choices
+from sweep.core.errors import SweepError, choices
 from sweep.models.build import Preprocess, meta_module, preprocess_config
 from sweep.models.zoo import ModelEntry, get_entry
 

@@ -19,7 +19,7 @@ import fsspec
 import torch
 from torch import nn
 
-from sweep.errors import SweepError, one_line, storage_reason
+from sweep.core.errors import SweepError, one_line, storage_reason
 from sweep.models.zoo import ModelEntry
 
 log = logging.getLogger(__name__)

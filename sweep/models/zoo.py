@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from sweep.errors import SweepError, choices
+from sweep.core.errors import SweepError, choices
 
 #: Families and the learning rate the paper used for them (ViTs 0.1, CLIP 1.0).
 FAMILY_LR = {

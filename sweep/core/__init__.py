@@ -1,0 +1,1 @@
+"""Foundations every room may use: the one error type, the config validator, credential masking, devices."""

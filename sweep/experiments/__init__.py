@@ -1,0 +1,1 @@
+"""The experiments' math: ablation conditions, token surgery, invariance, top images, activation maps."""

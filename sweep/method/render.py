@@ -1,0 +1,122 @@
+"""Render feature visualizations for a loaded model: the recipe's parts put together.
+
+Knows nothing about files or Ray: give it a network, a block, a site and features; get images
+and the numbers that describe how the optimization went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sweep.method.augment import augment, draw_schedule
+from sweep.method.engine import Engine, compiled_trunk, fit_features_per_pass
+from sweep.method.objectives import feature_loss, total_variation
+from sweep.method.optimize import Trace, feature_chunks, optimize
+from sweep.method.param import feature_generators, init_pixels
+from sweep.method.recipe import Recipe
+from sweep.method.tuned import resolve_recipe
+from sweep.models.anatomy import Anatomy, Block
+from sweep.models.taps import read_features
+
+
+@dataclass
+class Rendered:
+    """Results for F features optimized together."""
+
+    features: list[int]
+    seeds: list[int]
+    images: torch.Tensor      # (F, 3, S, S) in [0, 1], on the CPU
+    act_init: torch.Tensor    # (F,) activation on the initial image, no augmentation
+    act_final: torch.Tensor   # (F,) activation on the final image, no augmentation
+    trace: Trace
+    wall_s: float
+    engine: Engine            # resolved: the precision and features per pass actually used
+
+
+class ModelInput:
+    """Turns images in [0, 1] into what the network expects: resize to its input, normalize."""
+
+    def __init__(self, anatomy: Anatomy):
+        self.size = anatomy.preprocess.input_size
+        self.mean = torch.tensor(anatomy.preprocess.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(anatomy.preprocess.std).view(1, 3, 1, 1)
+        self._on: dict = {}  # (device, dtype) -> (mean, std) there: no host copy per call
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-1] != self.size or z.shape[-2] != self.size:
+            z = F.interpolate(z, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        key = (z.device, z.dtype)
+        if key not in self._on:
+            self._on[key] = (self.mean.to(device=z.device, dtype=z.dtype), self.std.to(device=z.device, dtype=z.dtype))
+        mean, std = self._on[key]
+        return (z - mean) / std
+
+
+def seeds_for(features: Sequence[int], base_seed: int = 0) -> list[int]:
+    """Per-feature seeds; base_seed 0 gives the paper's choice, seed = feature index."""
+    return [int(base_seed) + int(f) for f in features]
+
+
+def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
+           recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
+           progress: Callable[[int], None] | None = None, engine: Engine = Engine()) -> Rendered:
+    """Optimize one image per feature of (block, site), all features in one batch.
+
+    All random draws are made up front from the features' generators; the network runs in the
+    engine's precision, while the image, loss, TV and the recorded clean activations (on the
+    initial and final images, without augmentation) are fp32.
+    """
+    device = torch.device(device)
+    features = anatomy.check_features(block, site, features)
+    recipe, _source = resolve_recipe(recipe, anatomy.entry, anatomy.preprocess.input_size)
+    engine = engine.resolved(device)
+    prepare = ModelInput(anatomy)
+    generators = feature_generators(seeds)
+    index = torch.tensor(features, device=device)
+    copies_index = index.repeat_interleave(recipe.copies)
+
+    def activations(images: torch.Tensor, which: torch.Tensor, run: Engine) -> torch.Tensor:
+        z = prepare(images)
+        with run.autocast(device):
+            feats = read_features(net, block, site, z)
+        return feats.float().gather(1, which[:, None]).squeeze(1)
+
+    start = time.perf_counter()
+    x0 = init_pixels(generators, recipe.image_size, device)
+    schedule = draw_schedule(generators, recipe).to(device)
+
+    def loss_fn(x: torch.Tensor, step: int, part: slice):
+        z = augment(x, step, schedule.features(part))
+        which = copies_index[part.start * recipe.copies:part.stop * recipe.copies]
+        acts = activations(z, which, engine)
+        tv = total_variation(z).view(-1, recipe.copies).mean(1)
+        loss = feature_loss(acts, recipe.copies, recipe.reference_scale) + recipe.tv_coef * tv
+        return loss, acts.view(-1, recipe.copies).mean(1)
+
+    def clean_activations(images: torch.Tensor, per_pass: int | None) -> torch.Tensor:
+        exact = Engine(precision="fp32", compile="off")
+        with torch.no_grad():
+            return torch.cat([activations(images[sl], index[sl], exact)
+                              for sl in feature_chunks(len(features), per_pass)])
+
+    if engine.features_per_pass is None:
+        def probe(k: int) -> None:
+            x = x0[:k].clone().requires_grad_(True)
+            loss_fn(x, 0, slice(0, k))[0].sum().backward()
+
+        engine = dataclasses.replace(engine, features_per_pass=fit_features_per_pass(
+            probe, len(features), device, engine.memory_fraction))
+    act_init = clean_activations(x0, engine.features_per_pass)
+    with compiled_trunk(net, anatomy, block, engine.compile == "on"):
+        image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass)
+    act_final = clean_activations(image, engine.features_per_pass)
+    images = image.cpu()
+    wall = time.perf_counter() - start
+    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine)

@@ -1,0 +1,26 @@
+"""The shared front of every Ray Data job over images: records -> decoded, conditioned, resized rows."""
+
+from __future__ import annotations
+
+import ray
+
+from sweep.experiments.ablations import prepare_batch
+
+
+def prepared_images(records: list[dict], size: int, experiment: str = "frequency",
+                    conditions: tuple[str, ...] = ("original",), storage_options: dict | None = None):
+    """A Ray Dataset with one row per (image, condition): image_id, label, condition, status, error, image.
+
+    Decoding runs in tasks with half a CPU each, so that actor pools downstream keep CPUs (a pool
+    that holds every CPU starves the decode tasks and hangs).
+    """
+    rows = [{**{k: r[k] for k in ("image_id", "path", "label", "boxes")}, "box_error": r.get("box_error", "")}
+            for r in records]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 8, 200)))
+    return ds.map_batches(prepare_batch, batch_size=8, num_cpus=0.5, fn_kwargs={
+        "experiment": experiment, "conditions": conditions, "size": size, "storage_options": storage_options})
+
+
+def gpus_per_actor() -> float:
+    """One GPU per actor where the cluster has GPUs, else CPU actors."""
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

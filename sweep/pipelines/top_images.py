@@ -1,0 +1,58 @@
+"""Top natural images per feature on Ray Data: decode and resize as tasks, scan in an actor pool, fold
+the batches into a bounded top-k state on the driver, write one Parquet part per (split, model)."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sweep.core.errors import SweepError
+from sweep.data.imagenet import Listing
+from sweep.experiments.top_images import TOP_SCHEMA, ActivationScanner, TopImagesConfig, top_rows, unit_table
+from sweep.experiments.topk import TopK
+from sweep.pipelines.images import gpus_per_actor, prepared_images
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
+
+log = logging.getLogger(__name__)
+
+
+def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
+    """Run the scan over `listing`; write and return the top-k rows."""
+    anatomy, blocks, site, units = unit_table(config)
+    for b in blocks:
+        b.site(site)
+    fs, root = open_root(config.out, config.storage_options)
+    check_writable(fs, root, config.out)  # a missing bucket or unwritable root: before any work
+    records = listing.records
+    index = {r["image_id"]: i for i, r in enumerate(records)}
+    if len(index) != len(records):
+        raise SweepError("image ids are not unique in this listing")
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options)
+    ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, config.weights,
+                                                                [b.index for b in blocks], site),
+                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
+                        num_cpus=config.actor_cpus)
+    state = TopK(len(units), config.k)
+    seen = skipped = 0
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
+        acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
+        ok = ~torch.isnan(acts).any(dim=1)
+        skipped += int((~ok).sum())
+        for error in np.asarray(batch["error"])[~ok.numpy()]:
+            log.warning("image skipped: %s", error)
+        ids = torch.tensor([index[str(i)] for i in batch["image_id"]])
+        state.update(acts[ok], ids[ok])
+        seen += len(ids)
+    if seen != len(records):
+        raise SweepError(f"scanned {seen} images, expected {len(records)}")
+    rows = top_rows(state, units, site, records)
+    path = posixpath.join(root, partition_path("top_images", split=config.split, model=anatomy.entry.key),
+                          "part-00000.parquet")
+    atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
+    log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
+             len(units), seen, skipped, path)
+    return rows

@@ -1,0 +1,1 @@
+"""Units of work without Ray: sweep plans, one batch end to end, one visualization job, costs."""

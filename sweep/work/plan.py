@@ -1,0 +1,298 @@
+"""A sweep's configuration and its deterministic expansion into batches of (model, layer, feature).
+
+Pure Python: no Ray here. The config is a typed dataclass, loadable from YAML or a dict, with
+presets ("paper", "smoke") as starting points that explicit values override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field
+
+from sweep.core.errors import SweepError
+from sweep.core.validation import Count, Layer, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
+from sweep.method.engine import Engine
+from sweep.method.recipe import Recipe, config_hash
+from sweep.models.anatomy import anatomy_of
+from sweep.models.zoo import ENTRIES
+from sweep.work.batch import Batch, check_batch
+
+FEATURE_MODES = ("all", "first", "list", "sample")
+
+
+@config_dataclass
+class FeatureSelection:
+    """Which features of each layer: all, the first `count`, an explicit list, or a seeded sample.
+    Indices listed twice are computed once."""
+
+    mode: Literal["all", "first", "list", "sample"] = "first"
+    count: Count = 16
+    indices: tuple[NonNegativeInt, ...] = ()
+    seed: Seed = 0
+
+    def __post_init__(self):
+        if self.mode == "list" and not self.indices:
+            raise ValueError("feature mode 'list' needs a non-empty 'indices'")
+        object.__setattr__(self, "indices", tuple(dict.fromkeys(self.indices)))
+
+    def pick(self, width: int, model: str, layer: int) -> list[int]:
+        if self.mode == "all":
+            return list(range(width))
+        if self.mode == "first":
+            return list(range(min(self.count, width)))
+        if self.mode == "list":
+            return list(self.indices)
+        # A per-(model, layer) stream, so adding a model never changes another model's sample.
+        rng = random.Random(config_hash({"seed": self.seed, "model": model, "layer": layer}))
+        return sorted(rng.sample(range(width), min(self.count, width)))
+
+
+@config_dataclass
+class Resources:
+    """Per-worker resources. num_gpus 0 means CPU workers; workers None means one per GPU
+    (or per num_cpus CPUs on a cluster without GPUs). allow_cpu_fallback: a worker given a GPU
+    that CUDA cannot use runs on CPU with a warning instead of stopping the sweep (for tests)."""
+
+    num_gpus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    num_cpus: Positive = 1.0
+    workers: Count | None = None
+    allow_cpu_fallback: bool = False
+
+
+@config_dataclass
+class SweepConfig:
+    """Everything a sweep needs; `out` is a path or fsspec URL (file://, s3://...). Models and
+    layers listed twice are kept once, in the order first given."""
+
+    out: Text
+    models: tuple[Text, ...] = ()
+    layers: tuple[Layer, ...] | None = None
+    features: FeatureSelection = field(default_factory=FeatureSelection)
+    site: Text | None = None
+    weights: Text = "pretrained"
+    base_seed: Seed = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    features_per_batch: Count = 16
+    engine: Engine = field(default_factory=Engine)
+    resources: Resources = field(default_factory=Resources)
+    max_attempts: Count = 3
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    preset: Literal["paper", "smoke"] | None = None
+
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError(f"the sweep names no models; give 'models' or a preset ({', '.join(PRESETS)})")
+        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(dict.fromkeys(self.layers)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], flags: dict[str, str] | None = None,
+                  source: str = "") -> "SweepConfig":
+        """Build from plain data (YAML, or flags gathered by the CLI); a 'preset' supplies defaults
+        that the other keys override. `flags` and `source` only make error messages name what the
+        user wrote (the flag, or the config file)."""
+        data = shorthand(dict(data))
+        preset = data.get("preset")
+        if preset is not None:
+            if not isinstance(preset, str) or preset not in PRESETS:
+                raise SweepError(f"{source + ': ' if source else ''}preset: input should be "
+                                 f"{' or '.join(map(repr, PRESETS))}; got {preset!r}")
+            data = merged(shorthand(PRESETS[preset]()), data)
+        if "out" not in data:
+            raise SweepError(f"{source + ': ' if source else ''}out: the sweep has no results root; "
+                             "give --out or 'out' in the config")
+        return parse(cls, data, flags=flags, source=source)
+
+    @classmethod
+    def from_yaml(cls, path: str, flags: dict[str, str] | None = None, **overrides) -> "SweepConfig":
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise SweepError(f"cannot read sweep config {path!r}: {' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise SweepError(f"sweep config {path!r} must be a mapping of keys to values")
+        return cls.from_dict(merged(shorthand(data), overrides), flags, path)
+
+
+def merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` over `base`, sections merged key by key: `--steps 60` keeps the rest of the recipe."""
+    given = {k: v for k, v in given.items() if v is not None}
+    return {**base, **given, **{k: {**base[k], **given[k]} for k in base
+                                if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
+
+
+def shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """The short spellings a YAML author reaches for, in full: `models: ViT-B/16` (one model),
+    `layers: 11`, `features: all`, `features: 32` (the first 32) and `features: [1, 5]` (a list)."""
+    for key in ("models", "layers"):
+        if isinstance(data.get(key), (str, int)) and not isinstance(data.get(key), bool):
+            data[key] = [data[key]]
+    features = data.get("features")
+    if isinstance(features, str) and features in FEATURE_MODES:
+        data["features"] = {"mode": features}
+    elif isinstance(features, int) and not isinstance(features, bool):
+        data["features"] = {"mode": "first", "count": features}
+    elif isinstance(features, list):
+        data["features"] = {"mode": "list", "indices": features}
+    return data
+
+
+def _paper_preset() -> dict:
+    """The paper's visualizations: the 38 variants, the original ViTs and the CLIP ViTs."""
+    models = [e.key for e in ENTRIES if e.paper_38 or (e.family == "vit" and e.paper_name)]
+    models += ["ViT-B-32/openai", "ViT-B-16/openai"]
+    # 128 features (1,024 images) per batch keep a GPU busy: the engine's measured rate on an H200
+    # (benchmarks/results/2026-11-26-engine-h200.csv); the engine splits a batch that does not fit.
+    return {"models": models, "features": {"mode": "first", "count": 256}, "features_per_batch": 128}
+
+
+def _smoke_preset() -> dict:
+    """Two micro models, every layer, 4 features, 4 steps: a whole sweep in about a minute on CPU."""
+    return {"models": ["dev/vit-micro", "dev/deit-micro-distilled"], "weights": "random",
+            "features": {"mode": "first", "count": 4}, "features_per_batch": 2,
+            "recipe": {"steps": 4, "jitter": 4}, "resources": {"num_gpus": 0, "num_cpus": 0.5}}
+
+
+PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One batch of the plan, with a relative cost for balancing work across workers."""
+
+    batch: Batch
+    cost: float
+
+    @property
+    def key(self) -> str:
+        return self.batch.part_name
+
+    def triples(self) -> list[tuple[str, int, str, int]]:
+        b = self.batch
+        return [(b.model, b.layer, b.site, f) for f in b.features]
+
+
+def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = None) -> list[Task]:
+    """The plan: batches of features per (model, layer, site), in config order, minus `skip`.
+
+    Every model, layer, site and feature is validated here, before any work starts; one named twice
+    (by alias, by layer name and index) is planned once.
+    """
+    skip = skip or set()
+    tasks = []
+    # A model named by key and by alias, or a layer by index and by name, is planned once.
+    anatomies = {a.entry.key: a for a in map(anatomy_of, config.models)}
+    for key, anatomy in anatomies.items():
+        site = config.site or anatomy.default_site
+        blocks = anatomy.blocks if config.layers is None else list(
+            {b.index: b for b in (anatomy.block(l) for l in config.layers)}.values())
+        cost_per_image = flops_to_block(key)
+        for block in blocks:
+            block.site(site)
+            feats = config.features.pick(block.width(site), key, block.index)
+            anatomy.check_features(block, site, feats)
+            todo = [f for f in feats if (key, block.index, site, f) not in skip]
+            for i in range(0, len(todo), config.features_per_batch):
+                chunk = tuple(todo[i:i + config.features_per_batch])
+                batch = Batch(key, block.index, site, chunk, config.weights, config.base_seed, config.recipe)
+                tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
+    if tasks:
+        check_batch(tasks[0].batch)
+    return tasks
+
+
+def check_plan(config: SweepConfig) -> list[Task]:
+    """The whole plan, with everything checked that can be checked before a worker starts: models,
+    layers, sites and features (`expand`), pretrained weights' availability, and weights from a file,
+    loaded once per model on the CPU (readable, of the right shape, finite). Pure: no Ray, no writes."""
+    from sweep.models.build import build
+
+    tasks = expand(config)
+    if not tasks:
+        raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
+    models = list(dict.fromkeys(t.batch.model for t in tasks))
+    if config.weights == "pretrained":
+        lacking = [m for m in models if not anatomy_of(m).entry.has_pretrained]
+        if lacking:
+            raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
+    elif config.weights != "random":
+        for m in models:
+            build(anatomy_of(m).entry, config.weights, "cpu")
+    return tasks
+
+
+def flops_to_block(name: str) -> list[float]:
+    """Forward FLOPs of one image up to each block (measured on the meta device, cached)."""
+    return list(_flops_to_block(anatomy_of(name).entry.key))
+
+
+def _flops_to_block(key: str) -> tuple[float, ...]:
+    cached = _FLOPS.get(key)
+    if cached is None:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from sweep.models.build import meta_module
+
+        anatomy = anatomy_of(key)
+        net = meta_module(anatomy.entry).requires_grad_(False)  # the counter's module tracker
+        modules = dict(net.named_modules())                      # trips over leaf inputs otherwise
+        counter = FlopCounterMode(display=False)
+        seen: dict[int, float] = {}
+        handles = []
+        for b in anatomy.blocks:
+            site = b.sites[anatomy.default_site]
+
+            def hook(*_, index=b.index):
+                seen.setdefault(index, float(counter.get_total_flops()))
+
+            handles.append(modules[site.module].register_forward_hook(hook))
+        size = anatomy.preprocess.input_size
+        try:
+            with counter, torch.no_grad():
+                net(torch.empty(1, 3, size, size, device="meta"))
+        finally:
+            for h in handles:
+                h.remove()
+        cached = _FLOPS[key] = tuple(seen[b.index] for b in anatomy.blocks)
+    return cached
+
+
+_FLOPS: dict[str, tuple[float, ...]] = {}
+
+#: Forward + input gradient over forward alone: 2.04 for ViT-B/16 at its last block, counted by
+#: torch's FlopCounterMode (benchmarks/bench_engine.py, step_gflop_per_image 69.8 vs 34.2).
+STEP_FLOPS_PER_FORWARD = 2.0
+
+
+def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
+    """Per model: layers, batches, features, and the estimated compute of the plan.
+
+    Cost model: each feature runs `iterations` steps on `copies` images; a step is one forward to
+    the hooked block plus an input gradient (weights are frozen: no weight gradient), counted as
+    STEP_FLOPS_PER_FORWARD times the forward FLOPs.
+    """
+    recipe = config.recipe
+    out: dict[str, dict] = {}
+    for t in tasks:
+        row = out.setdefault(t.batch.model, {"model": t.batch.model, "layers": set(), "batches": 0,
+                                             "features": 0, "tflop": 0.0})
+        row["layers"].add(t.batch.layer)
+        row["batches"] += 1
+        row["features"] += len(t.batch.features)
+        row["tflop"] += STEP_FLOPS_PER_FORWARD * t.cost * recipe.copies * recipe.iterations / 1e12
+    for row in out.values():
+        row["layers"] = len(row["layers"])
+    return list(out.values())
+
+
