@@ -128,6 +128,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 #: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
 RUN_FIELDS = {"out": "out", "models": "model", "layers": "layers", "site": "site", "weights": "weights",
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
+              "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
               "resources.allow_cpu_fallback": "allow_cpu_fallback",
               "recipe.steps": "steps", "recipe.defaults": "recipe", **ENGINE_FIELDS}
 #: The feature-selection options, each with the FeatureSelection it asks for.
@@ -358,7 +359,12 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     add_recipe_switch(p)
     p.add_argument("--features-per-batch", type=int, help="features optimized together (default 16)")
     add_engine_arguments(p)
-    p.add_argument("--workers", type=int, help="number of workers (default: one per GPU, or per CPU slot)")
+    p.add_argument("--workers", type=int, help="a fixed number of workers (default: elastic, one per GPU as GPU "
+                   "nodes join, the autoscaler asked for what the plan can use; one per CPU slot without GPUs)")
+    p.add_argument("--max-workers", type=int, help="cap on elastic workers, and so on the GPUs asked of the "
+                   "autoscaler (default: one per batch left)")
+    p.add_argument("--start-timeout", type=float, help="seconds the sweep waits with no worker running (GPU "
+                   "nodes booting, a preempted fleet) before it stops; finished batches are kept (default 900)")
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")
     p.add_argument("--allow-cpu-fallback", action="store_const", const=True,
                    help="a worker given a GPU that CUDA cannot use runs on CPU with a warning (default: the "

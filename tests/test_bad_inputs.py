@@ -98,6 +98,8 @@ CASES = [
     ("run-feature-list-out-of-range", run("--feature-list", "999"), "feature 999 out of range"),
     ("run-workers-0", run("--workers", "0"), "--workers: input should be greater than or equal to 1"),
     ("run-workers-negative", run("--workers", "-1"), "--workers: input should be greater than or equal to 1"),
+    ("run-max-workers-0", run("--max-workers", "0"), "--max-workers: input should be greater than or equal to 1"),
+    ("run-start-timeout-0", run("--start-timeout", "0"), "--start-timeout: input should be greater than 0"),
     ("run-max-batches-negative", run("--max-batches", "-1"), "--max-batches: input should be greater than or equal"),
     ("run-max-batches-0", run("--max-batches", "0"), "--max-batches: input should be greater than or equal"),
     ("run-assume-tflops-0", run("--dry-run", "--assume-tflops", "0"), "--assume-tflops: input should be greater than 0"),

@@ -1,9 +1,12 @@
 """The distributed sweep on Ray: a thin layer of actors around `BatchRunner`.
 
 The driver validates the whole plan and the results root before any work, skips what the root
-already holds, then hands batches to actors (one per GPU, or CPU workers) through a dispatcher
-that keeps each actor on the model it has loaded and sends idle actors to the model with the most
-work left. An actor that dies is restarted by Ray: the driver waits for it (bounded), counts one
+already holds, then hands batches to actors through a dispatcher that keeps each actor on the model
+it has loaded and sends idle actors to the model with the most work left. GPU workers are elastic:
+the autoscaler is asked for the GPUs the plan can use (`request_resources`), a worker starts on each
+GPU as its node joins, a worker with nothing left to do is retired, and the request is withdrawn at
+the end so the cluster scales down; `workers` in the config fixes the count instead.
+The decisions (dispatch, retries, how many workers) are pure, in `sweep.work.dispatch`. An actor that dies is restarted by Ray: the driver waits for it (bounded), counts one
 death per process lost, and hands its batch out again; a batch whose worker died max_attempts times,
 or that keeps failing (NaN), is recorded as failed, and a re-run retries failed rows by default.
 Each batch is committed by one atomically written Parquet part whose name derives from its content,
@@ -24,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 
 import ray
+from ray.autoscaler.sdk import request_resources
 from tqdm.auto import tqdm
 
 from sweep.core.errors import SweepError, one_line
@@ -33,7 +37,16 @@ from sweep.method.recipe import config_hash
 from sweep.store.durable import ClusterFacts, check_durable_root, under_ray_job
 from sweep.store.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
 from sweep.work.batch import Batch, BatchRunner, failure_rows, library_versions
-from sweep.work.dispatch import Dispatcher, Ledger, Verdict
+from sweep.work.dispatch import (
+    Dispatcher,
+    Ledger,
+    Verdict,
+    WorkerPlan,
+    gpu_slots,
+    plan_workers,
+    workers_to_start,
+    workers_wanted,
+)
 from sweep.work.plan import SweepConfig, Task, plan_summary
 from sweep.work.resume import SweepReport, preflight
 
@@ -45,6 +58,8 @@ log = logging.getLogger(__name__)
 RESTART_TIMEOUT_S = 300.0
 #: How often an unreachable worker is asked whether it is back, and how often the driver looks up.
 PROBE_INTERVAL_S = 0.5
+#: How often the driver looks for GPUs that joined the cluster (elastic workers).
+SCALE_INTERVAL_S = 2.0
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -83,21 +98,12 @@ def cluster_facts() -> ClusterFacts:
                         attached=node is None or not node.is_head(), ray_job=under_ray_job())
 
 
-def worker_count(config: SweepConfig, n_tasks: int) -> tuple[int, float]:
-    """How many workers and how many GPUs each; CPU workers when the cluster has no GPU."""
-    res = config.resources
-    gpus = res.num_gpus
-    total = ray.cluster_resources()
-    if res.workers is not None:
-        n = res.workers
-    elif gpus > 0 and total.get("GPU", 0) >= gpus:
-        n = int(total["GPU"] // gpus)
-    else:
-        if gpus > 0:
-            log.warning("the cluster has no GPU: running CPU workers")
-        gpus = 0.0
-        n = max(1, int(total.get("CPU", 1) // max(res.num_cpus, 1e-3)))
-    return max(1, min(n, n_tasks)), gpus
+def worker_plan(config: SweepConfig, n_tasks: int) -> WorkerPlan:
+    """Fixed, elastic or CPU workers for this cluster (see `plan_workers`)."""
+    res, total = config.resources, ray.cluster_resources()
+    return plan_workers(n_tasks, workers=res.workers, max_workers=res.max_workers, gpus=res.num_gpus,
+                        cpus=res.num_cpus, cluster_gpus=total.get("GPU", 0.0), cluster_cpus=total.get("CPU", 1.0),
+                        can_scale=cluster_facts().attached)
 
 
 def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | None = None,
@@ -146,7 +152,7 @@ def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | No
         raise
     finally:
         manifest.update(finished_at=_now(), counts={k: getattr(report, k) for k in (
-            "planned", "skipped", "done", "failed", "failed_before", "worker_failures", "retries")},
+            "planned", "skipped", "done", "failed", "failed_before", "worker_failures", "retries", "peak_workers")},
             workers=report.workers)
         _write_json(fs, root, run_id, manifest)
         logging.getLogger().removeHandler(handler)
@@ -169,12 +175,15 @@ class _Slot:
     lost_at: float | None = None  # when its last call failed with RayActorError; None while healthy
     lost_cause: str = ""
     probe_at: float = 0.0
-    dropped: bool = False
+    dropped: bool = False  # given up on, or retired (elastic: nothing left for it)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.dropped and self.incarnation is not None and self.lost_at is None
 
     @property
     def idle(self) -> bool:
-        return (not self.dropped and self.incarnation is not None and self.lost_at is None and self.call is None
-                and self.task is None)
+        return self.healthy and self.call is None and self.task is None
 
 
 class _Workers:
@@ -187,9 +196,13 @@ class _Workers:
     """
 
     def __init__(self, config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport,
-                 restart_timeout: float, bar):
+                 restart_timeout: float, bar, plan: WorkerPlan):
         self.config, self.fs, self.root, self.report, self.bar = config, fs, root, report, bar
-        self.restart_timeout = restart_timeout
+        self.restart_timeout, self.plan = restart_timeout, plan
+        self.opts = {"num_gpus": plan.gpus, "num_cpus": config.resources.num_cpus}
+        self.asked = -1  # workers' worth of resources last asked of the autoscaler (elastic)
+        self.scale_at = 0.0
+        self.unstaffed_since: float | None = None  # since when no worker has been healthy
         self.dispatcher = Dispatcher(tasks)
         self.ledger = Ledger(config.max_attempts)
         self.slots: list[_Slot] = []
@@ -197,15 +210,42 @@ class _Workers:
         self.seen: dict[str, dict] = {}
         self.last_loss = ""
 
-    def start(self, n_workers: int, opts: dict) -> None:
+    def start(self, n_workers: int) -> None:
         for _ in range(n_workers):
-            handle = SweepWorker.options(**opts).remote(self.config.out, self.config.storage_options,
-                                                        self.config.engine, self.config.resources.allow_cpu_fallback)
+            handle = SweepWorker.options(**self.opts).remote(
+                self.config.out, self.config.storage_options, self.config.engine,
+                self.config.resources.allow_cpu_fallback)
             self.slots.append(_Slot(handle))
             self._call(len(self.slots) - 1, "info", handle.info.remote())
 
+    def scale(self) -> None:
+        """Elastic: ask the autoscaler for what the work left can use; a worker per GPU slot that joined."""
+        if not self.plan.elastic or time.monotonic() < self.scale_at:
+            return
+        self.scale_at = time.monotonic() + SCALE_INTERVAL_S
+        live = [s for s in self.slots if not s.dropped]
+        wanted = workers_wanted(len(self.dispatcher) + sum(s.task is not None for s in live),
+                                self.config.resources.max_workers)
+        if self.plan.autoscale and wanted != self.asked:
+            request_resources(bundles=[{"GPU": self.plan.gpus, "CPU": self.opts["num_cpus"]}] * wanted)
+            if self.asked < 0:
+                log.info("asked the autoscaler for %d worker(s) of %s GPU, %s CPU each", wanted, self.plan.gpus,
+                         self.opts["num_cpus"])
+            self.asked = wanted
+        new = workers_to_start(len(live), gpu_slots(ray.cluster_resources().get("GPU", 0.0), self.plan.gpus), wanted)
+        if new:
+            log.info("%d GPU slot(s) free: starting %d more worker(s) (%d running)", new, new, len(live))
+            self.start(new)
+
+    def release(self) -> None:
+        """Withdraw the autoscaler request, so that idle GPU nodes are scaled down."""
+        if self.asked > 0:
+            request_resources(bundles=[])
+            self.asked = 0
+
     def loop(self) -> None:
         while self._busy():
+            self.scale()
             self._probe_lost()
             if self.calls:
                 ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=PROBE_INTERVAL_S)
@@ -227,10 +267,28 @@ class _Workers:
             return True
         if not len(self.dispatcher):
             return False
-        if not live:
+        if not live and not self.plan.elastic:
             raise SweepError(f"no worker left: every worker died and did not come back ({self.last_loss}); "
                              "finished batches are saved, run the same command again to resume")
+        self._check_staffed(live)
         return True
+
+    def _check_staffed(self, live: list[_Slot]) -> None:
+        """Work is waiting: stop, with one line, when no worker has run for start_timeout_s."""
+        if any(s.healthy for s in live):
+            self.unstaffed_since = None
+            return
+        now = time.monotonic()
+        self.unstaffed_since = self.unstaffed_since or now
+        timeout = self.config.resources.start_timeout_s
+        if now - self.unstaffed_since > timeout:
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            raise SweepError(
+                f"no worker running for {timeout:g} s (resources.start_timeout_s) with {len(self.dispatcher)} "
+                f"batch(es) waiting: workers need {self.plan.gpus:g} GPU and {self.opts['num_cpus']:g} CPU each, "
+                f"the cluster has {gpus:g} GPU(s)" + (f"; last worker lost: {self.last_loss}" if self.last_loss else "")
+                + "; check that the cluster can add GPU nodes (node types, quotas), or use --cpu; finished "
+                "batches are saved, run the same command again to resume")
 
     def _call(self, i: int, kind: str, ref: ray.ObjectRef) -> None:
         self.slots[i].call = ref
@@ -243,6 +301,17 @@ class _Workers:
                 if task is not None:
                     slot.task, slot.loaded = task, task.batch.model
                     self._call(i, "run", slot.handle.run.remote(task.batch))
+                elif self.plan.elastic:
+                    self._retire(i)
+
+    def _retire(self, i: int) -> None:
+        """Elastic: a worker with nothing left to do frees its GPU (a retry later starts a new one)."""
+        slot = self.slots[i]
+        slot.dropped = True
+        if slot.loaded is not None:
+            self.dispatcher.release(slot.loaded)
+        log.info("worker %d: nothing left for it, retired", i)
+        ray.kill(slot.handle, no_restart=True)
 
     def _probe_lost(self) -> None:
         now = time.monotonic()
@@ -314,6 +383,7 @@ class _Workers:
         elif died:
             log.warning("worker %d died while idle; restarted as pid %s", i, info["pid"])
         slot.incarnation, slot.lost_at, slot.lost_cause = incarnation, None, ""
+        self.report.peak_workers = max(self.report.peak_workers, sum(s.healthy for s in self.slots))
         if task is not None:
             self._hand_back(task, died, cause)
 
@@ -380,17 +450,21 @@ class _Workers:
 
 def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport, progress: bool,
               restart_timeout: float) -> None:
-    n_workers, gpus = worker_count(config, len(tasks))
-    log.info("%d workers requested (%s GPU, %s CPU each); on an autoscaling cluster they start as nodes "
-             "come up", n_workers, gpus, config.resources.num_cpus)
+    plan = worker_plan(config, len(tasks))
+    if plan.gpus == 0 and config.resources.num_gpus > 0:
+        log.warning("%s (a Ray started by this job cannot add GPU nodes)", plan.reason)
+    log.info("%s %d worker(s) (%s): %s GPU, %s CPU each", "up to" if plan.elastic else "starting", plan.count,
+             plan.reason, plan.gpus, config.resources.num_cpus)
     total = sum(len(t.batch.features) for t in tasks)
     with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
-        workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar)
+        workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar, plan)
         try:
-            workers.start(n_workers, {"num_gpus": gpus, "num_cpus": config.resources.num_cpus})
+            if not plan.elastic:
+                workers.start(plan.count)
             workers.loop()
         finally:
             workers.stop()
+            workers.release()
 
 
 def _file_log() -> tuple[logging.Handler, str]:

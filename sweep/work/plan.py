@@ -54,13 +54,18 @@ class FeatureSelection:
 
 @config_dataclass
 class Resources:
-    """Per-worker resources. num_gpus 0 means CPU workers; workers None means one per GPU
-    (or per num_cpus CPUs on a cluster without GPUs). allow_cpu_fallback: a worker given a GPU
-    that CUDA cannot use runs on CPU with a warning instead of stopping the sweep (for tests)."""
+    """Per-worker resources. num_gpus 0 means CPU workers. workers: a fixed count; None means
+    elastic, one worker per GPU as GPU nodes join (the autoscaler is asked for what the plan can
+    use, capped by max_workers), or per num_cpus CPUs on a Ray without GPUs. start_timeout_s: how
+    long the sweep waits with no worker running (GPU nodes take minutes to boot) before it stops.
+    allow_cpu_fallback: a worker given a GPU that CUDA cannot use runs on CPU with a warning
+    instead of stopping the sweep (for tests)."""
 
     num_gpus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     num_cpus: Positive = 1.0
     workers: Count | None = None
+    max_workers: Count | None = None
+    start_timeout_s: Positive = 900.0
     allow_cpu_fallback: bool = False
 
 

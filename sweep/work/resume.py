@@ -28,6 +28,7 @@ class SweepReport:
     failed_before: int = 0  # failed rows of earlier runs kept as done (retry_failed=False); among skipped
     worker_failures: int = 0
     retries: int = 0
+    peak_workers: int = 0  # most workers running at once
     per_model: dict[str, dict] = field(default_factory=dict)
     workers: list[dict] = field(default_factory=list)
 
