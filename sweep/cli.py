@@ -362,7 +362,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--workers", type=int, help="a fixed number of workers (default: elastic, one per GPU as GPU "
                    "nodes join, the autoscaler asked for what the plan can use; one per CPU slot without GPUs)")
     p.add_argument("--max-workers", type=int, help="cap on elastic workers, and so on the GPUs asked of the "
-                   "autoscaler (default: one per batch left)")
+                   "autoscaler (default: one per batch left, at most 256)")
     p.add_argument("--start-timeout", type=float, help="seconds the sweep waits with no worker running (GPU "
                    "nodes booting, a preempted fleet) before it stops; finished batches are kept (default 900)")
     p.add_argument("--cpu", action="store_true", help="CPU workers even where GPUs exist")

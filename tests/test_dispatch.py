@@ -56,7 +56,7 @@ def test_a_batch_is_failed_after_its_workers_died_max_attempts_times():
 
 
 def test_workers_wanted_is_capped_by_the_plan_and_max_workers():
-    assert workers_wanted(10, None) == 10
+    assert workers_wanted(10, None) == 10 and workers_wanted(10**6, None) == 256
     assert workers_wanted(10, 3) == 3
     assert workers_wanted(2, 8) == 2
     assert workers_wanted(0, 8) == 0

@@ -203,6 +203,8 @@ class _Workers:
         self.asked = -1  # workers' worth of resources last asked of the autoscaler (elastic)
         self.scale_at = 0.0
         self.unstaffed_since: float | None = None  # since when no worker has been healthy
+        self.dead: set[str] = set()
+        self.dead_at = 0.0
         self.dispatcher = Dispatcher(tasks)
         self.ledger = Ledger(config.max_attempts)
         self.slots: list[_Slot] = []
@@ -234,7 +236,7 @@ class _Workers:
             self.asked = wanted
         new = workers_to_start(len(live), gpu_slots(ray.cluster_resources().get("GPU", 0.0), self.plan.gpus), wanted)
         if new:
-            log.info("%d GPU slot(s) free: starting %d more worker(s) (%d running)", new, new, len(live))
+            log.info("starting %d worker(s) on GPUs that joined (%d already)", new, len(live))
             self.start(new)
 
     def release(self) -> None:
@@ -315,13 +317,25 @@ class _Workers:
 
     def _probe_lost(self) -> None:
         now = time.monotonic()
-        for i, slot in enumerate(self.slots):
-            if slot.dropped or slot.lost_at is None:
-                continue
-            if now - slot.lost_at > self.restart_timeout:
+        lost = [i for i, s in enumerate(self.slots) if not s.dropped and s.lost_at is not None]
+        gone = self._dead_nodes() if lost and self.plan.elastic else set()
+        for i in lost:
+            slot = self.slots[i]
+            if slot.incarnation is not None and slot.incarnation[0] in gone:
+                # Elastic: its node is gone (preempted), so is its process; its batch goes to another
+                # worker now, and a new worker starts when a GPU joins (no waiting for Ray's restart).
+                self._drop(i, f"its node {slot.incarnation[0][:8]} was lost ({slot.lost_cause})")
+            elif now - slot.lost_at > self.restart_timeout:
                 self._drop(i, f"it did not come back within {self.restart_timeout:g} s ({slot.lost_cause})")
             elif slot.call is None and now >= slot.probe_at:
                 self._call(i, "info", slot.handle.info.remote())
+
+    def _dead_nodes(self) -> set[str]:
+        """Ids of the nodes the cluster has seen die (looked up at most every SCALE_INTERVAL_S)."""
+        if time.monotonic() >= self.dead_at:
+            self.dead_at = time.monotonic() + SCALE_INTERVAL_S
+            self.dead = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+        return self.dead
 
     def _settle(self, ref: ray.ObjectRef) -> None:
         i, kind = self.calls.pop(ref)

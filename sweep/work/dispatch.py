@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from sweep.work.plan import Task
@@ -100,9 +99,13 @@ class Ledger:
         return Verdict(again=Task(batch, task.cost * len(again) / len(b.features)), failed=final)
 
 
+#: Elastic workers without --max-workers: at most this many (and so many GPUs asked of the autoscaler).
+DEFAULT_MAX_WORKERS = 256
+
+
 def workers_wanted(pending_batches: int, max_workers: int | None) -> int:
-    """Workers the plan can keep busy: one per pending batch, capped by max_workers (None: no cap)."""
-    return max(0, min(pending_batches, max_workers if max_workers is not None else math.inf))
+    """Workers the plan can keep busy: one per pending batch, capped by max_workers (None: the default)."""
+    return max(0, min(pending_batches, max_workers if max_workers is not None else DEFAULT_MAX_WORKERS))
 
 
 @dataclass(frozen=True)
