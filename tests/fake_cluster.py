@@ -1,4 +1,5 @@
 """A local autoscaling Ray cluster for tests: Ray's fake multinode provider on loopback.
+Used by tests/test_elastic.py.
 
 `ray start --head` runs with RAY_FAKE_CLUSTER=1 and an autoscaling config whose provider is
 `fake_multinode`: the head's autoscaler monitor "launches" a worker node by starting one more raylet
