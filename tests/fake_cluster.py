@@ -1,5 +1,4 @@
-"""A local autoscaling Ray cluster for tests: Ray's fake multinode provider on loopback.
-Used by tests/test_elastic.py.
+"""A local autoscaling Ray cluster for tests (tests/test_elastic.py): Ray's fake multinode provider on loopback.
 
 `ray start --head` runs with RAY_FAKE_CLUSTER=1 and an autoscaling config whose provider is
 `fake_multinode`: the head's autoscaler monitor "launches" a worker node by starting one more raylet
