@@ -47,12 +47,16 @@ def apply_mask_condition(image: np.ndarray, boxes, condition: str) -> np.ndarray
 
 
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The paper's transform: Resize(size) on the short side (bilinear), CenterCrop(size); float [0, 1]."""
+    """The paper's transform, torchvision's `Resize(size)` + `CenterCrop(size)` to the pixel: the short
+    side to `size` (bilinear, PIL), the long side scaled and truncated as torchvision does (500x375 ->
+    298x224, not 299), then the centre crop; float [0, 1]."""
     pil = Image.fromarray(image)
     w, h = pil.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    pil = pil.resize((nw, nh), Image.BILINEAR)
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    nw, nh = (size, new_long) if w <= h else (new_long, size)
+    if (nw, nh) != (w, h):
+        pil = pil.resize((nw, nh), Image.BILINEAR)
     left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     pil = pil.crop((left, top, left + size, top + size))
     return np.asarray(pil, dtype=np.float32) / 255.0
