@@ -74,7 +74,7 @@ def cmd_visualize(args) -> int:
 
 
 #: Where each option of `sweep visualize` lands in VisualizeJob (field path -> argparse dest).
-VISUALIZE_FIELDS = {"model": "model", "layer": "layer", "features": "feature", "site": "site", "weights": "weights",
+VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "layer": "layer", "features": "feature", "site": "site", "weights": "weights",
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
@@ -126,7 +126,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
-RUN_FIELDS = {"out": "out", "models": "model", "layers": "layers", "site": "site", "weights": "weights",
+RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "layers": "layers", "site": "site", "weights": "weights",
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
               "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
               "resources.allow_cpu_fallback": "allow_cpu_fallback",
@@ -244,6 +244,17 @@ def cmd_atlas(args) -> int:
     return 0
 
 
+MODEL_HELP = ("a zoo key or alias (`sweep models`), any timm name (arch, arch.tag, hf-hub:org/repo), "
+              "open_clip:ARCH/TAG, torchvision:NAME or module:package.module:factory; constructor arguments "
+              "as NAME[key=value,...]")
+
+
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="constructor argument for the model(s), repeatable (e.g. img_size=224); becomes part of "
+                   "the model's name: vit_small_patch14_dinov2[img_size=224]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sweep.method.recipe import Recipe
 
@@ -260,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("visualize", help="optimize images that make features fire (the paper's recipe)")
-    p.add_argument("--model", required=True, help="registry key or alias (see `sweep models`)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--layer", required=True, help="block index (negative counts from the end) or name")
     p.add_argument("--feature", required=True, type=int, nargs="+", help="feature indices")
     p.add_argument("--site", help="mlp | q | k | v | attn_out | channel: where to read: MLP hidden units (default "
@@ -345,7 +357,8 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--shared-filesystem", action="store_true",
                    help="the local --out path is the same shared mount on every node; without it a node-local "
                    "root is refused on a multi-node cluster, under Ray Jobs or `ray submit`")
-    p.add_argument("--model", nargs="+", help="registry keys or aliases (instead of the preset's)")
+    p.add_argument("--model", nargs="+", help=f"models instead of the preset's: {MODEL_HELP}")
+    add_model_arg(p)
     p.add_argument("--layers", nargs="+", help="block indices or names (default: every block)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--features", type=int, help="the first N features of each layer")

@@ -160,8 +160,8 @@ def test_bad_inputs(tmp_path):
         registry_model("B_16")
 
 
-def test_job_with_a_zoo_model(tmp_path):
-    """jobs/ablations.py end to end with a real zoo classifier (random weights), attached to local Ray."""
+def test_job_with_a_model_outside_the_zoo(tmp_path):
+    """jobs/ablations.py end to end with a timm classifier the zoo does not list (random weights)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -169,12 +169,12 @@ def test_job_with_a_zoo_model(tmp_path):
     data = fx.make_train(tmp_path)
     job = Path(__file__).resolve().parents[1] / "jobs" / "ablations.py"
     cmd = [sys.executable, str(job), "--experiment", "foreground_background", "--train", data["train"],
-           "--boxes", data["boxes"], "--models", "MobileNetV2", "--weights", "random", "--out", str(tmp_path / "o")]
+           "--boxes", data["boxes"], "--models", "tf_efficientnet_lite0", "--weights", "random", "--out", str(tmp_path / "o")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mobilenet_v2.tv_in1k: 72 rows, 1 corrupt image(s), 2 listing problem(s)" in proc.stdout
+    assert "tf_efficientnet_lite0: 72 rows, 1 corrupt image(s), 2 listing problem(s)" in proc.stdout
     rows = pd.read_parquet(tmp_path / "o" / "ablations")
-    assert len(rows) == 75 and set(rows["model"].astype(str)) == {"mobilenet_v2.tv_in1k"}
+    assert len(rows) == 75 and set(rows["model"].astype(str)) == {"tf_efficientnet_lite0"}
     ok = rows[rows["status"] == "ok"]
     assert ok["top5"].map(len).eq(5).all() and ok["loss"].notna().all()
 

@@ -73,7 +73,7 @@ class Anatomy:
 
     @property
     def default_site(self) -> str:
-        return "channel" if self.blocks[0].layout == "channels" else "mlp"
+        return "mlp" if "mlp" in self.blocks[0].sites else "channel"  # a conv MLP (ConvNeXt) is mlp too
 
     def block(self, layer: int | str) -> Block:
         """Resolve `--layer`: a block index (negative counts from the end) or a block name."""
@@ -167,11 +167,92 @@ def _cnn(net: nn.Module, entry: ModelEntry):
             yield name, 0, "channels", {"channel": Site(name)}
 
 
+# --- models outside the zoo's families: taps inferred from the structure ---------------------------
+
+#: Blocks of a convolutional network, tried in order; the first pattern with two or more matches wins.
+CNN_BLOCK_PATTERNS = (r"layer\d+\.\d+", r"stages\.\d+\.blocks\.\d+", r"blocks\.\d+\.\d+", r"features\.\d+",
+                      r"stages\.\d+", r"layers\.\d+", r"blocks\.\d+")
+
+
+def prefix_tokens(net: nn.Module) -> int:
+    """Tokens before the patch tokens (CLS, distillation, registers), from the model's own attributes."""
+    if isinstance(getattr(net, "num_prefix_tokens", None), int):
+        return net.num_prefix_tokens
+    return sum(int(getattr(net, a).shape[1]) for a in ("cls_token", "dist_token", "reg_token", "class_token")
+               if isinstance(getattr(net, a, None), torch.Tensor) and getattr(net, a).dim() >= 2)
+
+
+def _hidden_linear(mlp: nn.Module) -> str | None:
+    """The MLP's output projection (its last Linear or 1x1 conv): its input is the hidden activation,
+    after the nonlinearity (and a gate, for SwiGLU)."""
+    last = None
+    for name, m in mlp.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and name:
+            last = name
+    return last
+
+
+def _attention_sites(block_path: str, block: nn.Module) -> dict[str, Site]:
+    """q/k/v/attn_out where the block's attention exposes them: a fused qkv Linear, separate
+    q/k/v projections, or a torch MultiheadAttention (read from its query input)."""
+    for attr in ("attn", "self_attention", "self_attn", "attention"):
+        attn = getattr(block, attr, None)
+        if attn is None:
+            continue
+        path = f"{block_path}.{attr}"
+        if isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim:
+            return {p: Site(path, hook="attn_input", part=p) for p in ATTENTION_SITES}
+        out = next((o for o in ("proj", "out_proj", "o_proj") if isinstance(getattr(attn, o, None), nn.Linear)), None)
+        if isinstance(getattr(attn, "qkv", None), nn.Linear):
+            sites = {p: Site(f"{path}.qkv", part=p) for p in ("q", "k", "v")}
+        elif all(isinstance(getattr(attn, f"{p}_proj", None), nn.Linear) for p in ("q", "k", "v")):
+            sites = {p: Site(f"{path}.{p}_proj") for p in ("q", "k", "v")}
+        else:
+            return {}
+        if out is not None:
+            sites["attn_out"] = Site(f"{path}.{out}", hook="input")
+        return sites
+    return {}
+
+
+def _auto(net: nn.Module, entry: ModelEntry):
+    """Blocks and sites read off the structure: every MLP (a child named mlp) is a block with an
+    `mlp` site (its hidden activation) and, where the attention exposes them, q/k/v/attn_out; with
+    no MLP, a convolutional network's blocks (CNN_BLOCK_PATTERNS) with a `channel` site."""
+    if hasattr(getattr(net, "transformer", None), "resblocks"):  # an open_clip ViT tower
+        yield from _clip_vit(net, entry)
+        return
+    modules = dict(net.named_modules())
+    prefix = prefix_tokens(net)
+    found = False
+    for path, m in modules.items():
+        block_path, _, leaf = path.rpartition(".")
+        if leaf != "mlp" or not block_path:
+            continue
+        hidden = _hidden_linear(m)
+        if hidden is None:
+            continue
+        found = True
+        conv = isinstance(modules[f"{path}.{hidden}"], nn.Conv2d)
+        sites = {"mlp": Site(f"{path}.{hidden}", hook="input")}
+        if not conv:
+            sites.update(_attention_sites(block_path, modules[block_path]))
+        yield block_path, 0 if conv else prefix, "channels" if conv else "tokens", sites
+    if found:
+        return
+    for pattern in CNN_BLOCK_PATTERNS:
+        names = [n for n in modules if re.fullmatch(pattern, n)]
+        if len(names) >= 2:
+            for name in names:
+                yield name, 0, "channels", {"channel": Site(name)}
+            return
+
+
 FAMILY_RULES = {
     "vit": _plain_vit, "deit": _plain_vit, "clip": _clip_vit, "convit": _convit, "coat": _coat,
     "pit": _hierarchical(lambda net: net.cls_token.shape[1]),
     "swin": _hierarchical(lambda net: 0), "twins": _hierarchical(lambda net: 0),
-    "clip_resnet": _cnn, "cnn": _cnn,
+    "clip_resnet": _cnn, "cnn": _cnn, "auto": _auto,
 }
 
 
@@ -230,18 +311,27 @@ def describe(entry: ModelEntry) -> Anatomy:
     raw = [Block(i, name, prefix, layout, sites)
            for i, (name, prefix, layout, sites) in enumerate(rule(net, entry))]
     if not raw:
-        raise SweepError(f"found no blocks to tap in {entry.key}")
+        names = [n for n, m in net.named_modules() if n and n.count(".") <= 2 and len(list(m.children()))]
+        raise SweepError(f"found no blocks to tap in {entry.key}: no MLP (a module named mlp) and no "
+                         f"convolutional blocks ({', '.join(CNN_BLOCK_PATTERNS[:4])}, ...); its modules: "
+                         f"{choices(names, limit=40)}")
     shapes = _measure(net, raw, pre.input_size)
     blocks = []
     for b in raw:
-        widths, tokens = {}, None
+        sites, widths, tokens = {}, {}, None
         for name, site in b.sites.items():
             shape = shapes.get((site.module, site.call))
             if shape is None:
+                if entry.family == "auto":  # an inferred site whose module the forward bypasses (a fused path)
+                    continue
                 raise SweepError(f"{entry.key}: module {site.module} (call {site.call}) never ran")
+            sites[name] = site
             widths[name] = _width(site, shape, b.layout)
             tokens = _tokens(shape, b.layout) if name in ("mlp", "channel") else tokens
-        blocks.append(Block(b.index, b.name, b.prefix_tokens, b.layout, b.sites, widths, tokens))
+        if "mlp" in sites or "channel" in sites:
+            blocks.append(Block(len(blocks), b.name, b.prefix_tokens, b.layout, sites, widths, tokens))
+    if not blocks:
+        raise SweepError(f"{entry.key}: none of the inferred blocks ran in a forward pass")
     return Anatomy(entry, pre, tuple(blocks))
 
 

@@ -37,10 +37,14 @@ class Preprocess:
     std: tuple[float, float, float]
 
 
+#: ImageNet mean/std, for a module factory that says nothing about its input.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 def _timm_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
     import timm
 
-    name = entry.arch if entry.tag is None else f"{entry.arch}.{entry.tag}"
+    name = entry.arch if entry.tag in (None, "hf-hub") else f"{entry.arch}.{entry.tag}"
     return timm.create_model(name, pretrained=pretrained, **dict(entry.kwargs))
 
 
@@ -48,9 +52,31 @@ def _open_clip_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
     import open_clip
 
     # OpenAI's CLIP uses QuickGELU; forcing it keeps random and pretrained models the same network.
-    model = open_clip.create_model(entry.arch, pretrained=entry.tag if pretrained else None,
-                                   force_quick_gelu=True, device=_default_device_name())
+    extra = {"force_quick_gelu": True} if entry.tag == "openai" else {}
+    tag = None if entry.tag == "hf-hub" else entry.tag
+    model = open_clip.create_model(entry.arch, pretrained=tag if pretrained else None,
+                                   device=_default_device_name(), **extra, **dict(entry.kwargs))
     return model.visual
+
+
+def _factory_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
+    """`module:package.module:factory`: the user's function, called with the model arguments."""
+    import importlib
+
+    module_name, _, factory_name = entry.arch.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as exc:
+        raise SweepError(f"model module:{entry.arch}: cannot import {factory_name} from {module_name} "
+                         f"({one_line(exc, 120)}); the module must be importable on every worker "
+                         "(installed, or in the job's working directory)") from None
+    made = factory(**dict(entry.kwargs))
+    net, preprocess = made if isinstance(made, tuple) else (made, None)
+    if not isinstance(net, nn.Module):
+        raise SweepError(f"model module:{entry.arch}: the factory returned {type(net).__name__}, "
+                         "expected a torch nn.Module (or a pair (module, preprocess dict))")
+    net.sweep_preprocess = dict(preprocess or {})
+    return net
 
 
 def _torchvision_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
@@ -64,7 +90,8 @@ def _default_device_name() -> str:
     return str(torch.empty(0).device)
 
 
-_BUILDERS = {"timm": _timm_module, "open_clip": _open_clip_module, "torchvision": _torchvision_module}
+_BUILDERS = {"timm": _timm_module, "open_clip": _open_clip_module, "torchvision": _torchvision_module,
+             "module": _factory_module}
 
 
 def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
@@ -78,9 +105,22 @@ def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
 
 
 def meta_module(entry: ModelEntry) -> nn.Module:
-    """The network on the meta device: its structure and shapes, with no memory and no weights."""
-    with torch.device("meta"):
-        return instantiate(entry, pretrained=False).eval()
+    """The network on the meta device: its structure and shapes, with no memory and no weights.
+    A hub model (its config is on the hub) and a user factory are built as they are."""
+    try:
+        with torch.device("meta"):
+            return instantiate(entry, pretrained=False).eval()
+    except SweepError:
+        raise
+    except Exception as exc:
+        if entry.source in ("timm", "open_clip", "torchvision") and entry.tag != "hf-hub":
+            raise
+        if entry.tag == "hf-hub":
+            raise SweepError(f"model {entry.key}: its config is on the Hugging Face hub, which is not reachable "
+                             f"({one_line(exc, 120)})") from None
+        with torch.random.fork_rng(devices=[]):  # a factory that cannot build on meta: on the CPU
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return instantiate(entry, pretrained=False).eval()
 
 
 def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
@@ -94,6 +134,15 @@ def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
         size = cfg["size"]
         size = size[-1] if isinstance(size, (tuple, list)) else size
         return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
+    if entry.source == "module":
+        cfg = getattr(net, "sweep_preprocess", {}) or {}
+        missing = [k for k in ("input_size", "mean", "std") if k not in cfg]
+        if missing:
+            log.info("%s: the factory gives no %s: using %s", entry.key, ", ".join(missing),
+                     "224 px, ImageNet mean/std" if len(missing) == 3 else "the defaults (224 px, ImageNet mean/std)")
+        size = cfg.get("input_size", 224)
+        size = size[-1] if isinstance(size, (tuple, list)) else size
+        return Preprocess(int(size), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
     import torchvision
 
     weights = torchvision.models.get_model_weights(entry.arch)[entry.tag]

@@ -16,6 +16,7 @@ from sweep.core.errors import SweepError, choices
 FAMILY_LR = {
     "vit": 0.1, "deit": 0.1, "coat": 0.1, "convit": 0.1, "pit": 0.1, "swin": 0.1, "twins": 0.1,
     "clip": 1.0, "clip_resnet": 1.0, "cnn": 0.1,
+    "auto": 0.1,  # a model outside the zoo: taps inferred from its structure, the paper's ViT rate
 }
 
 
@@ -169,7 +170,8 @@ class Registry:
             self._archs.setdefault(entry.arch, []).append(entry.key)
         return entry
 
-    def get(self, name: str) -> ModelEntry:
+    def find(self, name: str) -> ModelEntry | None:
+        """The entry of a key, alias or unambiguous architecture name; None if the zoo has none."""
         key = name if name in self._entries else self._aliases.get(name)
         archs = self._archs.get(name, [])
         if key is None and len(archs) == 1:
@@ -178,6 +180,12 @@ class Registry:
             return self._entries[key]
         if archs:
             raise SweepError(f"model name {name!r} is ambiguous; use one of: {choices(archs)}")
+        return None
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self.find(name)
+        if entry is not None:
+            return entry
         close = difflib.get_close_matches(name, [*self._entries, *self._aliases], n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise SweepError(f"unknown model {name!r}; {hint}allowed: {choices(self._entries, limit=200)} "
@@ -203,5 +211,8 @@ REGISTRY = Registry(ENTRIES)
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The zoo entry for a key or alias, or a SweepError listing what exists."""
-    return REGISTRY.get(name)
+    """The entry for any model name: a zoo key or alias, else a timm / open_clip / torchvision /
+    module name (`sweep.models.names`); a SweepError says what names look like."""
+    from sweep.models.names import resolve
+
+    return resolve(name)

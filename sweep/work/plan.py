@@ -19,6 +19,7 @@ from sweep.core.validation import Count, Layer, NonNegativeInt, Positive, Seed, 
 from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe, config_hash
 from sweep.models.anatomy import anatomy_of
+from sweep.models.names import with_args
 from sweep.models.zoo import ENTRIES
 from sweep.work.batch import Batch, check_batch
 
@@ -76,6 +77,7 @@ class SweepConfig:
 
     out: Text
     models: tuple[Text, ...] = ()
+    model_args: tuple[Text, ...] = ()  # key=value constructor arguments for every model (sweep.models.names)
     layers: tuple[Layer, ...] | None = None
     features: FeatureSelection = field(default_factory=FeatureSelection)
     site: Text | None = None
@@ -92,7 +94,9 @@ class SweepConfig:
     def __post_init__(self):
         if not self.models:
             raise ValueError(f"the sweep names no models; give 'models' or a preset ({', '.join(PRESETS)})")
-        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        models = (with_args(m, list(self.model_args)) for m in self.models)
+        object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
+        object.__setattr__(self, "model_args", ())  # now part of each model's name
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(dict.fromkeys(self.layers)))
 

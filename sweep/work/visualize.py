@@ -16,6 +16,7 @@ from sweep.core.validation import Count, Layer, NonNegativeInt, Seed, Text, conf
 from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe
 from sweep.models.anatomy import anatomy_of
+from sweep.models.names import with_args
 from sweep.store.outputs import check_writable, features_dir
 from sweep.store.results import drop_triples, read_index
 from sweep.work.batch import Batch, BatchRunner, batch_hash, check_batch
@@ -31,6 +32,7 @@ class VisualizeJob:
     model: Text
     layer: Layer
     features: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
+    model_args: tuple[Text, ...] = ()  # key=value constructor arguments (sweep.models.names)
     site: Text | None = None
     weights: Text = "pretrained"
     base_seed: Seed = 0
@@ -41,6 +43,8 @@ class VisualizeJob:
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(dict.fromkeys(self.features)))
+        object.__setattr__(self, "model", with_args(self.model, list(self.model_args)))
+        object.__setattr__(self, "model_args", ())  # now part of the model's name
 
     def batches(self) -> list[Batch]:
         """The job as validated batches of at most batch_size features."""

@@ -1,0 +1,121 @@
+"""Any model by the name users know (sweep.models.names): timm, open_clip, torchvision and a user's
+factory, each tapped where its inferred anatomy says, checked against a hand-written hook."""
+
+import pytest
+import torch
+
+from sweep.core.errors import SweepError
+from sweep.models.anatomy import anatomy_of
+from sweep.models.build import build
+from sweep.models.names import resolve, with_args
+from sweep.models.taps import read_sites, token_features
+
+DINO = "vit_small_patch14_dinov2[img_size=224]"
+
+
+def test_names_resolve_to_canonical_self_describing_keys():
+    assert resolve("B_16_imagenet1k").key == "vit_base_patch16_384.orig_in21k_ft_in1k"  # the zoo first
+    dino = resolve(with_args("vit_small_patch14_dinov2", ["img_size=224"]))
+    assert dino.key == DINO and dino.source == "timm" and dino.kwargs == (("img_size", 224),)
+    assert dino.tag == "lvd142m", "timm's default pretrained tag is recorded"
+    assert resolve("vit_small_patch14_dinov2[img_size=224]") == dino, "a key resolves to itself on any worker"
+    assert with_args(DINO, ["img_size=224"]) == DINO and with_args("m[b=1]", ["a=x"]) == "m[a=x,b=1]"
+    clip = resolve("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    assert (clip.source, clip.arch, clip.tag, clip.family) == ("open_clip", "ViT-B-32", "laion2b_s34b_b79k", "clip")
+    tv = resolve("torchvision:resnet18")
+    assert (tv.source, tv.tag, tv.family) == ("torchvision", "IMAGENET1K_V1", "cnn")
+    own = resolve("module:model_factories:tiny_mixer[width=8]")
+    assert (own.source, own.arch, own.kwargs) == ("module", "model_factories:tiny_mixer", (("width", 8),))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("vit_smal_patch14_dinov2", "unknown model 'vit_smal_patch14_dinov2'; did you mean"),
+    ("vit_tiny_patch16_224.nope", "timm has no pretrained tag 'nope' for vit_tiny_patch16_224; allowed: augreg"),
+    ("open_clip:ViT-B-99", "unknown open_clip architecture 'ViT-B-99'"),
+    ("open_clip:ViT-B-32/nope", "open_clip has no pretrained tag 'nope' for ViT-B-32"),
+    ("torchvision:resnet9", "unknown torchvision classification model 'resnet9'"),
+    ("module:no_factory_here", "expected module:package.module:factory"),
+    ("convnext_atto[img_size]", "model argument 'img_size': expected key=value"),
+    ("ViT-B/32[img_size=64]", "constructor arguments are supported for timm models only"),
+])
+def test_bad_names_say_what_names_look_like(name, message):
+    with pytest.raises(SweepError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        resolve(name)
+
+
+def _hooked(net, module_path: str, kind: str):
+    """A hand-written hook on one module: its output, or its first positional input."""
+    module = dict(net.named_modules())[module_path]
+    seen = {}
+    if kind == "output":
+        handle = module.register_forward_hook(lambda m, a, out: seen.setdefault("t", out))
+    else:
+        handle = module.register_forward_pre_hook(lambda m, a: seen.setdefault("t", a[0]))
+    return seen, handle
+
+
+@pytest.mark.parametrize("name, layer, module_path, kind, family, prefix", [
+    (DINO, 3, "blocks.3.mlp.act", "output", "vit", 1),                       # timm ViT, non-default size
+    ("convnext_atto", 3, "stages.1.blocks.1.mlp.fc2", "input", "auto", 0),    # ConvNeXt: conv MLP, channels
+    ("eva02_tiny_patch14_224", 2, "blocks.2.mlp.fc2", "input", "auto", 1),   # EVA: SwiGLU, other naming
+    ("open_clip:ViT-B-32", 5, "transformer.resblocks.5.mlp.gelu", "output", "clip", 1),
+    ("torchvision:vit_b_16", 1, "encoder.layers.encoder_layer_1.mlp.3", "input", "auto", 1),
+    ("module:model_factories:tiny_mixer[width=12]", 1, "blocks.1.mlp.2", "input", "auto", 1),
+])
+def test_inferred_taps_read_the_module_a_hand_written_hook_reads(name, layer, module_path, kind, family, prefix):
+    anatomy = anatomy_of(name)
+    block = anatomy.block(layer)
+    assert anatomy.entry.family == family and block.prefix_tokens == prefix
+    net = build(anatomy.entry, "random")
+    size = anatomy.preprocess.input_size
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    seen, handle = _hooked(net, module_path, kind)
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        handle.remove()
+    expected = seen["t"]
+    site = anatomy.default_site
+    with torch.no_grad():
+        (tapped,) = read_sites(net, [(block, site)], x, reduce=False)
+    if block.layout == "channels":
+        torch.testing.assert_close(tapped, expected)
+    else:
+        if expected.dim() == 3 and expected.shape[0] != 2:  # sequence-first (N, B, C)
+            expected = expected.transpose(0, 1)
+        torch.testing.assert_close(token_features(tapped, block), token_features(expected, block))
+    assert tapped.shape[1 if block.layout == "channels" else -1] == block.width(site)
+
+
+def test_nothing_to_tap_lists_the_modules():
+    from sweep.models.anatomy import describe
+    from sweep.models.zoo import ModelEntry
+
+    entry = ModelEntry("module:torch.nn:Identity", "auto", "module", "torch.nn:Identity", "factory")
+    with pytest.raises(SweepError, match="found no blocks to tap in module:torch.nn:Identity"):
+        describe(entry)
+
+
+def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path):
+    """Workers rebuild the model from its name alone: nothing registered in the driver's memory."""
+    import ray
+    from sweep_checks import assert_exactly_once
+
+    from sweep.pipelines.feature_sweep import run_sweep
+    from sweep.work.plan import SweepConfig
+
+    config = SweepConfig.from_dict({
+        "out": str(tmp_path / "out"), "models": ["vit_small_patch14_dinov2"], "weights": "random",
+        "model_args": ["img_size=28", "depth=2", "embed_dim=32", "num_heads=2"],
+        "features": {"count": 2}, "features_per_batch": 1, "recipe": {"steps": 3},
+        "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}})
+    assert config.models == ("vit_small_patch14_dinov2[depth=2,embed_dim=32,img_size=28,num_heads=2]",)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = run_sweep(config, progress=False)
+    finally:
+        ray.shutdown()
+    assert report.done == 4 and report.failed == 0
+    rows = assert_exactly_once(config)
+    assert set(rows["model"]) == set(config.models)
