@@ -1,5 +1,6 @@
 """The command line end to end: outputs on disk, read back with pandas; errors as one line, exit 2."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def test_local_weights_path(tmp_path, capsys):
                                 "--out", str(tmp_path / f"out{i}")], capsys)
         assert code == 0, err
         df = pd.read_parquet(tmp_path / f"out{i}" / "features")
-        assert set(df["weights"]) == {str(path)}
+        (label,) = set(df["weights"])  # the file, pinned to its bytes
+        assert label == f"{path}#sha256={hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
 @pytest.mark.parametrize("args, expected", [

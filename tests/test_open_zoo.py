@@ -119,3 +119,40 @@ def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path):
     assert report.done == 4 and report.failed == 0
     rows = assert_exactly_once(config)
     assert set(rows["model"]) == set(config.models)
+
+
+def test_a_changed_weights_file_is_recomputed_an_unchanged_one_skipped(tmp_path):
+    """Weights files are pinned to their bytes: resume skips results of the same file, recomputes
+    those of a file that changed, and a worker given other bytes than planned stops with one line."""
+    from safetensors.torch import save_file
+
+    from sweep.models.build import load_state_dict_file
+    from sweep.work.batch import BatchRunner
+    from sweep.work.plan import SweepConfig
+    from sweep.work.resume import preflight
+
+    weights = tmp_path / "micro.safetensors"
+    state = build(anatomy_of("dev/vit-micro").entry, "random").state_dict()
+    save_file(state, weights)
+
+    def config():
+        return SweepConfig.from_dict({"out": str(tmp_path / "out"), "models": ["dev/vit-micro"], "layers": [1],
+                                      "weights": str(weights), "features": {"count": 2}, "recipe": {"steps": 1},
+                                      "resources": {"num_gpus": 0}})
+
+    first = config()
+    assert first.weights.startswith(f"{weights}#sha256=")
+    tasks, *_ = preflight(first, force=False)
+    runner = BatchRunner(first.out, {}, "cpu")
+    for t in tasks:
+        runner.run(t.batch)
+    assert preflight(config(), force=False)[0] == [], "unchanged file: nothing to do"
+
+    state["blocks.1.mlp.fc1.weight"] = state["blocks.1.mlp.fc1.weight"] + 0.01  # one tensor changed
+    save_file(state, weights)
+    with pytest.raises(SweepError, match="changed since the job was planned"):
+        load_state_dict_file(first.weights)  # a worker holding the old plan
+    second = config()
+    assert second.weights != first.weights
+    tasks, done, _, _, removed, _ = preflight(second, force=False)
+    assert sum(len(t.batch.features) for t in tasks) == 2 and not done and removed == 2

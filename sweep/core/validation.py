@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from typing import Annotated, Any, TypeVar
 
@@ -110,6 +111,10 @@ def describe(exc: ValidationError, kind: type | None = None, prefix: str = "",
     errors = exc.errors(include_url=False)
     first = errors[0]
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    cause = first.get("ctx", {}).get("error") if first["type"] == "value_error" else None
+    leaf = str(first["loc"][-1]) if first["loc"] else ""
+    if isinstance(cause, SweepError) and leaf and re.search(rf"\b{re.escape(leaf)}\b", str(cause)):
+        return f"{cause}{more}"  # our own line already names the field ("weights '/x' is a folder; ...")
     return f"{_name(first['loc'], prefix, flags)}: {_problem(first, kind)}{more}"
 
 

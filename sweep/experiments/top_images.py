@@ -22,6 +22,7 @@ import torch
 from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
 from sweep.experiments.topk import TopK
 from sweep.models.anatomy import anatomy_of
+from sweep.models.build import Weights
 from sweep.models.taps import read_sites
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class TopImagesConfig:
     k: Count = 10
     layers: tuple[Layer, ...] | None = None
     site: Text | None = None
-    weights: Text = "pretrained"
+    weights: Weights = "pretrained"
     batch_size: Count = 32
     actors: Count | None = None
     actor_cpus: Positive = 0.5

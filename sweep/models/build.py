@@ -11,15 +11,19 @@ fit) is one SweepError line saying so in words.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
+from typing import Annotated
 
 import fsspec
 import torch
+from pydantic import AfterValidator
 from torch import nn
 
 from sweep.core.errors import SweepError, one_line, storage_reason
+from sweep.core.validation import Text
 from sweep.models.zoo import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -178,9 +182,42 @@ def read_weights_bytes(path: str) -> bytes:
     return data
 
 
-def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    """Read a safetensors file or a torch checkpoint (plain or wrapped in 'state_dict'/'model')."""
+#: A weights file is pinned to its content: `PATH#sha256=<first 16 hex digits>`.
+PIN = "#sha256="
+
+
+def split_pin(weights: str) -> tuple[str, str | None]:
+    """`PATH#sha256=digest` -> (PATH, digest); anything else -> (weights, None)."""
+    path, sep, digest = weights.rpartition(PIN)
+    return (path, digest) if sep else (weights, None)
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def pin_weights(weights: str) -> str:
+    """'pretrained' and 'random' as they are; a file (path or URL) pinned to the hash of its bytes,
+    read once where the job is planned. The pin is part of every row's weights label and config
+    hash, so a file changed between runs is recomputed, never skipped as done, and a worker that
+    reads other bytes than the driver planned with stops with one line."""
+    if weights in ("pretrained", "random") or split_pin(weights)[1] is not None:
+        return weights
+    return f"{weights}{PIN}{content_digest(read_weights_bytes(weights))}"
+
+
+#: The `weights` field of every job config: pretrained | random | PATH or URL (pinned on validation).
+Weights = Annotated[Text, AfterValidator(pin_weights)]
+
+
+def load_state_dict_file(weights: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file or a torch checkpoint (plain or wrapped in 'state_dict'/'model');
+    a pinned file (`PATH#sha256=...`) must still hold the bytes it was pinned to."""
+    path, pin = split_pin(weights)
     data = read_weights_bytes(path)
+    if pin is not None and content_digest(data) != pin:
+        raise SweepError(f"weights {path!r} changed since the job was planned (sha256 {pin}..., now "
+                         f"{content_digest(data)}...); run the command again to plan with the new file")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load
@@ -211,8 +248,9 @@ def _undecodable(path: str, data: bytes, exc: Exception) -> str:
     return "is not a torch checkpoint (neither a torch.save zip archive nor a pickle)"
 
 
-def _load_local(entry: ModelEntry, net: nn.Module, path: str) -> None:
-    state = load_state_dict_file(path)
+def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
+    state = load_state_dict_file(weights)
+    path = split_pin(weights)[0]  # messages name the file as the user gave it
     if entry.source == "open_clip" and any(k.startswith("visual.") for k in state):
         state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
     own = net.state_dict()
@@ -267,5 +305,5 @@ def build(entry: ModelEntry, weights: str = "random", device: str | torch.device
         if weights != "random":
             _load_local(entry, net, weights)
     if weights != "random":  # seeded random weights are finite by construction
-        check_finite(net, repr(weights) if weights != "pretrained" else f"pretrained for {entry.key}")
+        check_finite(net, repr(split_pin(weights)[0]) if weights != "pretrained" else f"pretrained for {entry.key}")
     return _freeze(net).to(device)

@@ -87,7 +87,7 @@ def with_args(name: str, extra: list[str]) -> str:
 def resolve(name: str) -> ModelEntry:
     """The entry a model name stands for, zoo or not; a SweepError says what names look like."""
     if not isinstance(name, str) or not name.strip():
-        raise SweepError(f"model name {name!r} is empty; expected {NAME_HELP}")
+        raise SweepError(f"model name {name!r} is empty; allowed: {NAME_HELP}")
     base, args = split_args(name)
     entry = None if base.startswith(PREFIXES) else REGISTRY.find(base)
     if entry is not None:
@@ -125,7 +125,7 @@ def _timm(name: str, args, explicit: bool) -> ModelEntry:
         close = [*zoo_close, *timm_close]
         hint = f"did you mean {', '.join(close)}? " if close else ""
         what = "timm model" if explicit else "model"
-        raise SweepError(f"unknown {what} {name!r}; {hint}expected {NAME_HELP}")
+        raise SweepError(f"unknown {what} {name!r}; {hint}allowed: {NAME_HELP}")
     tags = _pretrained_tags(arch)
     if tag and tag not in tags:
         raise SweepError(f"timm has no pretrained tag {tag!r} for {arch}; allowed: "

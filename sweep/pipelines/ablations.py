@@ -32,6 +32,7 @@ from sweep.experiments.ablations import (
     registry_model,
     summarize,
 )
+from sweep.models.build import Weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
 
@@ -73,7 +74,7 @@ class AblationConfig:
     data: DataSpec
     models: tuple[Text, ...] = ()
     conditions: tuple[Text, ...] | None = None
-    weights: Text = "pretrained"
+    weights: Weights = "pretrained"
     batch_size: Count = 32
     actors: Count | None = None      # classifier actors; default: one per GPU, else 1
     actor_cpus: Positive = 0.5       # fractional, so that decode tasks keep CPUs (a full pool hangs)

@@ -28,6 +28,7 @@ from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe
 from sweep.method.scores import COMBINED_SCORE_VERSION
 from sweep.models.anatomy import anatomy_of
+from sweep.models.build import Weights
 from sweep.work.tuning import TrialSpec, default_layers, done_trials, run_trial, sample_units, write_trial
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class TuneJob:
     features: Count = 4                # units per layer
     unit_seed: Seed = 0
     site: Text | None = None
-    weights: Text = "pretrained"
+    weights: Weights = "pretrained"
     base_seed: Seed = 0
     recipe: Recipe = field(default_factory=Recipe)
     reference: Text | None = None

@@ -19,7 +19,7 @@ from sweep.store.outputs import FEATURE_SCHEMA, atomic_write, features_dir, parq
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["layer", "site", "feature", "config_hash", "status", "image_path"]
+INDEX_COLUMNS = ["layer", "site", "feature", "config_hash", "status", "image_path", "weights"]
 PARQUET_MAGIC = b"PAR1"
 #: The last 12 bytes of every complete PNG: the empty IEND chunk and its CRC.
 PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"

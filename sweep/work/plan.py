@@ -19,6 +19,7 @@ from sweep.core.validation import Count, Layer, NonNegativeInt, Positive, Seed, 
 from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe, config_hash
 from sweep.models.anatomy import anatomy_of
+from sweep.models.build import Weights
 from sweep.models.names import with_args
 from sweep.models.zoo import ENTRIES
 from sweep.work.batch import Batch, check_batch
@@ -81,7 +82,7 @@ class SweepConfig:
     layers: tuple[Layer, ...] | None = None
     features: FeatureSelection = field(default_factory=FeatureSelection)
     site: Text | None = None
-    weights: Text = "pretrained"
+    weights: Weights = "pretrained"
     base_seed: Seed = 0
     recipe: Recipe = field(default_factory=Recipe)
     features_per_batch: Count = 16

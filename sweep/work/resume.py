@@ -6,14 +6,18 @@ made with another recipe) fails here, before any worker is started.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sweep.core.errors import SweepError
+from sweep.models.build import split_pin
 from sweep.store.outputs import check_writable, open_root
 from sweep.store.results import damaged_images, drop_triples, read_stored, set_aside
 from sweep.work.batch import batch_hash
 from sweep.work.dispatch import Triple
 from sweep.work.plan import SweepConfig, Task, check_plan, expand
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +44,17 @@ class SweepReport:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in (header, *rows))
 
 
+def stale_weights(index, weights: str, triples: set[Triple]) -> set[Triple]:
+    """Of `triples`, those stored with the same weights file as `weights` but other bytes (another
+    pin, or none: rows written before files were pinned): to recompute, never to keep as done."""
+    path, pin = split_pin(weights)
+    if pin is None:
+        return set()
+    return {tr for row in index.itertuples(index=False)
+            if (tr := (row.model, int(row.layer), row.site, int(row.feature))) in triples
+            and split_pin(str(row.weights))[0] == path and row.weights != weights}
+
+
 def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
               ) -> tuple[list[Task], set[Triple], object, str, int, int]:
     """Everything that can fail before work starts: plan, root access, existing results.
@@ -61,6 +76,11 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     existing = {(row.model, int(row.layer), row.site, int(row.feature)): row.config_hash
                 for row in index.itertuples(index=False)}
     clash = [tr for tr, h in wanted_hash.items() if tr in existing and existing[tr] != h]
+    stale = stale_weights(index, config.weights, set(clash))
+    if stale:
+        log.warning("%d result(s) were made from an earlier version of the weights file %s: recomputing them",
+                    len(stale), split_pin(config.weights)[0])
+        clash = [tr for tr in clash if tr not in stale]
     if clash and not force:
         m, layer, site, f = clash[0]
         raise SweepError(f"{len(clash)} planned result(s) already exist under {config.out!r} with a different "
@@ -69,7 +89,7 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     done = {tr for tr in wanted_hash if tr in existing}
     failed = {(row.model, int(row.layer), row.site, int(row.feature))
               for row in index.itertuples(index=False) if row.status == "failed"} & done
-    redo = done if force else damaged_images(fs, root, index, done) | (failed if retry_failed else set())
+    redo = done if force else damaged_images(fs, root, index, done) | (failed if retry_failed else set()) | stale
     removed = drop_triples(fs, index, redo) if redo else 0
     done -= redo
     set_aside(fs, root, stored.damaged)

@@ -16,6 +16,7 @@ from sweep.core.validation import Count, Layer, NonNegativeInt, Seed, Text, conf
 from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe
 from sweep.models.anatomy import anatomy_of
+from sweep.models.build import Weights
 from sweep.models.names import with_args
 from sweep.store.outputs import check_writable, features_dir
 from sweep.store.results import drop_triples, read_index
@@ -34,7 +35,7 @@ class VisualizeJob:
     features: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
     model_args: tuple[Text, ...] = ()  # key=value constructor arguments (sweep.models.names)
     site: Text | None = None
-    weights: Text = "pretrained"
+    weights: Weights = "pretrained"
     base_seed: Seed = 0
     device: Text | None = None
     recipe: Recipe = field(default_factory=Recipe)
