@@ -83,6 +83,18 @@ def with_args(name: str, extra: list[str]) -> str:
     return base + format_args(tuple(sorted({**dict(args), **dict(parse_model_args(extra))}.items())))
 
 
+def source_of(name: str) -> str:
+    """Where a model name comes from, read off the name alone (nothing imported or built: safe on
+    names read from a results root): zoo, timm, open_clip, torchvision or module."""
+    base = split_args(name)[0] if isinstance(name, str) else ""
+    if base.startswith(PREFIXES):
+        return base.split(":", 1)[0]
+    try:
+        return "zoo" if REGISTRY.find(base) is not None else "timm"
+    except SweepError:
+        return "zoo"
+
+
 @functools.lru_cache(maxsize=512)
 def resolve(name: str) -> ModelEntry:
     """The entry a model name stands for, zoo or not; a SweepError says what names look like."""

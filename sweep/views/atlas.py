@@ -251,6 +251,7 @@ def _read_parts(fs, base: str) -> pd.DataFrame:
 def build_atlas(results_root: str, site: str, storage_options: dict | None = None, page_size: int = 256) -> dict:
     """Build or update the site; returns {"written": [...], "unchanged": n}."""
     from sweep.models.anatomy import anatomy_of
+    from sweep.models.names import source_of
     from sweep.models.zoo import REGISTRY
 
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
@@ -267,11 +268,13 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
     models = []
     for model, mdf in features.groupby("model", sort=True):
         model = str(model)
+        # Only zoo models are built for their anatomy: a name read from the root is data, and building
+        # a `module:` name would import and call code the root names.
         entry = REGISTRY.get(model) if model in REGISTRY else None
         anatomy = anatomy_of(model) if entry else None
         ok = int((mdf["status"] == "ok").sum())
         models.append({"name": model, "href": href("models", slug(model), "index.html"),
-                       "family": entry.family if entry else "",
+                       "source": source_of(model), "family": entry.family if entry else "",
                        "input": anatomy.preprocess.input_size if anatomy else "",
                        "blocks": len(anatomy.blocks) if anatomy else "", "ok": ok, "failed": len(mdf) - ok})
         _model_pages(out, images, model, mdf, page_size, maps, tops)
