@@ -156,3 +156,15 @@ def test_a_changed_weights_file_is_recomputed_an_unchanged_one_skipped(tmp_path)
     assert second.weights != first.weights
     tasks, done, _, _, removed, _ = preflight(second, force=False)
     assert sum(len(t.batch.features) for t in tasks) == 2 and not done and removed == 2
+
+
+def test_a_checkpoint_for_another_input_size_suggests_the_argument(tmp_path):
+    from safetensors.torch import save_file
+
+    small = "vit_small_patch14_dinov2[depth=1,embed_dim=32,img_size=28,num_heads=2]"
+    save_file(build(anatomy_of(small).entry, "random").state_dict(), tmp_path / "at28.safetensors")
+    other = "vit_small_patch14_dinov2[depth=1,embed_dim=32,img_size=56,num_heads=2]"
+    with pytest.raises(SweepError, match=r"pos_embed is \[1, 5, 32\] in the file, \[1, 17, 32\] in the model; "
+                                         r"the file's position table is a 2x2 grid of 14 px patches: try "
+                                         r"--model-arg img_size=28"):
+        build(anatomy_of(other).entry, str(tmp_path / "at28.safetensors"))

@@ -256,10 +256,11 @@ def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
     own = net.state_dict()
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
-        first = wrong[0]
+        first = next((k for k in wrong if _shape_hint(net, k, state[k].shape)), wrong[0])
+        hint = _shape_hint(net, first, state[first].shape)
         raise SweepError(f"weights {path!r} do not fit {entry.key}: {len(wrong)} tensor(s) of another shape, "
                          f"e.g. {first} is {list(state[first].shape)} in the file, {list(own[first].shape)} "
-                         "in the model")
+                         f"in the model" + (f"; {hint}" if hint else ""))
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # anything else torch refuses
@@ -269,6 +270,23 @@ def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
             f"weights {path!r} do not fit {entry.key}: {len(result.missing_keys)} missing keys "
             f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
             f"(e.g. {result.unexpected_keys[:2]})")
+
+
+def _shape_hint(net: nn.Module, key: str, shape) -> str:
+    """The constructor argument a tensor of the file's shape implies, where one does: a position
+    table made for another input size (timm ViTs: img_size), a classifier for other classes."""
+    shape = tuple(shape)
+    if key == "pos_embed" and len(shape) == 3 and hasattr(net, "patch_embed"):
+        prefix = 0 if getattr(net, "no_embed_class", False) else int(getattr(net, "num_prefix_tokens", 0))
+        grid = round((shape[1] - prefix) ** 0.5)
+        patch = getattr(net.patch_embed, "patch_size", None)
+        patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+        if grid * grid == shape[1] - prefix and isinstance(patch, int):
+            return (f"the file's position table is a {grid}x{grid} grid of {patch} px patches: try "
+                    f"--model-arg img_size={grid * patch}")
+    if key.split(".")[0] in ("head", "fc", "classifier") and key.endswith("weight") and len(shape) == 2:
+        return f"the file's classifier has {shape[0]} classes: try --model-arg num_classes={shape[0]}"
+    return ""
 
 
 def check_finite(net: nn.Module, source: str) -> None:
