@@ -256,8 +256,8 @@ def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
     own = net.state_dict()
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
-        first = next((k for k in wrong if _shape_hint(net, k, state[k].shape)), wrong[0])
-        hint = _shape_hint(net, first, state[first].shape)
+        first = next((k for k in wrong if _shape_hint(net, k, state[k].shape, own[k].shape)), wrong[0])
+        hint = _shape_hint(net, first, state[first].shape, own[first].shape)
         raise SweepError(f"weights {path!r} do not fit {entry.key}: {len(wrong)} tensor(s) of another shape, "
                          f"e.g. {first} is {list(state[first].shape)} in the file, {list(own[first].shape)} "
                          f"in the model" + (f"; {hint}" if hint else ""))
@@ -272,7 +272,7 @@ def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
             f"(e.g. {result.unexpected_keys[:2]})")
 
 
-def _shape_hint(net: nn.Module, key: str, shape) -> str:
+def _shape_hint(net: nn.Module, key: str, shape, own_shape) -> str:
     """The constructor argument a tensor of the file's shape implies, where one does: a position
     table made for another input size (timm ViTs: img_size), a classifier for other classes."""
     shape = tuple(shape)
@@ -284,7 +284,8 @@ def _shape_hint(net: nn.Module, key: str, shape) -> str:
         if grid * grid == shape[1] - prefix and isinstance(patch, int):
             return (f"the file's position table is a {grid}x{grid} grid of {patch} px patches: try "
                     f"--model-arg img_size={grid * patch}")
-    if key.split(".")[0] in ("head", "fc", "classifier") and key.endswith("weight") and len(shape) == 2:
+    if (key.split(".")[0] in ("head", "fc", "classifier") and key.endswith("weight") and len(shape) == 2
+            and shape[1] == tuple(own_shape)[1]):  # the same features, another number of classes
         return f"the file's classifier has {shape[0]} classes: try --model-arg num_classes={shape[0]}"
     return ""
 
