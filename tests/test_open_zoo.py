@@ -43,6 +43,12 @@ def test_bad_names_say_what_names_look_like(name, message):
         resolve(name)
 
 
+def test_an_argument_the_constructor_refuses_is_one_line():
+    with pytest.raises(SweepError, match=r"model convnext_atto\[img_size=224\]: its constructor refuses the "
+                                         r"arguments img_size=224 \(ConvNeXt.__init__\(\) got an unexpected"):
+        anatomy_of("convnext_atto[img_size=224]")
+
+
 def _hooked(net, module_path: str, kind: str):
     """A hand-written hook on one module: its output, or its first positional input."""
     module = dict(net.named_modules())[module_path]

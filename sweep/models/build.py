@@ -105,7 +105,14 @@ def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
     except KeyError:
         raise SweepError(f"model {entry.key!r} has unknown source {entry.source!r}; "
                          f"allowed: {', '.join(_BUILDERS)}") from None
-    return builder(entry, pretrained)
+    try:
+        return builder(entry, pretrained)
+    except TypeError as exc:
+        if not entry.kwargs:
+            raise
+        args = ", ".join(f"{k}={v}" for k, v in entry.kwargs)
+        raise SweepError(f"model {entry.key}: its constructor refuses the arguments {args} ({one_line(exc, 160)}); "
+                         "change or drop the --model-arg") from None
 
 
 def meta_module(entry: ModelEntry) -> nn.Module:
