@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sweep.core.errors import SweepError, choices
-from sweep.models.build import Preprocess, meta_module, preprocess_config
+from sweep.models.build import Preprocess, device_of, meta_module, preprocess_config
 from sweep.models.zoo import ModelEntry, get_entry
 
 #: Sites of the attention path, offered for plain ViTs and CLIP ViTs.
@@ -277,7 +277,7 @@ def _measure(net: nn.Module, blocks: list[Block], size: int) -> dict[tuple[str, 
             else:
                 handles.append(modules[path].register_forward_pre_hook(record(path)))
         with torch.no_grad():
-            net(torch.empty(1, 3, size, size, device="meta"))
+            net(torch.zeros(1, 3, size, size, device=device_of(net)))
     finally:
         for h in handles:
             h.remove()

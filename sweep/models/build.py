@@ -74,7 +74,11 @@ def _factory_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
         raise SweepError(f"model module:{entry.arch}: cannot import {factory_name} from {module_name} "
                          f"({one_line(exc, 120)}); the module must be importable on every worker "
                          "(installed, or in the job's working directory)") from None
-    made = factory(**dict(entry.kwargs))
+    try:
+        made = factory(**dict(entry.kwargs))
+    except Exception as exc:  # the user's code: its failure in one line, naming it
+        raise SweepError(f"model module:{entry.arch}: the factory raised {type(exc).__name__}: "
+                         f"{one_line(exc, 200)}") from None
     net, preprocess = made if isinstance(made, tuple) else (made, None)
     if not isinstance(net, nn.Module):
         raise SweepError(f"model module:{entry.arch}: the factory returned {type(net).__name__}, "
@@ -86,7 +90,7 @@ def _factory_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
 def _torchvision_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
     import torchvision
 
-    return torchvision.models.get_model(entry.arch, weights=entry.tag if pretrained else None)
+    return torchvision.models.get_model(entry.arch, weights=entry.tag if pretrained else None, **dict(entry.kwargs))
 
 
 def _default_device_name() -> str:
@@ -117,21 +121,26 @@ def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
 
 def meta_module(entry: ModelEntry) -> nn.Module:
     """The network on the meta device: its structure and shapes, with no memory and no weights.
-    A hub model (its config is on the hub) and a user factory are built as they are."""
+    A user's factory is built on the CPU instead (it may load files, which the meta device cannot)."""
+    if entry.source == "module":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return instantiate(entry, pretrained=False).eval()
     try:
         with torch.device("meta"):
             return instantiate(entry, pretrained=False).eval()
     except SweepError:
         raise
     except Exception as exc:
-        if entry.source in ("timm", "open_clip", "torchvision") and entry.tag != "hf-hub":
+        if entry.tag != "hf-hub":
             raise
-        if entry.tag == "hf-hub":
-            raise SweepError(f"model {entry.key}: its config is on the Hugging Face hub, which is not reachable "
-                             f"({one_line(exc, 120)})") from None
-        with torch.random.fork_rng(devices=[]):  # a factory that cannot build on meta: on the CPU
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            return instantiate(entry, pretrained=False).eval()
+        raise SweepError(f"model {entry.key}: its config is on the Hugging Face hub, which is not reachable "
+                         f"({one_line(exc, 120)})") from None
+
+
+def device_of(net: nn.Module) -> torch.device:
+    """Where a network's tensors are: meta for `meta_module`'s, the CPU for a user factory's."""
+    return next((t.device for t in [*net.parameters(), *net.buffers()]), torch.device("meta"))
 
 
 def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:

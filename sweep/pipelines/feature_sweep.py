@@ -5,10 +5,11 @@ already holds, then hands batches to actors through a dispatcher that keeps each
 it has loaded and sends idle actors to the model with the most work left. GPU workers are elastic:
 the autoscaler is asked for the GPUs the plan can use (`request_resources`), a worker starts on each
 GPU as its node joins, a worker with nothing left to do is retired, and the request is withdrawn at
-the end so the cluster scales down; `workers` in the config fixes the count instead.
-The decisions (dispatch, retries, how many workers) are pure, in `sweep.work.dispatch`. An actor that dies is restarted by Ray: the driver waits for it (bounded), counts one
-death per process lost, and hands its batch out again; a batch whose worker died max_attempts times,
-or that keeps failing (NaN), is recorded as failed, and a re-run retries failed rows by default.
+the end so the cluster scales down; `workers` in the config fixes the count instead. An actor
+that dies is restarted by Ray: the driver waits for it (bounded; not for an elastic worker whose node is gone),
+counts one death per process lost, and hands its batch out again; a batch whose worker died
+max_attempts times, or that keeps failing (NaN), is recorded as failed, and a re-run retries failed
+rows by default. The decisions (dispatch, retries, how many workers) are pure, in `sweep.work.dispatch`.
 Each batch is committed by one atomically written Parquet part whose name derives from its content,
 so a batch run twice replaces itself: nothing is lost or duplicated.
 """

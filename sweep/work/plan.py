@@ -252,7 +252,7 @@ def _flops_to_block(key: str) -> tuple[float, ...]:
         import torch
         from torch.utils.flop_counter import FlopCounterMode
 
-        from sweep.models.build import meta_module
+        from sweep.models.build import device_of, meta_module
 
         anatomy = anatomy_of(key)
         net = meta_module(anatomy.entry).requires_grad_(False)  # the counter's module tracker
@@ -270,7 +270,7 @@ def _flops_to_block(key: str) -> tuple[float, ...]:
         size = anatomy.preprocess.input_size
         try:
             with counter, torch.no_grad():
-                net(torch.empty(1, 3, size, size, device="meta"))
+                net(torch.zeros(1, 3, size, size, device=device_of(net)))
         finally:
             for h in handles:
                 h.remove()
