@@ -33,19 +33,25 @@ def anatomy_record(anatomy) -> dict:
 
 
 def cmd_models(args) -> int:
-    from sweep.models.anatomy import describe
+    from sweep.models.anatomy import anatomy_of, describe
+    from sweep.models.names import with_args
     from sweep.models.zoo import REGISTRY
 
-    records = [anatomy_record(describe(e)) for e in REGISTRY.entries(args.family)]
+    if args.model:  # any model, zoo or not: what its inferred anatomy offers
+        if args.family:
+            raise SweepError("--family lists the zoo; give it or --model, not both")
+        records = [anatomy_record(anatomy_of(with_args(m, args.model_arg or []))) for m in args.model]
+    else:
+        records = [anatomy_record(describe(e)) for e in REGISTRY.entries(args.family)]
     if args.format == "json":
         print(json.dumps(records, indent=2))
         return 0
-    header = ("model", "family", "input", "blocks", "prefix", "features per block", "sites", "paper name")
+    header = ("model", "source", "family", "input", "blocks", "prefix", "features per block", "sites", "paper name")
     rows = []
     for r in records:
         site = r["default_site"]
         prefixes = sorted({b["prefix_tokens"] for b in r["blocks"]})
-        rows.append((r["key"], r["family"], str(r["input_size"]), str(len(r["blocks"])),
+        rows.append((r["key"], r["source"], r["family"], str(r["input_size"]), str(len(r["blocks"])),
                      "/".join(map(str, prefixes)),
                      _widths_summary([b["widths"][site] for b in r["blocks"]]),
                      ",".join(r["blocks"][0]["widths"]), r["paper_name"]))
@@ -267,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model zoo with layers and features per layer")
     p.add_argument("--family", help="only this family (deit, coat, convit, pit, swin, twins, vit, clip, "
                    "clip_resnet, cnn)")
+    p.add_argument("--model", nargs="+", help=f"describe these models instead (zoo or not): {MODEL_HELP}")
+    add_model_arg(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_models)
 

@@ -174,3 +174,15 @@ def test_a_checkpoint_for_another_input_size_suggests_the_argument(tmp_path):
                                          r"the file's position table is a 2x2 grid of 14 px patches: try "
                                          r"--model-arg img_size=28"):
         build(anatomy_of(other).entry, str(tmp_path / "at28.safetensors"))
+
+
+def test_sweep_models_describes_any_model(capsys):
+    import json
+
+    from sweep.cli import main
+
+    assert main(["models", "--model", "vit_small_patch14_dinov2", "--model-arg", "img_size=224",
+                 "--format", "json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["key"] == DINO and record["source"] == "timm" and record["input_size"] == 224
+    assert len(record["blocks"]) == 12 and record["blocks"][0]["widths"]["mlp"] == 1536
