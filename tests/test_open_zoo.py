@@ -7,7 +7,7 @@ import torch
 from sweep.core.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
-from sweep.models.names import resolve, with_args
+from sweep.models.names import resolve, split_args, with_args
 from sweep.models.taps import read_sites, token_features
 
 DINO = "vit_small_patch14_dinov2[img_size=224]"
@@ -20,6 +20,10 @@ def test_names_resolve_to_canonical_self_describing_keys():
     assert dino.tag == "lvd142m", "timm's default pretrained tag is recorded"
     assert resolve("vit_small_patch14_dinov2[img_size=224]") == dino, "a key resolves to itself on any worker"
     assert with_args(DINO, ["img_size=224"]) == DINO and with_args("m[b=1]", ["a=x"]) == "m[a=x,b=1]"
+    key = with_args("m", ["flag=true", "none=null", "rate=0.5", "name=text"])
+    assert split_args(key) == ("m", (("flag", True), ("name", "text"), ("none", None), ("rate", 0.5)))
+    with pytest.raises(SweepError, match="text values may not contain"):
+        with_args("m", ["name=a,b"])
     clip = resolve("open_clip:ViT-B-32/laion2b_s34b_b79k")
     assert (clip.source, clip.arch, clip.tag, clip.family) == ("open_clip", "ViT-B-32", "laion2b_s34b_b79k", "clip")
     tv = resolve("torchvision:resnet18")

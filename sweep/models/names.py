@@ -53,7 +53,10 @@ def parse_model_args(items) -> tuple[tuple[str, object], ...]:
         except yaml.YAMLError:
             value = raw
         if not isinstance(value, _ARG_VALUE):
-            raise SweepError(f"model argument {item!r}: the value must be a number, true/false or text")
+            raise SweepError(f"model argument {item!r}: the value must be a number, true/false, null or text")
+        if isinstance(value, str) and re.search(r"[,\[\]=]", value):
+            raise SweepError(f"model argument {item!r}: text values may not contain , [ ] or = (they delimit "
+                             "arguments in the model's name)")
         if key in pairs and pairs[key] != value:
             raise SweepError(f"model argument {key!r} given twice with different values")
         pairs[key] = value
@@ -63,7 +66,8 @@ def parse_model_args(items) -> tuple[tuple[str, object], ...]:
 def format_args(args: tuple[tuple[str, object], ...]) -> str:
     if not args:
         return ""
-    text = ",".join(f"{k}={'true' if v is True else 'false' if v is False else v}" for k, v in args)
+    shown = {True: "true", False: "false", None: "null"}  # written as YAML reads them back
+    text = ",".join(f"{k}={shown[v] if v is None or isinstance(v, bool) else v}" for k, v in args)
     return f"[{text}]"
 
 
