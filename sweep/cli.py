@@ -26,6 +26,7 @@ def anatomy_record(anatomy) -> dict:
         "key": e.key, "family": e.family, "source": e.source, "arch": e.arch, "tag": e.tag,
         "aliases": list(e.aliases), "paper_name": e.paper_name, "paper_38": e.paper_38, "note": e.note,
         "lr": e.lr, "input_size": p.input_size, "mean": list(p.mean), "std": list(p.std),
+        "interpolation": p.interpolation, "crop_pct": p.crop_pct,
         "default_site": anatomy.default_site,
         "blocks": [{"index": b.index, "name": b.name, "prefix_tokens": b.prefix_tokens,
                     "layout": b.layout, "tokens": b.tokens, "widths": b.widths} for b in anatomy.blocks],
@@ -80,7 +81,8 @@ def cmd_visualize(args) -> int:
 
 
 #: Where each option of `sweep visualize` lands in VisualizeJob (field path -> argparse dest).
-VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "layer": "layer", "features": "feature", "site": "site", "weights": "weights",
+VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "layer": "layer", "features": "feature",
+                    "site": "site", "weights": "weights",
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
@@ -132,7 +134,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
-RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "layers": "layers", "site": "site", "weights": "weights",
+RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "layers": "layers", "site": "site",
+              "weights": "weights",
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
               "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
               "resources.allow_cpu_fallback": "allow_cpu_fallback",

@@ -34,11 +34,15 @@ RANDOM_WEIGHTS_SEED = 0
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What the model expects of its input, read from its own pretrained config."""
+    """What the model expects of its input, read from its own pretrained config. interpolation and
+    crop_pct say how the model's own evaluation resizes (resize to input_size / crop_pct, centre crop);
+    recorded for the user, while the paper's experiments keep the paper's Resize(S) + CenterCrop(S)."""
 
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
 
 
 #: ImageNet mean/std, for a module factory that says nothing about its input.
@@ -148,12 +152,14 @@ def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
     if entry.source == "timm":
         cfg = net.pretrained_cfg
         size = dict(entry.kwargs).get("img_size", cfg["input_size"][-1])
-        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
+        size = size[-1] if isinstance(size, (tuple, list)) else size
+        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg.get("interpolation") or "bilinear"),
+                          float(cfg.get("crop_pct") or 1.0))
     if entry.source == "open_clip":
         cfg = net.preprocess_cfg
         size = cfg["size"]
         size = size[-1] if isinstance(size, (tuple, list)) else size
-        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
+        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg.get("interpolation", "bicubic")))
     if entry.source == "module":
         cfg = getattr(net, "sweep_preprocess", {}) or {}
         missing = [k for k in ("input_size", "mean", "std") if k not in cfg]
@@ -162,12 +168,14 @@ def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
                      "224 px, ImageNet mean/std" if len(missing) == 3 else "the defaults (224 px, ImageNet mean/std)")
         size = cfg.get("input_size", 224)
         size = size[-1] if isinstance(size, (tuple, list)) else size
-        return Preprocess(int(size), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+        return Preprocess(int(size), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+                          str(cfg.get("interpolation", "bilinear")), float(cfg.get("crop_pct", 1.0)))
     import torchvision
 
     weights = torchvision.models.get_model_weights(entry.arch)[entry.tag]
     tf = weights.transforms()
-    return Preprocess(int(tf.crop_size[0]), tuple(tf.mean), tuple(tf.std))
+    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
+    return Preprocess(crop, tuple(tf.mean), tuple(tf.std), tf.interpolation.value, round(crop / resize, 4))
 
 
 def _freeze(net: nn.Module) -> nn.Module:

@@ -1,1 +1,2 @@
-"""The Ray wing: the only package that imports `ray` (sweep driver and workers, Ray Data jobs, Tune, the cluster connection)."""
+"""The Ray wing: the only package that imports `ray` (the sweep driver and workers, the Ray Data
+jobs, Ray Tune, the cluster connection)."""
