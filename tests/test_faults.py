@@ -158,9 +158,13 @@ def test_failed_rows_are_retried_unless_kept_and_the_exit_code_says_so(tmp_path,
     assert ": 0 done, 0 failed (+2 failed in earlier runs, kept), 4 already present" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.parquet")} == parts
 
-    huge_weights(tmp_path / "w.pt", fine=True)  # the cause is fixed: a plain re-run retries the failed rows
-    assert main(args) == 0
-    assert ": 2 done, 0 failed, 2 already present" in capsys.readouterr().out
+    assert main(args) == 1  # a plain re-run retries the failed rows (the same file: they fail again)
+    assert ": 0 done, 2 failed, 2 already present" in capsys.readouterr().out
+
+    huge_weights(tmp_path / "w.pt", fine=True)  # the file is fixed: all its results are recomputed, since
+    assert main(args) == 0                       # those present came from other bytes (weights are pinned)
+    assert ": 4 done, 0 failed, 0 already present" in capsys.readouterr().out
+    cfg = SweepConfig.from_dict({**cfg.to_dict(), "weights": weights})  # pinned to the new bytes
     df = assert_exactly_once(cfg)
     assert (df["status"] == "ok").all()
     assert len(stored(out)) == 4
