@@ -1,8 +1,11 @@
 """Where to read features from each model: its blocks, their sites, widths and prefix tokens.
 
 Each family has a small rule naming, per block, the module to hook and how many prefix tokens
-(CLS, distillation) lead its token sequence. Widths and token counts are then measured by one
-forward pass on the meta device, so nothing about a model's shape is typed by hand.
+(CLS, distillation) lead its token sequence; a model outside the zoo's families gets the `auto` rule,
+which reads the same off its structure (MLPs, attention projections, convolutional blocks). Widths
+and token counts are then measured by one forward pass (on the meta device; a user factory's network
+on the CPU), so nothing about a model's shape is typed by hand, and an inferred site the forward
+never reaches is left out.
 """
 
 from __future__ import annotations
