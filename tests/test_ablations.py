@@ -118,6 +118,7 @@ def test_pipeline_accuracy_equals_hand_computation(tmp_path):
     assert len(rows) == 25 * 3 and rows.groupby(["image_id", "condition"]).size().max() == 1
     corrupt = rows[rows["status"] == "corrupt"]
     assert len(corrupt) == 3 and corrupt["error"].str.len().min() > 0 and summary["corrupt_images"] == 1
+    assert summary["weights"] == "factory", "a factory's weights are its own, not the config's default"
     assert len(summary["listing_problems"]) == 2
     ok = rows[rows["status"] == "ok"]
     for condition in ("original", "background", "foreground"):

@@ -156,10 +156,13 @@ def _boxes_problem(path: str, boxes: list, shape: tuple) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How an actor gets its classifier: a registry model, or any factory returning (module, Preprocess)."""
+    """How an actor gets its classifier: a model by name, or any factory returning (module, Preprocess).
+    weights: what the summary records as the weights: the job's (pinned) weights for a named model;
+    for a factory, "factory" unless the caller says what it loads."""
 
     name: str
     factory: Callable[[], tuple[torch.nn.Module, Preprocess]] = field(compare=False)
+    weights: str = "factory"
 
 
 def _registry_classifier(key: str, weights: str) -> tuple[torch.nn.Module, Preprocess]:
@@ -181,7 +184,7 @@ def registry_model(name: str, weights: str = "pretrained") -> ModelSpec:
                          "the ablations need ImageNet-1k classifiers")
     if entry.tag is not None and "in21k" in entry.tag and "ft_in1k" not in entry.tag:
         raise SweepError(f"{entry.key} has no ImageNet-1k head (ImageNet-21k weights); use a 1k model")
-    return ModelSpec(entry.key, functools.partial(_registry_classifier, entry.key, weights))
+    return ModelSpec(entry.key, functools.partial(_registry_classifier, entry.key, weights), weights)
 
 
 class Classifier:

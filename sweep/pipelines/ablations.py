@@ -147,7 +147,7 @@ def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_di
         raise SweepError(f"{spec.name}: {len(rows)} result rows, expected {expected} "
                          f"({len(records)} images x {len(conditions)} conditions)")
     summary = {"model": spec.name, "experiment": config.experiment, "conditions": conditions,
-               "data": dataclasses.asdict(config.data), "weights": config.weights, "input_size": size,
+               "data": dataclasses.asdict(config.data), "weights": spec.weights, "input_size": size,
                "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                "listing_problems": listing.problems, "parts": parts, **summarize(rows)}
     clean = redact(summary, secret_values(config.storage_options))  # data paths and errors may quote credentials
