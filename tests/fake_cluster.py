@@ -12,10 +12,9 @@ Facts of the installed Ray (2.60) that shape it:
 - A fake node whose raylet dies stays in the v1 autoscaler's books as "pending, uninitialized" (the
   fake provider can't mark nodes up to date, so the liveness check skips them): it is not replaced
   while demand lasts, and it is removed once it has been idle for idle_timeout_minutes.
-- v2 (autoscaler_v2=True) replaces a killed node within seconds. It cannot run `type: fake_multinode`
-  from this wheel: its config reader loads that provider's defaults from fake_multi_node/example.yaml,
-  which the wheel lacks, and the monitor dies, taking the head down. The same provider class named as
-  `type: external` runs. v2 keeps its state in the GCS (read with ray.autoscaler.v2.sdk), not the KV.
+- v2 cannot run `type: fake_multinode` from this wheel: its config reader loads that provider's
+  defaults from fake_multi_node/example.yaml, which the wheel lacks, and the monitor dies, taking the
+  head down. So v2 is switched off here.
 - Token auth: `ray start --head` turns token auth on by itself when ~/.ray/auth_token exists (this
   machine has one), but a client given an explicit address only sends a token when RAY_AUTH_MODE=token.
   So the head gets RAY_AUTH_MODE=token and a fresh token of its own (RAY_AUTH_TOKEN, which wins over
@@ -52,16 +51,13 @@ OBJECT_STORE_BYTES = 100 * 2**20  # per node; the default (30% of RAM each) is n
 
 def autoscaling_config(gcs_address: str, *, head_cpus: int, worker_cpus: int, worker_gpus: int,
                        min_gpu_workers: int, max_gpu_workers: int, idle_timeout_minutes: float,
-                       upscaling_speed: float, autoscaler_v2: bool = False) -> dict:
+                       upscaling_speed: float) -> dict:
     """The whole cluster config (the wheel ships no fake_multi_node/example.yaml to fill it in)."""
     provider = {"type": "fake_multinode", "gcs_address": gcs_address,
                 # every fake node is on 127.0.0.1: the autoscaler tells them apart by node id
                 "use_node_id_as_ip": True,
                 "disable_node_updaters": True, "disable_launch_config_check": True,
                 "launch_multiple": True}  # else one node per launch request, whatever its count
-    if autoscaler_v2:
-        provider.update(type="external", head_node_id=HEAD_NODE_ID,
-                        module="ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider")
     return {
         "cluster_name": "fake", "max_workers": max_gpu_workers,
         "provider": provider,
@@ -116,7 +112,6 @@ class FakeCluster:
     env: dict[str, str]  # what a client needs: apply with client_env(), or add to a subprocess's env
     temp_dir: str
     proc: object  # the `ray start --head --block` process, leader of the cluster's process group
-    autoscaler_v2: bool = False
 
     @contextlib.contextmanager
     def client_env(self):
@@ -156,35 +151,20 @@ class FakeCluster:
         """Ids (hex) of the alive nodes that have GPUs."""
         return sorted(n for n, res in self.alive_nodes().items() if res.get("GPU", 0) > 0)
 
-    def autoscaler_status(self):
-        """v1: the autoscaler's latest report (rewritten each update interval, 1 s here), a dict with
-        "time", "load_metrics_report" (usage, demand) and "autoscaler_report" (active/pending nodes);
-        {} before the first. v2: ray.autoscaler.v2.sdk.get_cluster_status, a ClusterStatus."""
+    def autoscaler_status(self) -> dict:
+        """The v1 autoscaler's latest report (rewritten each update interval, 1 s here): "time",
+        "load_metrics_report" (usage, demand) and "autoscaler_report" (active/pending nodes); {} before the first."""
         with self.client_env():
-            if self.autoscaler_v2:
-                from ray.autoscaler.v2.sdk import get_cluster_status
-
-                return get_cluster_status(self.address)
             raw = self._gcs().internal_kv_get(b"__autoscaling_status", None, timeout=10)
         return json.loads(raw) if raw else {}
-
-    def _autoscaler_up(self) -> bool:
-        status = self.autoscaler_status()
-        return bool(status.stats.autoscaler_version if self.autoscaler_v2 else status)
 
     def pending_demand(self, newer_than: float = 0) -> dict[str, list] | None:
         """What the autoscaler still sees as demand, by source; {} when nothing is pending.
         resource_demand: tasks/actors waiting or infeasible, pg_demand: pending placement groups,
         request_demand: ray.autoscaler.sdk.request_resources bundles; each a list of [shape, count].
-        v1: None while its latest report is not newer than `newer_than` (a time.time()), so polling
-        after a change never takes a report made before it for the answer. (v2: read live from the GCS.)"""
+        None while the latest report is not newer than `newer_than` (a time.time()), so polling after a
+        change never takes a report made before it for the answer."""
         status = self.autoscaler_status()
-        if self.autoscaler_v2:
-            d = status.resource_demands
-            demand = {"resource_demand": d.ray_task_actor_demand, "pg_demand": d.placement_group_demand,
-                      "request_demand": d.cluster_constraint_demand}
-            demand = {k: [[b.bundle, b.count] for x in v for b in x.bundles_by_count] for k, v in demand.items()}
-            return {k: v for k, v in demand.items() if v}
         if status.get("time", 0) <= newer_than:
             return None
         report = status.get("load_metrics_report", {})
@@ -260,8 +240,7 @@ def _log_tail(temp_dir: str) -> str:
 @contextlib.contextmanager
 def autoscaling_cluster(max_gpu_workers: int = 3, head_cpus: int = 2, worker_cpus: int = 1,
                         worker_gpus: int = 1, min_gpu_workers: int = 0, idle_timeout_minutes: float = 0.1,
-                        upscaling_speed: float = 10.0, autoscaler_v2: bool = False,
-                        start_timeout: float = 60):
+                        upscaling_speed: float = 10.0, start_timeout: float = 60):
     """A fake autoscaling cluster: a head with head_cpus CPUs and no GPU, and up to max_gpu_workers
     `gpu_worker` nodes of {CPU: worker_cpus, GPU: worker_gpus}, launched on demand (tasks/actors
     waiting for resources, or request_resources) and removed after idle_timeout_minutes idle (0.1: 6 s).
@@ -273,24 +252,21 @@ def autoscaling_cluster(max_gpu_workers: int = 3, head_cpus: int = 2, worker_cpu
     config.write_text(yaml.safe_dump(autoscaling_config(
         f"127.0.0.1:{port}", head_cpus=head_cpus, worker_cpus=worker_cpus, worker_gpus=worker_gpus,
         min_gpu_workers=min_gpu_workers, max_gpu_workers=max_gpu_workers,
-        idle_timeout_minutes=idle_timeout_minutes, upscaling_speed=upscaling_speed,
-        autoscaler_v2=autoscaler_v2)))
+        idle_timeout_minutes=idle_timeout_minutes, upscaling_speed=upscaling_speed)))
     client = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    env.update(client, RAY_FAKE_CLUSTER="1", RAY_enable_autoscaler_v2=str(int(autoscaler_v2)),
+    env.update(client, RAY_FAKE_CLUSTER="1", RAY_enable_autoscaler_v2="0",
                AUTOSCALER_UPDATE_INTERVAL_S="1",  # default 5
                AUTOSCALER_METRIC_PORT=str(free_port()))  # default 44217, which another Ray may hold
-    if autoscaler_v2:  # the head's instance, as v2 knows it
-        env.update(RAY_CLOUD_INSTANCE_ID=HEAD_NODE_ID, RAY_NODE_TYPE_NAME="ray.head.default")
     proc = start_ray_head(temp_dir, port, env, f"--num-cpus={head_cpus}", "--num-gpus=0",
                           f"--autoscaling-config={config}", f"--object-store-memory={OBJECT_STORE_BYTES}",
                           f"--system-config={json.dumps(SYSTEM_CONFIG, separators=(',', ':'))}")
-    cluster = FakeCluster(f"127.0.0.1:{port}", client, temp_dir, proc, autoscaler_v2)
+    cluster = FakeCluster(f"127.0.0.1:{port}", client, temp_dir, proc)
     try:
         deadline = time.monotonic() + start_timeout
         # The GCS client blocks ~40 s on a port nobody listens on: wait for the port, then for a report.
-        while not (_listening(port) and _quietly(cluster._autoscaler_up)):
+        while not (_listening(port) and _quietly(cluster.autoscaler_status)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"fake cluster did not start (head exit code {proc.poll()})\n"
                                    + _log_tail(temp_dir))
