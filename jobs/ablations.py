@@ -18,7 +18,7 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.cli import ADDRESS_HELP, connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.cli import ADDRESS_HELP, MODEL_HELP, add_model_arg, connect_ray, gather, guarded, setup_logging  # noqa: E402
 from sweep.core.validation import parse  # noqa: E402
 from sweep.experiments.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
 from sweep.pipelines.ablations import AblationConfig, run_ablation  # noqa: E402
@@ -28,7 +28,8 @@ TOKEN_MODELS = ("B_16_imagenet1k", "B_32_imagenet1k")
 
 
 #: Where each option lands in AblationConfig (field path -> argparse dest).
-FIELDS = {"experiment": "experiment", "out": "out", "models": "models", "conditions": "conditions",
+FIELDS = {"experiment": "experiment", "out": "out", "models": "models", "model_args": "model_arg",
+          "conditions": "conditions",
           "weights": "weights", "batch_size": "batch_size", "actors": "actors", "data.limit": "limit",
           "data.boxes": "boxes", "data.solution": "val_solution", "data.ground_truth": "val_ground_truth",
           "data.meta": "val_meta"}
@@ -61,7 +62,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-solution", help="LOC_val_solution.csv (labels and boxes), with --val")
     p.add_argument("--val-ground-truth", help="devkit ILSVRC2012_validation_ground_truth.txt, with --val")
     p.add_argument("--val-meta", help="devkit meta.mat, with --val-ground-truth")
-    p.add_argument("--models", nargs="+", help="zoo classifiers (default: the paper's 8; for tokens its 2 ViTs)")
+    p.add_argument("--models", nargs="+", help="classifiers (default: the paper's 8; for tokens its 2 ViTs): "
+                   + MODEL_HELP)
+    add_model_arg(p, taps=False)
     p.add_argument("--conditions", nargs="+", help="subset of the experiment's conditions, a frequency grid, "
                    "or token variants (intact, cls_isolated_after:L, pool:mean_patches, pos:zero, shuffle:32, ...)")
     p.add_argument("--weights", default="pretrained")

@@ -15,18 +15,28 @@ from pydantic import Field
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_model_arg,
+    check_options,
+    connect_ray,
+    guarded,
+    model_name,
+    setup_logging,
+)
 from sweep.core.validation import Count, NonNegativeInt, Text  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.pipelines.activation_maps import run_activation_maps  # noqa: E402
 
 
 def run(args) -> int:
-    check_options(args, {"model": Text, "layer": Text, "feature": Annotated[list[NonNegativeInt], Field(min_length=1)],
+    model = model_name(args)
+    check_options(args, {"layer": Text, "feature": Annotated[list[NonNegativeInt], Field(min_length=1)],
                          "out": Text, "site": Text | None, "weights": Text, "actors": Count, "limit": Count | None})
     listing = image_folder(args.images, limit=args.limit)
     connect_ray(args.address)
-    frame = run_activation_maps(args.model, args.layer, args.feature, listing, args.out, site=args.site,
+    frame = run_activation_maps(model, args.layer, args.feature, listing, args.out, site=args.site,
                                 weights=args.weights, actors=args.actors)
     written = int((frame["status"] == "ok").sum())
     print(f"{written} activation map(s) in {args.out}/activation_maps "
@@ -36,12 +46,13 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="activation_maps.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--layer", required=True)
     p.add_argument("--feature", type=int, nargs="+", required=True)
     p.add_argument("--images", required=True, help="a folder of images (recursive)")
     p.add_argument("--out", required=True)
-    p.add_argument("--site")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--actors", type=int, default=1)
     p.add_argument("--address", help=ADDRESS_HELP)

@@ -13,7 +13,16 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.cli import ADDRESS_HELP, check_options, connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_model_arg,
+    check_options,
+    connect_ray,
+    gather,
+    guarded,
+    setup_logging,
+)
 from sweep.core.validation import Count, parse  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.experiments.top_images import TopImagesConfig
@@ -21,7 +30,8 @@ from sweep.pipelines.ablations import DataSpec  # noqa: E402
 from sweep.pipelines.top_images import scan_top_images  # noqa: E402
 
 #: Where each option lands in TopImagesConfig (field path -> argparse dest).
-FIELDS = {"model": "model", "out": "out", "split": "split", "k": "k", "layers": "layers", "site": "site",
+FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "out", "split": "split", "k": "k",
+          "layers": "layers", "site": "site",
           "weights": "weights", "batch_size": "batch_size", "actors": "actors"}
 
 
@@ -44,7 +54,8 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="top_images.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--out", required=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="any folder of images (recursive)")
@@ -55,7 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="val", help="name of this dataset in the output (val, train, ...)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--layers", nargs="+", help="block indices or names (default: all)")
-    p.add_argument("--site", help="mlp (default) | q | k | v | attn_out | channel")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="scanner actors (default 1)")

@@ -17,7 +17,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pandas as pd  # noqa: E402
 
-from sweep.cli import ADDRESS_HELP, check_options, connect_ray, guarded, setup_logging  # noqa: E402
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_model_arg,
+    check_options,
+    connect_ray,
+    guarded,
+    model_name,
+    setup_logging,
+)
 from sweep.core.errors import SweepError  # noqa: E402
 from sweep.core.validation import Count, Seed, Text  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
@@ -30,9 +39,10 @@ from sweep.views.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 
 
 def run(args) -> int:
-    check_options(args, {"model": Text, "results": Text, "split": Text, "features_per_layer": Count | None,
+    model = model_name(args)
+    check_options(args, {"results": Text, "split": Text, "features_per_layer": Count | None,
                          "weights": Text, "actors": Count, "seed": Seed})
-    anatomy = anatomy_of(args.model)
+    anatomy = anatomy_of(model)
     key = anatomy.entry.key
     top_path = f"{args.results.rstrip('/')}/{partition_path('top_images', split=args.split, model=key)}"
     try:
@@ -67,7 +77,8 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="unit_invariance.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--results", required=True, help="results root holding top_images/ (and receiving invariance/)")
     p.add_argument("--split", default="val")
     src = p.add_mutually_exclusive_group(required=True)

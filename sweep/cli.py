@@ -26,7 +26,8 @@ def anatomy_record(anatomy) -> dict:
         "key": e.key, "family": e.family, "source": e.source, "arch": e.arch, "tag": e.tag,
         "aliases": list(e.aliases), "paper_name": e.paper_name, "paper_38": e.paper_38, "note": e.note,
         "lr": e.lr, "input_size": p.input_size, "mean": list(p.mean), "std": list(p.std),
-        "interpolation": p.interpolation, "crop_pct": p.crop_pct,
+        "interpolation": p.interpolation, "crop_pct": p.crop_pct, "preprocess_origin": p.origin,
+        "taps": list(e.taps),
         "default_site": anatomy.default_site,
         "blocks": [{"index": b.index, "name": b.name, "prefix_tokens": b.prefix_tokens,
                     "layout": b.layout, "tokens": b.tokens, "widths": b.widths} for b in anatomy.blocks],
@@ -35,13 +36,12 @@ def anatomy_record(anatomy) -> dict:
 
 def cmd_models(args) -> int:
     from sweep.models.anatomy import anatomy_of, describe
-    from sweep.models.names import with_args
     from sweep.models.zoo import REGISTRY
 
     if args.model:  # any model, zoo or not: what its inferred anatomy offers
         if args.family:
             raise SweepError("--family lists the zoo; give it or --model, not both")
-        records = [anatomy_record(anatomy_of(with_args(m, args.model_arg or []))) for m in args.model]
+        records = [anatomy_record(anatomy_of(model_name(args, m))) for m in args.model]
     else:
         records = [anatomy_record(describe(e)) for e in REGISTRY.entries(args.family)]
     if args.format == "json":
@@ -81,7 +81,7 @@ def cmd_visualize(args) -> int:
 
 
 #: Where each option of `sweep visualize` lands in VisualizeJob (field path -> argparse dest).
-VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "layer": "layer", "features": "feature",
+VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "layer": "layer", "features": "feature",
                     "site": "site", "weights": "weights",
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
@@ -134,7 +134,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Where each option of `sweep run` lands in SweepConfig (field path -> argparse dest).
-RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "layers": "layers", "site": "site",
+RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "taps": "tap", "layers": "layers",
+              "site": "site",
               "weights": "weights",
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
               "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
@@ -235,7 +236,7 @@ def cmd_tune(args) -> int:
 
 
 #: Where each option of `sweep tune` lands in TuneJob (field path -> argparse dest).
-TUNE_FIELDS = {"model": "model", "out": "out", "search": "search", "search_seed": "search_seed",
+TUNE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "out", "search": "search", "search_seed": "search_seed",
                "layers": "layers", "features": "features", "unit_seed": "unit_seed", "site": "site",
                "weights": "weights", "base_seed": "seed", "reference": "reference",
                "reference_count": "reference_count", "robustness_draws": "robustness_draws",
@@ -258,10 +259,30 @@ MODEL_HELP = ("a zoo key or alias (`sweep models`), any timm name (arch, arch.ta
               "as NAME[key=value,...]")
 
 
-def add_model_arg(p: argparse.ArgumentParser) -> None:
+def add_model_arg(p: argparse.ArgumentParser, taps: bool = True) -> None:
+    """--model-arg and --tap: what, besides its name, says which network is built and where it is read."""
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                    help="constructor argument for the model(s), repeatable (e.g. img_size=224); becomes part of "
                    "the model's name: vit_small_patch14_dinov2[img_size=224]")
+    if taps:
+        p.add_argument("--tap", action="append", metavar="MODULE",
+                       help="read the output of this module (a path such as blocks.3.mlp.fc1), repeatable; the "
+                       "taps replace the inferred blocks as layers 0, 1, ... and become part of the model's name: "
+                       "NAME[tap=blocks.3.mlp.fc1]")
+
+
+def model_name(args, model: str | None = None) -> str:
+    """The model's full name from --model, --model-arg and --tap, each bad value named by its flag."""
+    from sweep.core.validation import Text
+    from sweep.models.names import ModelArg, TapPath, with_args
+
+    if not hasattr(args, "tap"):
+        args.tap = None
+
+    check_options(args, {"model_arg": list[ModelArg] | None, "tap": list[TapPath] | None})
+    if model is None:
+        check_options(args, {"model": Text})
+    return with_args(model or args.model, args.model_arg or [], args.tap or [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arg(p)
     p.add_argument("--layer", required=True, help="block index (negative counts from the end) or name")
     p.add_argument("--feature", required=True, type=int, nargs="+", help="feature indices")
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel: where to read: MLP hidden units (default "
-                   "for transformers), attention q/k/v/output, or channel (CNN blocks, the default there)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output: where to read: MLP hidden units "
+                   "(default for transformers), attention q/k/v/output, channel (CNN blocks, the default there) "
+                   "or output (a --tap module)")
     p.add_argument("--steps", type=int, help=f"cosine schedule length; runs steps+1 iterations "
                    f"(default {defaults.steps})")
     p.add_argument("--tv", type=float, help=f"TV multiplier v; coefficient {defaults.tv_base}*v "
@@ -315,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Each trial renders the same seeded sample of (layer, feature) units with one "
                        "(lr, tv) and scores the images without a human (sweep/method/scores.py). Trials already in "
                        "the results root are skipped, so re-running resumes.")
-    p.add_argument("--model", required=True, help="registry key or alias (see `sweep models`)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--out", required=True, help="results root: a directory or fsspec URL; rows under tuning/")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--grid", nargs="+", metavar="NAME=V1,V2",
@@ -327,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", help="block indices or names (default: 4 evenly spaced, ending at the last)")
     p.add_argument("--features", type=int, default=4, help="units sampled per layer (default 4)")
     p.add_argument("--unit-seed", type=int, default=0, help="seed of the unit sample (default 0)")
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel (default: the model's)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | PATH")
     p.add_argument("--seed", type=int, default=0, help="base seed; feature f uses seed+f (default 0)")
     p.add_argument("--steps", type=int, help=f"recipe steps per trial (default {defaults.steps})")
@@ -377,7 +400,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     g.add_argument("--feature-list", type=int, nargs="+", help="these feature indices in every layer")
     g.add_argument("--sample", type=int, help="a seeded random sample of N features per layer")
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel (default: the model's)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", help="pretrained | random | PATH")
     p.add_argument("--steps", type=int, help="recipe steps (default 400)")
     add_recipe_switch(p)

@@ -32,3 +32,25 @@ class TinyMixer(nn.Module):
 
 def tiny_mixer(width: int = 16):
     return TinyMixer(width), {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+class SeqEncoder(nn.Module):
+    """torch's own TransformerEncoder, sequence first, with no module named mlp: nothing to infer,
+    so it is read through explicit taps (`--tap encoder.layers.1`)."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, 8, 8)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+        layer = nn.TransformerEncoderLayer(width, 2, 2 * width, dropout=0.0, batch_first=False)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).permute(2, 0, 1)  # (tokens, batch, width)
+        x = torch.cat([self.class_token.expand(-1, x.shape[1], -1), x], dim=0)
+        return self.head(self.encoder(x)[0])
+
+
+def seq_encoder(width: int = 16):
+    return SeqEncoder(width), {"input_size": 32}

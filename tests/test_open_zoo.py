@@ -71,6 +71,11 @@ def _hooked(net, module_path: str, kind: str):
     ("open_clip:ViT-B-32", 5, "transformer.resblocks.5.mlp.gelu", "output", "clip", 1),
     ("torchvision:vit_b_16", 1, "encoder.layers.encoder_layer_1.mlp.3", "input", "auto", 1),
     ("module:model_factories:tiny_mixer[width=12]", 1, "blocks.1.mlp.2", "input", "auto", 1),
+    # explicit taps (--tap): a conv output (channels), a block's token output, a sequence-first encoder
+    ("module:model_factories:tiny_mixer[tap=embed|blocks.0]", 0, "embed", "output", "auto", 0),
+    ("module:model_factories:tiny_mixer[tap=embed|blocks.0]", 1, "blocks.0", "output", "auto", 1),
+    ("torchvision:resnet18[tap=layer2.0.conv1]", 0, "layer2.0.conv1", "output", "cnn", 0),
+    ("module:model_factories:seq_encoder[tap=encoder.layers.1]", 0, "encoder.layers.1", "output", "auto", 1),
 ])
 def test_inferred_taps_read_the_module_a_hand_written_hook_reads(name, layer, module_path, kind, family, prefix):
     anatomy = anatomy_of(name)
@@ -105,6 +110,59 @@ def test_nothing_to_tap_lists_the_modules():
     entry = ModelEntry("module:torch.nn:Identity", "auto", "module", "torch.nn:Identity", "factory")
     with pytest.raises(SweepError, match="found no blocks to tap in module:torch.nn:Identity"):
         describe(entry)
+    with pytest.raises(SweepError, match="name the modules to read with --tap MODULE .* e.g. --tap encoder.layers.1"):
+        anatomy_of("module:model_factories:seq_encoder")
+
+
+def test_taps_travel_in_the_name_in_the_order_given():
+    name = with_args("dev/vit-micro", ["depth=2"], ["blocks.1.mlp.fc1", "blocks.0"])
+    assert name == "dev/vit-micro[depth=2,tap=blocks.1.mlp.fc1|blocks.0]"
+    assert with_args(name, taps=["blocks.0", "head"]).endswith("tap=blocks.1.mlp.fc1|blocks.0|head]")
+    entry = resolve(name)
+    assert entry.taps == ("blocks.1.mlp.fc1", "blocks.0") and ("tap", "blocks.1.mlp.fc1|blocks.0") not in entry.kwargs
+    assert dict(entry.kwargs)["depth"] == 2 and resolve(entry.key) == entry
+    tapped_zoo = resolve("B_16_imagenet1k[tap=blocks.3]")
+    assert tapped_zoo.key == "vit_base_patch16_384.orig_in21k_ft_in1k[tap=blocks.3]" and not tapped_zoo.aliases
+    assert resolve("torchvision:resnet18[tap=0.1]").taps == ("0.1",), "a Sequential's module path stays text"
+    blocks = anatomy_of(name).blocks
+    assert [(b.index, b.name, b.layout, tuple(b.sites)) for b in blocks] == [
+        (0, "blocks.1.mlp.fc1", "tokens", ("output",)), (1, "blocks.0", "tokens", ("output",))]
+    assert anatomy_of(name).default_site == "output"
+    with pytest.raises(SweepError, match=r"tap 'blocks.9': no such module in .*; allowed: blocks.\d"):
+        anatomy_of("dev/vit-micro[tap=blocks.9]")
+
+
+def test_model_options_are_named_by_their_flag(tmp_path, capsys):
+    from sweep.cli import main
+
+    base = ["visualize", "--model", "dev/vit-micro", "--layer", "0", "--feature", "0", "--weights", "random",
+            "--out", str(tmp_path), "--steps", "1", "--quiet"]
+    assert main([*base, "--model-arg", "bad"]) == 2
+    assert "error: --model-arg (item 1): model argument 'bad': expected key=value" in capsys.readouterr().err
+    assert main([*base, "--tap", "blocks.0", "--tap", "a b"]) == 2
+    assert "error: --tap (item 2): tap 'a b': expected a module path" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing written before the error"
+    assert main(["visualize", "--model", "module:model_factories:seq_encoder", "--tap", "encoder.layers.1",
+                 "--layer", "0", "--feature", "3", "--weights", "random", "--out", str(tmp_path), "--steps", "2",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "module:model_factories:seq_encoder[tap=encoder.layers.1]  layer 0 (encoder.layers.1)  output     3" in out
+
+
+def test_each_source_owns_its_preprocessing_and_says_where_it_came_from():
+    from sweep.models.sources import SOURCES
+
+    assert set(SOURCES) == {"timm", "open_clip", "torchvision", "module"}
+    micro = anatomy_of("dev/vit-micro").preprocess
+    assert micro.origin == "timm defaults for vit_tiny_patch16_224 (no pretrained tag)"
+    tv = anatomy_of("torchvision:resnet18").preprocess
+    assert (tv.input_size, tv.resize_size, tv.interpolation, tv.crop_pct) == (224, 256, "bilinear", 0.875)
+    assert tv.origin == "torchvision transforms of resnet18 IMAGENET1K_V1"
+    dino = anatomy_of(DINO).preprocess
+    assert (dino.input_size, dino.interpolation, dino.origin) == (224, "bicubic", "timm pretrained_cfg of "
+                                                                   "vit_small_patch14_dinov2.lvd142m")
+    own = anatomy_of("module:model_factories:seq_encoder[tap=encoder.layers.1]").preprocess
+    assert (own.input_size, own.mean) == (32, (0.485, 0.456, 0.406)) and "defaults for mean, std" in own.origin
 
 
 def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path):
@@ -190,3 +248,25 @@ def test_sweep_models_describes_any_model(capsys):
     (record,) = json.loads(capsys.readouterr().out)
     assert record["key"] == DINO and record["source"] == "timm" and record["input_size"] == 224
     assert len(record["blocks"]) == 12 and record["blocks"][0]["widths"]["mlp"] == 1536
+
+
+def test_every_job_config_folds_model_arguments_and_taps_into_the_name(tmp_path):
+    from sweep.core.validation import parse
+    from sweep.experiments.top_images import TopImagesConfig
+    from sweep.pipelines.ablations import AblationConfig
+    from sweep.pipelines.tune import TuneJob
+    from sweep.work.plan import SweepConfig
+    from sweep.work.visualize import VisualizeJob
+
+    common = {"model_args": ["depth=2"], "taps": ["blocks.1"]}
+    want = "dev/vit-micro[depth=2,tap=blocks.1]"
+    assert parse(TuneJob, {"model": "dev/vit-micro", "out": str(tmp_path), **common}).model == want
+    assert parse(TopImagesConfig, {"model": "dev/vit-micro", "out": str(tmp_path), **common}).model == want
+    assert parse(VisualizeJob, {"model": "dev/vit-micro", "layer": 0, "features": [0], **common}).model == want
+    assert parse(SweepConfig, {"models": ["dev/vit-micro"], "out": str(tmp_path), **common}).models == (want,)
+    data = {"kind": "val_solution", "root": str(tmp_path), "solution": str(tmp_path / "s.csv")}
+    ablation = parse(AblationConfig, {"experiment": "frequency", "out": str(tmp_path), "data": data,
+                                      "models": ["tf_efficientnet_lite0"], "model_args": ["num_classes=10"]})
+    assert ablation.models == ("tf_efficientnet_lite0[num_classes=10]",)
+    with pytest.raises(SweepError, match=r"^taps.0: tap 'a b'"):
+        parse(TuneJob, {"model": "dev/vit-micro", "out": str(tmp_path), "taps": ["a b"]})

@@ -56,7 +56,7 @@ def test_fb_table_reproduces_the_published_normalization(tmp_path):
             assert abs(row["background_norm"] - bg) <= 0.0101, row
     md = (out / "fb_table.md").read_text()
     lines = md.strip().splitlines()
-    assert len(lines) == 2 + 8 and lines[2].startswith("| vit_base_patch32_384.augreg_in21k_ft_in1k | ViT-B32 | 98.44 |")
+    assert len(lines) == 2 + 8 and lines[2].startswith("| vit_base_patch32_384.augreg_in21k_ft_in1k | ViT-B32 | zoo | 98.44 |")
     tex = (out / "fb_table.tex").read_text()
     assert r"\begin{tabular}" in tex and "93.91" in tex
 

@@ -71,8 +71,11 @@ def test_top_images_one_or_two_workers_equal_brute_force(image_dir, tmp_path, lo
     anatomy = anatomy_of("dev/vit-micro")
     net = build(anatomy.entry, "random")
     good = [r for r in listing.records if r["image_id"] != "b/broken"]
+    pre = anatomy.preprocess  # the model's own evaluation transform: 35 px bicubic, crop to 32 (crop_pct 0.9)
+    assert (pre.resize_size, pre.interpolation) == (35, "bicubic")
     batch = prepare_batch({k: [r[k] for r in good] for k in ("image_id", "path", "label", "boxes")},
-                          "foreground_background", ("original",), 32)
+                          "foreground_background", ("original",), 32, resize=pre.resize_size,
+                          interpolation=pre.interpolation)
     x = torch.as_tensor(batch["image"]).permute(0, 3, 1, 2)
     with torch.no_grad():
         acts = torch.cat(read_sites(net, [(b, "mlp") for b in anatomy.blocks], ModelInput(anatomy)(x)), 1)

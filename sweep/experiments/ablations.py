@@ -100,11 +100,13 @@ def decode(path: str, storage_options: dict | None = None) -> np.ndarray:
 
 
 def prepare_batch(batch: dict, experiment: str, conditions: tuple[str, ...], size: int,
-                  storage_options: dict | None = None) -> dict:
+                  storage_options: dict | None = None, resize: int | None = None,
+                  interpolation: str = "bilinear") -> dict:
     """Records -> one row per (image, condition) with the conditioned, resized, cropped image.
 
     Mask conditions act on the full-resolution image before resize and crop (as the paper);
-    frequency conditions on the model-resolution image.
+    frequency conditions on the model-resolution image. The resize is the paper's (short side to
+    `size`, bilinear) unless `resize`/`interpolation` give a model's own (`resize_center_crop`).
     """
     out: dict[str, list] = {k: [] for k in ("image_id", "label", "condition", "status", "error", "image")}
     blank = np.zeros((size, size, 3), np.float32)
@@ -127,9 +129,9 @@ def prepare_batch(batch: dict, experiment: str, conditions: tuple[str, ...], siz
                 out["image"].append(blank)
                 continue
             if experiment == "foreground_background":
-                img = resize_center_crop(apply_mask_condition(full, boxes, condition), size)
+                img = resize_center_crop(apply_mask_condition(full, boxes, condition), size, resize, interpolation)
             else:
-                img = frequency_condition(resize_center_crop(full, size), condition)
+                img = frequency_condition(resize_center_crop(full, size, resize, interpolation), condition)
             out["status"].append("ok")
             out["error"].append("")  # "" not None: Ray Data blocks must agree on a string column
             out["image"].append(img)

@@ -23,6 +23,7 @@ from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
 from sweep.experiments.topk import TopK
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
+from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.models.taps import read_sites
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("si
 class TopImagesConfig:
     model: Text
     out: Text
+    model_args: tuple[ModelArg, ...] = ()  # key=value constructor arguments (sweep.models.names)
+    taps: tuple[TapPath, ...] = ()  # explicit modules to read, in place of the inferred blocks
     split: Text = "val"
     k: Count = 10
     layers: tuple[Layer, ...] | None = None
@@ -45,6 +48,11 @@ class TopImagesConfig:
     actors: Count | None = None
     actor_cpus: Positive = 0.5
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", with_args(self.model, self.model_args, self.taps))
+        object.__setattr__(self, "model_args", ())  # now part of the model's name
+        object.__setattr__(self, "taps", ())
 
 
 class ActivationScanner:

@@ -11,6 +11,7 @@ never reaches is left out.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from sweep.core.errors import SweepError, choices
 from sweep.models.build import Preprocess, device_of, meta_module, preprocess_config
 from sweep.models.zoo import ModelEntry, get_entry
 
+log = logging.getLogger(__name__)
+
 #: Sites of the attention path, offered for plain ViTs and CLIP ViTs.
 ATTENTION_SITES = ("q", "k", "v", "attn_out")
-ALL_SITES = ("mlp", *ATTENTION_SITES, "channel")
+ALL_SITES = ("mlp", *ATTENTION_SITES, "channel", "output")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,10 @@ class Anatomy:
 
     @property
     def default_site(self) -> str:
-        return "mlp" if "mlp" in self.blocks[0].sites else "channel"  # a conv MLP (ConvNeXt) is mlp too
+        """mlp where the first block has one (a conv MLP, ConvNeXt's, too), else channel; explicit
+        taps read their module's `output`."""
+        sites = self.blocks[0].sites
+        return next((s for s in ("mlp", "channel", "output") if s in sites), next(iter(sites)))
 
     def block(self, layer: int | str) -> Block:
         """Resolve `--layer`: a block index (negative counts from the end) or a block name."""
@@ -303,6 +309,46 @@ def _tokens(shape: tuple[int, ...], layout: str) -> int | None:
     return math.prod(shape[1:-1])
 
 
+def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[Block, ...]:
+    """One block per `--tap` module, each with one site, `output`: a (B, C, H, W) output is read per
+    channel over the spatial grid, (B, N, C) or (B, C) over tokens (the model's prefix tokens
+    excluded), (N, B, C) the same, sequence first."""
+    modules = dict(net.named_modules())
+    for path in entry.taps:
+        if path not in modules:
+            raise SweepError(f"tap {path!r}: no such module in {entry.key}; allowed: "
+                             f"{choices(_close_modules(modules, path), limit=40)}")
+    probe = [Block(i, path, 0, "tokens", {"output": Site(path)}) for i, path in enumerate(entry.taps)]
+    shapes = _measure(net, probe, size)
+    prefix = prefix_tokens(net)
+    blocks = []
+    for i, path in enumerate(entry.taps):
+        shape = shapes.get((path, 0))
+        if shape is None:
+            raise SweepError(f"tap {path!r}: the module never runs in a forward pass of {entry.key}")
+        if len(shape) == 4:
+            layout, width = "channels", shape[1]
+        elif len(shape) == 3 and shape[0] != 1 and shape[1] == 1:
+            layout, width = "seq_first", shape[-1]
+        elif len(shape) in (2, 3):
+            layout, width = "tokens", shape[-1]
+        else:
+            raise SweepError(f"tap {path!r}: its output has shape {list(shape)} for one image; expected "
+                             "(1, C, H, W), (1, tokens, C) or (1, C)")
+        tokens = _tokens(shape, layout) if len(shape) == 3 else (None if len(shape) == 4 else 1)
+        lead = prefix if tokens is not None and tokens > prefix else 0
+        blocks.append(Block(i, path, lead, layout, {"output": Site(path)}, {"output": int(width)}, tokens))
+    return tuple(blocks)
+
+
+def _close_modules(modules: dict, path: str) -> list[str]:
+    """Module paths worth suggesting for a mistyped tap: the closest names, else the shallow ones."""
+    import difflib
+
+    names = [n for n in modules if n]
+    return difflib.get_close_matches(path, names, n=8, cutoff=0.5) or [n for n in names if n.count(".") <= 1]
+
+
 def describe(entry: ModelEntry) -> Anatomy:
     """The anatomy of an entry, measured on a meta-device copy (fast, no weights needed)."""
     try:
@@ -311,13 +357,19 @@ def describe(entry: ModelEntry) -> Anatomy:
         raise SweepError(f"no tap rule for family {entry.family!r}; allowed: {choices(FAMILY_RULES)}") from None
     net = meta_module(entry)
     pre = preprocess_config(entry, net)
+    if "default" in pre.origin:  # never silent about input settings nobody chose
+        log.info("%s: input %d px, mean %s, std %s, %s, crop %.3g: %s", entry.key, pre.input_size,
+                 list(pre.mean), list(pre.std), pre.interpolation, pre.crop_pct, pre.origin)
+    if entry.taps:
+        return Anatomy(entry, pre, _explicit_blocks(net, entry, pre.input_size))
     raw = [Block(i, name, prefix, layout, sites)
            for i, (name, prefix, layout, sites) in enumerate(rule(net, entry))]
     if not raw:
         names = [n for n, m in net.named_modules() if n and n.count(".") <= 2 and len(list(m.children()))]
         raise SweepError(f"found no blocks to tap in {entry.key}: no MLP (a module named mlp) and no "
-                         f"convolutional blocks ({', '.join(CNN_BLOCK_PATTERNS[:4])}, ...); its modules: "
-                         f"{choices(names, limit=40)}")
+                         f"convolutional blocks ({', '.join(CNN_BLOCK_PATTERNS[:4])}, ...); name the modules "
+                         f"to read with --tap MODULE (repeatable), e.g. --tap {names[-1] if names else 'MODULE'}; "
+                         f"its modules: {choices(names, limit=40)}")
     shapes = _measure(net, raw, pre.input_size)
     blocks = []
     for b in raw:

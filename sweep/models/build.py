@@ -6,7 +6,8 @@ with gradients off for every parameter: the engine only ever differentiates the 
 Loaded weights (pretrained or a file) are checked to be finite before anything is rendered: a
 damaged checkpoint would otherwise give NaN images and rows far from their cause. Every way a
 weights file can be wrong (empty value, folder, missing, empty, not a checkpoint, keys that do not
-fit) is one SweepError line saying so in words.
+fit) is one SweepError line saying so in words. What differs between libraries (creating the
+network, its input config, checkpoint key names) is in `sweep.models.sources`; `build` is one call.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from dataclasses import dataclass
 from typing import Annotated
 
 import fsspec
@@ -24,6 +24,7 @@ from torch import nn
 
 from sweep.core.errors import SweepError, one_line, storage_reason
 from sweep.core.validation import Text
+from sweep.models.sources import Preprocess, source
 from sweep.models.zoo import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -32,89 +33,10 @@ log = logging.getLogger(__name__)
 RANDOM_WEIGHTS_SEED = 0
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """What the model expects of its input, read from its own pretrained config. interpolation and
-    crop_pct say how the model's own evaluation resizes (resize to input_size / crop_pct, centre crop);
-    recorded for the user, while the paper's experiments keep the paper's Resize(S) + CenterCrop(S)."""
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-    crop_pct: float = 1.0
-
-
-#: ImageNet mean/std, for a module factory that says nothing about its input.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _timm_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
-    import timm
-
-    name = entry.arch if entry.tag in (None, "hf-hub") else f"{entry.arch}.{entry.tag}"
-    return timm.create_model(name, pretrained=pretrained, **dict(entry.kwargs))
-
-
-def _open_clip_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
-    import open_clip
-
-    # OpenAI's CLIP uses QuickGELU; forcing it keeps random and pretrained models the same network.
-    extra = {"force_quick_gelu": True} if entry.tag == "openai" else {}
-    tag = None if entry.tag == "hf-hub" else entry.tag
-    model = open_clip.create_model(entry.arch, pretrained=tag if pretrained else None,
-                                   device=_default_device_name(), **extra, **dict(entry.kwargs))
-    return model.visual
-
-
-def _factory_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
-    """`module:package.module:factory`: the user's function, called with the model arguments."""
-    import importlib
-
-    module_name, _, factory_name = entry.arch.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as exc:
-        raise SweepError(f"model module:{entry.arch}: cannot import {factory_name} from {module_name} "
-                         f"({one_line(exc, 120)}); the module must be importable on every worker "
-                         "(installed, or in the job's working directory)") from None
-    try:
-        made = factory(**dict(entry.kwargs))
-    except Exception as exc:  # the user's code: its failure in one line, naming it
-        raise SweepError(f"model module:{entry.arch}: the factory raised {type(exc).__name__}: "
-                         f"{one_line(exc, 200)}") from None
-    net, preprocess = made if isinstance(made, tuple) else (made, None)
-    if not isinstance(net, nn.Module):
-        raise SweepError(f"model module:{entry.arch}: the factory returned {type(net).__name__}, "
-                         "expected a torch nn.Module (or a pair (module, preprocess dict))")
-    net.sweep_preprocess = dict(preprocess or {})
-    return net
-
-
-def _torchvision_module(entry: ModelEntry, pretrained: bool) -> nn.Module:
-    import torchvision
-
-    return torchvision.models.get_model(entry.arch, weights=entry.tag if pretrained else None, **dict(entry.kwargs))
-
-
-def _default_device_name() -> str:
-    """open_clip moves the model to a device itself; keep it where the ambient default puts it."""
-    return str(torch.empty(0).device)
-
-
-_BUILDERS = {"timm": _timm_module, "open_clip": _open_clip_module, "torchvision": _torchvision_module,
-             "module": _factory_module}
-
-
 def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
     """The bare network of an entry (train mode, gradients on), as its library builds it."""
     try:
-        builder = _BUILDERS[entry.source]
-    except KeyError:
-        raise SweepError(f"model {entry.key!r} has unknown source {entry.source!r}; "
-                         f"allowed: {', '.join(_BUILDERS)}") from None
-    try:
-        return builder(entry, pretrained)
+        return source(entry).create(entry, pretrained)
     except TypeError as exc:
         if not entry.kwargs:
             raise
@@ -148,34 +70,8 @@ def device_of(net: nn.Module) -> torch.device:
 
 
 def preprocess_config(entry: ModelEntry, net: nn.Module) -> Preprocess:
-    """Input size and mean/std from the model's own pretrained config (never re-typed here)."""
-    if entry.source == "timm":
-        cfg = net.pretrained_cfg
-        size = dict(entry.kwargs).get("img_size", cfg["input_size"][-1])
-        size = size[-1] if isinstance(size, (tuple, list)) else size
-        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg.get("interpolation") or "bilinear"),
-                          float(cfg.get("crop_pct") or 1.0))
-    if entry.source == "open_clip":
-        cfg = net.preprocess_cfg
-        size = cfg["size"]
-        size = size[-1] if isinstance(size, (tuple, list)) else size
-        return Preprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg.get("interpolation", "bicubic")))
-    if entry.source == "module":
-        cfg = getattr(net, "sweep_preprocess", {}) or {}
-        missing = [k for k in ("input_size", "mean", "std") if k not in cfg]
-        if missing:
-            log.info("%s: the factory gives no %s: using %s", entry.key, ", ".join(missing),
-                     "224 px, ImageNet mean/std" if len(missing) == 3 else "the defaults (224 px, ImageNet mean/std)")
-        size = cfg.get("input_size", 224)
-        size = size[-1] if isinstance(size, (tuple, list)) else size
-        return Preprocess(int(size), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
-                          str(cfg.get("interpolation", "bilinear")), float(cfg.get("crop_pct", 1.0)))
-    import torchvision
-
-    weights = torchvision.models.get_model_weights(entry.arch)[entry.tag]
-    tf = weights.transforms()
-    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
-    return Preprocess(crop, tuple(tf.mean), tuple(tf.std), tf.interpolation.value, round(crop / resize, 4))
+    """Input size, mean/std, interpolation and crop from the model's own config (its source's)."""
+    return source(entry).preprocess(entry, net)
 
 
 def _freeze(net: nn.Module) -> nn.Module:
@@ -275,8 +171,7 @@ def _undecodable(path: str, data: bytes, exc: Exception) -> str:
 def _load_local(entry: ModelEntry, net: nn.Module, weights: str) -> None:
     state = load_state_dict_file(weights)
     path = split_pin(weights)[0]  # messages name the file as the user gave it
-    if entry.source == "open_clip" and any(k.startswith("visual.") for k in state):
-        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    state = source(entry).adapt_state(state)
     own = net.state_dict()
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:

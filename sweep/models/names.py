@@ -10,33 +10,34 @@ A model name resolves, in order, to
    factory gives, "random" the factory called under the fixed seed.
 
 Constructor arguments follow the name in brackets, `vit_small_patch14_dinov2[img_size=224]`
-(`--model-arg img_size=224` adds them). The resolved key is canonical and says everything needed to
-build the model again, so a name is all that travels to a Ray worker: it resolves the same way there,
-with no registration in the driver's memory.
+(`--model-arg img_size=224` adds them); so do explicit taps, `name[tap=blocks.3.mlp.fc1|blocks.5]`
+(`--tap MODULE` adds one): the modules whose outputs are read, in place of the inferred blocks. The
+resolved key is canonical and says everything needed to build the model and its taps again, so a
+name is all that travels to a Ray worker: it resolves the same way there, with no registration in
+the driver's memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import re
+from typing import Annotated
 
 import yaml
+from pydantic import AfterValidator
 
-from sweep.core.errors import SweepError, choices
+from sweep.core.errors import SweepError
+from sweep.core.validation import Text
+from sweep.models.sources import NAME_HELP, SOURCES
 from sweep.models.zoo import REGISTRY, ModelEntry
 
 #: Prefixes of the model sources outside the zoo.
-PREFIXES = ("timm:", "open_clip:", "torchvision:", "module:")
-NAME_HELP = ("a zoo key or alias (`sweep models`), a timm name (arch, arch.tag, hf-hub:org/repo), "
-             "open_clip:ARCH/TAG, torchvision:NAME or module:package.module:factory; constructor "
-             "arguments as name[key=value,...]")
-
-#: timm modules whose models the paper's family tap rules already describe.
-_TIMM_FAMILIES = {"vision_transformer": "vit", "deit": "deit", "coat": "coat", "convit": "convit", "pit": "pit",
-                  "swin_transformer": "swin", "twins": "twins", "resnet": "cnn"}
+PREFIXES = tuple(f"{name}:" for name in SOURCES)
 _ARG_VALUE = (int, float, bool, str, type(None))
+#: The name's pseudo-argument holding explicit taps (module paths joined by |); never passed to a constructor.
+TAP = "tap"
+_MODULE_PATH = r"[A-Za-z0-9_][\w.@-]*"
 
 
 def parse_model_args(items) -> tuple[tuple[str, object], ...]:
@@ -48,6 +49,16 @@ def parse_model_args(items) -> tuple[tuple[str, object], ...]:
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
             raise SweepError(f"model argument {item!r}: expected key=value with a Python name as key, "
                              "e.g. img_size=224")
+        if key == TAP:  # module paths stay text ("0.1" is a module of a Sequential, not a number)
+            taps = [t.strip() for t in raw.split("|")]
+            bad = [t for t in taps if not re.fullmatch(_MODULE_PATH, t)]
+            if bad:
+                raise SweepError(f"tap {bad[0]!r}: expected a module path such as blocks.3.mlp.fc1 "
+                                 "(`sweep models --model NAME --format json` lists the blocks)")
+            known = [t for t in str(pairs.get(TAP, "")).split("|") if t]
+            value = "|".join(dict.fromkeys([*known, *taps]))
+            pairs[TAP] = value
+            continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -79,18 +90,40 @@ def split_args(name: str) -> tuple[str, tuple[tuple[str, object], ...]]:
     return m.group(1), parse_model_args([p for p in m.group(2).split(",") if p.strip()])
 
 
-def with_args(name: str, extra: list[str]) -> str:
-    """`name` with constructor arguments added (`key=value` strings from --model-arg or YAML model_args)."""
-    if not extra:
+def with_args(name: str, extra=(), taps=()) -> str:
+    """`name` with constructor arguments (`key=value` strings from --model-arg or YAML model_args;
+    they replace the name's own values) and explicit taps (--tap or YAML taps; added in order)."""
+    if not extra and not taps:
         return name
-    base, args = split_args(name)
-    return base + format_args(tuple(sorted({**dict(args), **dict(parse_model_args(extra))}.items())))
+    base, pairs = split_args(name)
+    args, new = dict(pairs), dict(parse_model_args([*extra, *(f"{TAP}={t}" for t in taps)]))
+    merged = {**args, **{k: v for k, v in new.items() if k != TAP}}
+    tapped = [t for v in (args.get(TAP), new.get(TAP)) if v for t in v.split("|")]
+    if tapped:
+        merged[TAP] = "|".join(dict.fromkeys(tapped))
+    return base + format_args(tuple(sorted(merged.items())))
+
+
+def check_model_arg(item: str) -> str:
+    parse_model_args([item])
+    return item
+
+
+def check_tap(path: str) -> str:
+    parse_model_args([f"{TAP}={path}"])
+    return path
+
+
+#: Config fields: one `key=value` constructor argument, one module path to tap (checked on validation,
+#: so a bad one is reported as the flag or YAML key the user typed).
+ModelArg = Annotated[Text, AfterValidator(check_model_arg)]
+TapPath = Annotated[Text, AfterValidator(check_tap)]
 
 
 def source_of(name: str) -> str:
     """Where a model name comes from, read off the name alone (nothing imported or built: safe on
     names read from a results root): zoo, timm, open_clip, torchvision or module."""
-    base = split_args(name)[0] if isinstance(name, str) else ""
+    base = name.split("[", 1)[0].strip() if isinstance(name, str) else ""  # no parsing: any text is safe
     if base.startswith(PREFIXES):
         return base.split(":", 1)[0]
     try:
@@ -105,105 +138,22 @@ def resolve(name: str) -> ModelEntry:
     if not isinstance(name, str) or not name.strip():
         raise SweepError(f"model name {name!r} is empty; allowed: {NAME_HELP}")
     base, args = split_args(name)
-    entry = None if base.startswith(PREFIXES) else REGISTRY.find(base)
-    if entry is not None:
-        if not args:
-            return entry
-        if entry.source != "timm":
-            raise SweepError(f"model {base!r}: constructor arguments are supported for timm models only")
-        merged = tuple(sorted({**dict(entry.kwargs), **dict(args)}.items()))
-        return dataclasses.replace(entry, key=entry.key + format_args(args), kwargs=merged, aliases=(),
-                                   paper_38=False, note=f"{entry.key} built with {format_args(args)[1:-1]}")
-    source, _, rest = base.partition(":") if base.startswith(PREFIXES) else ("", "", base)
-    if source == "open_clip":
-        entry = _open_clip(rest, args)
-    elif source == "torchvision":
-        entry = _torchvision(rest, args)
-    elif source == "module":
-        entry = _module(rest, args)
-    else:
-        entry = _timm(rest, args, explicit=source == "timm")
-    return dataclasses.replace(entry, key=base + format_args(args))
-
-
-def _timm(name: str, args, explicit: bool) -> ModelEntry:
-    import timm
-    from timm.models import get_pretrained_cfg
-    from timm.models._registry import _model_to_module, split_model_name_tag  # no public name->module map
-
-    if name.startswith("hf-hub:"):
-        return ModelEntry(name, "auto", "timm", name, "hf-hub", kwargs=args,
-                          note="timm model from the Hugging Face hub (its config and weights need the hub)")
-    arch, tag = split_model_name_tag(name)
-    if not timm.is_model(arch):
-        zoo_close = difflib.get_close_matches(name, [e.key for e in REGISTRY.entries()], n=2)
-        timm_close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-        close = [*zoo_close, *timm_close]
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        what = "timm model" if explicit else "model"
-        raise SweepError(f"unknown {what} {name!r}; {hint}allowed: {NAME_HELP}")
-    tags = _pretrained_tags(arch)
-    if tag and tag not in tags:
-        raise SweepError(f"timm has no pretrained tag {tag!r} for {arch}; allowed: "
-                         f"{choices(tags) or 'none (use --weights random)'}")
-    if not tag and tags:  # timm's default tag, what create_model(arch, pretrained=True) loads
-        tag = getattr(get_pretrained_cfg(arch), "tag", None) or tags[0]
-    family = _TIMM_FAMILIES.get(_model_to_module.get(arch, ""), "auto")
-    return ModelEntry(name, family, "timm", arch, tag, kwargs=args,
-                      note=f"timm {arch}" + (f", pretrained tag {tag}" if tag else ", no pretrained weights"))
-
-
-def _pretrained_tags(arch: str) -> list[str]:
-    import timm
-
-    return [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
-
-
-def _open_clip(name: str, args) -> ModelEntry:
-    import open_clip
-
-    if name.startswith("hf-hub:"):
-        return ModelEntry(name, "auto", "open_clip", name, "hf-hub", kwargs=args,
-                          note="open_clip model from the Hugging Face hub (its config and weights need the hub)")
-    arch, _, tag = name.partition("/")
-    config = open_clip.get_model_config(arch)
-    if config is None:
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise SweepError(f"unknown open_clip architecture {arch!r}; {hint}expected open_clip:ARCH/TAG "
-                         "(open_clip.list_models() and list_pretrained())")
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    if tag and tag not in tags:
-        raise SweepError(f"open_clip has no pretrained tag {tag!r} for {arch}; allowed: "
-                         f"{choices(tags) or 'none (use --weights random)'}")
-    vision = config.get("vision_cfg", {})
-    family = "auto" if vision.get("timm_model_name") else (
-        "clip_resnet" if isinstance(vision.get("layers"), (list, tuple)) else "clip")
-    return ModelEntry(name, family, "open_clip", arch, tag or None, kwargs=args,
-                      note=f"open_clip {arch}" + (f", pretrained {tag}" if tag else ", no pretrained weights"))
-
-
-def _torchvision(name: str, args) -> ModelEntry:
-    import torchvision
-
-    arch, _, tag = name.partition(".")
-    if arch not in torchvision.models.list_models(torchvision.models):
-        close = difflib.get_close_matches(arch, torchvision.models.list_models(torchvision.models), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise SweepError(f"unknown torchvision classification model {arch!r}; {hint}"
-                         "expected torchvision:NAME (torchvision.models.list_models())")
-    weights = torchvision.models.get_model_weights(arch)
-    names = [w.name for w in weights]
-    if tag and tag not in names:
-        raise SweepError(f"torchvision has no weights {tag!r} for {arch}; allowed: {choices(names)}")
-    tag = tag or weights.DEFAULT.name
-    family = "cnn" if re.match(r"(resnet|resnext|wide_resnet)\d", arch) else "auto"
-    return ModelEntry(name, family, "torchvision", arch, tag, kwargs=args, note=f"torchvision {arch}, weights {tag}")
-
-
-def _module(target: str, args) -> ModelEntry:
-    module, sep, factory = target.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z_][\w.]*", module) or not re.fullmatch(r"[A-Za-z_]\w*", factory):
-        raise SweepError(f"module model {target!r}: expected module:package.module:factory")
-    return ModelEntry(target, "auto", "module", target, "factory", kwargs=args,
-                      note=f"{module}.{factory}(): the user's own factory")
+    taps = tuple(t for t in str(dict(args).get(TAP, "")).split("|") if t)
+    args = tuple((k, v) for k, v in args if k != TAP)
+    zoo = None if base.startswith(PREFIXES) else REGISTRY.find(base)
+    if zoo is None:
+        source, _, rest = base.partition(":") if base.startswith(PREFIXES) else ("timm", "", base)
+        extra = {"explicit": True} if source == "timm" and base.startswith("timm:") else {}
+        entry, key = SOURCES[source].entry(rest, args, **extra), base
+    elif not args and not taps:
+        return zoo  # as the zoo has it: its key, aliases and paper flags
+    elif args and zoo.source != "timm":
+        raise SweepError(f"model {base!r}: constructor arguments are supported for timm models only")
+    else:  # a zoo model built with other arguments or read at other modules: no longer the paper's
+        entry = dataclasses.replace(zoo, kwargs=tuple(sorted({**dict(zoo.kwargs), **dict(args)}.items())),
+                                    aliases=(), paper_38=False)
+        if args:
+            entry = dataclasses.replace(entry, note=f"{zoo.key} built with {format_args(args)[1:-1]}")
+        key = zoo.key
+    named = (*args, (TAP, "|".join(taps))) if taps else args
+    return dataclasses.replace(entry, key=key + format_args(tuple(sorted(named))), taps=taps)

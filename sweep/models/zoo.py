@@ -25,8 +25,9 @@ class ModelEntry:
     """One model of the zoo.
 
     key: the registry name (timm `arch.tag`, open_clip `ARCH/pretrained`, or `dev/...`).
-    source: the library that builds it: "timm", "open_clip" or "torchvision".
+    source: the library that builds it: "timm", "open_clip", "torchvision" or "module" (sweep.models.sources).
     tag: the pretrained tag passed to that library; None for development models without weights.
+    kwargs: constructor arguments; taps: explicit module paths to read (`--tap`), replacing the blocks.
     """
 
     key: str
@@ -39,6 +40,7 @@ class ModelEntry:
     note: str = ""
     paper_38: bool = False
     kwargs: tuple[tuple[str, object], ...] = field(default=())
+    taps: tuple[str, ...] = ()  # explicit module paths to read, in place of the family's blocks
 
     @property
     def lr(self) -> float:

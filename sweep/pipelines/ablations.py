@@ -33,6 +33,7 @@ from sweep.experiments.ablations import (
     summarize,
 )
 from sweep.models.build import Weights
+from sweep.models.names import ModelArg, with_args
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
 
@@ -73,6 +74,7 @@ class AblationConfig:
     out: Text
     data: DataSpec
     models: tuple[Text, ...] = ()
+    model_args: tuple[ModelArg, ...] = ()  # key=value constructor arguments for every model (sweep.models.names)
     conditions: tuple[Text, ...] | None = None
     weights: Weights = "pretrained"
     batch_size: Count = 32
@@ -82,7 +84,9 @@ class AblationConfig:
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        models = (with_args(m, self.model_args) for m in self.models)
+        object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
+        object.__setattr__(self, "model_args", ())  # now part of each model's name
         if self.conditions is not None:
             object.__setattr__(self, "conditions", tuple(dict.fromkeys(self.conditions)))
 

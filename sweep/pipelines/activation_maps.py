@@ -25,7 +25,8 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     site = site or anatomy.default_site
     anatomy.check_features(block, site, features)
     check_writable(*open_root(out, storage_options), out)  # a missing bucket or unwritable root: before any work
-    ds = prepared_images(listing.records, anatomy.preprocess.input_size, storage_options=storage_options)
+    ds = prepared_images(listing.records, anatomy.preprocess.input_size, storage_options=storage_options,
+                         preprocess=anatomy.preprocess)
     ds = ds.map_batches(MapMaker, fn_constructor_args=(anatomy.entry.key, weights, block.index, site, list(features),
                                                        out, storage_options),
                         batch_size=8, concurrency=actors, num_gpus=gpus_per_actor(), num_cpus=0.5)

@@ -19,7 +19,8 @@ def run_invariance(model: str, units: pd.DataFrame, site: str, listing, weights:
     missing = wanted - {r["image_id"] for r in records}
     if missing:
         raise SweepError(f"{len(missing)} top image(s) are not in the given images, e.g. {sorted(missing)[0]!r}")
-    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=storage_options)
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=storage_options,
+                         preprocess=anatomy.preprocess)
     ds = ds.map_batches(InvarianceScanner, fn_constructor_args=(anatomy.entry.key, weights, site, units, seed),
                         batch_size=4, batch_format="numpy", concurrency=actors, num_gpus=gpus_per_actor(),
                         num_cpus=0.5)

@@ -31,7 +31,8 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     index = {r["image_id"]: i for i, r in enumerate(records)}
     if len(index) != len(records):
         raise SweepError("image ids are not unique in this listing")
-    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options)
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options,
+                         preprocess=anatomy.preprocess)
     ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, config.weights,
                                                                 [b.index for b in blocks], site),
                         batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),

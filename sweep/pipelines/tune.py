@@ -29,6 +29,7 @@ from sweep.method.recipe import Recipe
 from sweep.method.scores import COMBINED_SCORE_VERSION
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
+from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.work.tuning import TrialSpec, default_layers, done_trials, run_trial, sample_units, write_trial
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class TuneJob:
 
     model: Text
     out: Text
+    model_args: tuple[ModelArg, ...] = ()  # key=value constructor arguments (sweep.models.names)
+    taps: tuple[TapPath, ...] = ()  # explicit modules to read, in place of the inferred blocks
     lrs: Annotated[tuple[Positive, ...], Field(min_length=1)] = PAPER_LRS
     tvs: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = PAPER_TVS
     search: Count | None = None        # N seeded log-uniform points instead of the grid
@@ -86,6 +89,9 @@ class TuneJob:
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "model", with_args(self.model, self.model_args, self.taps))
+        object.__setattr__(self, "model_args", ())  # now part of the model's name
+        object.__setattr__(self, "taps", ())
         for name in ("lrs", "tvs", "layers"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import SweepError, one_line
+from sweep.models.names import source_of
 from sweep.store.outputs import FEATURE_SCHEMA, is_local, under_root
 from sweep.store.results import Results
 
@@ -251,7 +252,6 @@ def _read_parts(fs, base: str) -> pd.DataFrame:
 def build_atlas(results_root: str, site: str, storage_options: dict | None = None, page_size: int = 256) -> dict:
     """Build or update the site; returns {"written": [...], "unchanged": n}."""
     from sweep.models.anatomy import anatomy_of
-    from sweep.models.names import source_of
     from sweep.models.zoo import REGISTRY
 
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
@@ -338,7 +338,8 @@ def _model_pages(out: Site, images: RootImages, model: str, mdf: pd.DataFrame, p
                      for r in ldf.iloc[p * page_size:(p + 1) * page_size].itertuples(index=False)]
             out.page(posixpath.join("models", m, f"layer-{layer}-{p}.html"), "layer.html", 2, search=True,
                      title=f"{model}: layer {layer} ({name})", cells=cells, pages=pages, current=p)
-    out.page(posixpath.join("models", m, "index.html"), "model.html", 2, search=True, title=model, layers=layers)
+    out.page(posixpath.join("models", m, "index.html"), "model.html", 2, search=True, title=model, layers=layers,
+             source=source_of(model))
 
 
 def _feature(out: Site, images: RootImages, model: str, r, maps: dict, tops: dict) -> dict:
@@ -360,7 +361,8 @@ def _feature(out: Site, images: RootImages, model: str, r, maps: dict, tops: dic
             name = f"{stem}-map{len(map_srcs)}.png"
             out.out.write(posixpath.join(*folder, name), got[0])
             map_srcs.append(href("..", "..", "..", *folder, name))
-    metrics = {"model": model, "layer": f"{layer} ({_text(r.layer_name)})", "site": site, "feature": feature,
+    metrics = {"model": model, "source": source_of(model), "weights": _text(getattr(r, "weights", "")),
+               "layer": f"{layer} ({_text(r.layer_name)})", "site": site, "feature": feature,
                "status": r.status, "error": r.error, "activation init": r.act_init, "activation final": r.act_final,
                "final loss": r.loss_final, "seed": r.seed, "steps": r.steps, "lr": r.lr, "tv": r.tv,
                "config": r.config_hash}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from sweep.core.errors import SweepError, one_line
+from sweep.models.names import source_of
 from sweep.models.zoo import get_entry
 
 ROW_COLUMNS = ["model", "condition", "status", "correct1", "correct5", "loss"]
@@ -70,8 +71,9 @@ def fb_table(rows: pd.DataFrame) -> pd.DataFrame:
         table[f"{col}_paper"] = [PAPER_FB[n][i] if n else float("nan") for n in names]
         table[f"{col}_diff"] = table[col].round(2) - table[f"{col}_paper"]
     table.insert(0, "paper_name", [n or "" for n in names])
+    table.insert(1, "source", [source_of(str(m)) for m in table.index])
     metrics = ("original_top5", "foreground_norm", "background_norm")
-    table = table[["paper_name", *(f"{m}{s}" for m in metrics for s in ("", "_paper", "_diff"))]]
+    table = table[["paper_name", "source", *(f"{m}{s}" for m in metrics for s in ("", "_paper", "_diff"))]]
     order = {n: i for i, n in enumerate(PAPER_FB)}
     table = table.assign(_order=[order.get(n, len(order)) for n in names])
     return table.sort_values("_order").drop(columns="_order").round(2)
@@ -87,7 +89,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    cols = [c for c in table.columns if c != "paper_name"]
+    cols = [c for c in table.columns if c not in ("paper_name", "source")]
     head = "Model & " + " & ".join(c.replace("_", r"\_") for c in cols) + r" \\"
     body = [" & ".join([(row["paper_name"] or str(model)).replace("_", r"\_"),
                         *(f"{row[c]:.2f}" for c in cols)]) + r" \\" for model, row in table.iterrows()]
@@ -125,6 +127,7 @@ def token_table(rows: pd.DataFrame) -> pd.DataFrame:
     names = {m: paper_name(str(m)) for m in acc["model"].unique()}
     paper = [PAPER_TOKENS.get(names[m] or "", {}).get(c, (None, None)) for m, c in zip(acc["model"], acc["condition"])]
     acc["paper_name"] = [names[m] or "" for m in acc["model"]]
+    acc["source"] = [source_of(str(m)) for m in acc["model"]]
     acc["top1_paper"] = [p[0] for p in paper]
     acc["top5_paper"] = [p[1] for p in paper]
     acc["top1_diff"] = acc["top1"].round(2) - pd.to_numeric(acc["top1_paper"])

@@ -20,7 +20,7 @@ from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe, config_hash
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
-from sweep.models.names import with_args
+from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.models.zoo import ENTRIES
 from sweep.work.batch import Batch, check_batch
 
@@ -78,7 +78,8 @@ class SweepConfig:
 
     out: Text
     models: tuple[Text, ...] = ()
-    model_args: tuple[Text, ...] = ()  # key=value constructor arguments for every model (sweep.models.names)
+    model_args: tuple[ModelArg, ...] = ()  # key=value constructor arguments for every model (sweep.models.names)
+    taps: tuple[TapPath, ...] = ()  # explicit modules to read in every model, in place of the inferred blocks
     layers: tuple[Layer, ...] | None = None
     features: FeatureSelection = field(default_factory=FeatureSelection)
     site: Text | None = None
@@ -95,9 +96,10 @@ class SweepConfig:
     def __post_init__(self):
         if not self.models:
             raise ValueError(f"the sweep names no models; give 'models' or a preset ({', '.join(PRESETS)})")
-        models = (with_args(m, list(self.model_args)) for m in self.models)
+        models = (with_args(m, self.model_args, self.taps) for m in self.models)
         object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
         object.__setattr__(self, "model_args", ())  # now part of each model's name
+        object.__setattr__(self, "taps", ())
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(dict.fromkeys(self.layers)))
 

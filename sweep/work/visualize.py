@@ -17,7 +17,7 @@ from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
-from sweep.models.names import with_args
+from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.store.outputs import check_writable, features_dir
 from sweep.store.results import drop_triples, read_index
 from sweep.work.batch import Batch, BatchRunner, batch_hash, check_batch
@@ -33,7 +33,8 @@ class VisualizeJob:
     model: Text
     layer: Layer
     features: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
-    model_args: tuple[Text, ...] = ()  # key=value constructor arguments (sweep.models.names)
+    model_args: tuple[ModelArg, ...] = ()  # key=value constructor arguments (sweep.models.names)
+    taps: tuple[TapPath, ...] = ()  # explicit modules to read, in place of the inferred blocks
     site: Text | None = None
     weights: Weights = "pretrained"
     base_seed: Seed = 0
@@ -44,8 +45,9 @@ class VisualizeJob:
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(dict.fromkeys(self.features)))
-        object.__setattr__(self, "model", with_args(self.model, list(self.model_args)))
+        object.__setattr__(self, "model", with_args(self.model, self.model_args, self.taps))
         object.__setattr__(self, "model_args", ())  # now part of the model's name
+        object.__setattr__(self, "taps", ())
 
     def batches(self) -> list[Batch]:
         """The job as validated batches of at most batch_size features."""
