@@ -248,9 +248,12 @@ def cmd_atlas(args) -> int:
     from sweep.core.validation import Count, Text
     from sweep.views.atlas import build_atlas
 
-    check_options(args, {"results": Text, "out": Text, "page_size": Count})
-    stats = build_atlas(args.results, args.out, page_size=args.page_size)
-    print(f"atlas in {args.out}/index.html: {len(stats['written'])} file(s) written, {stats['unchanged']} unchanged")
+    check_options(args, {"results": Text, "out": Text, "page_size": Count, "workers": Count | None})
+    stats = build_atlas(args.results, args.out, page_size=args.page_size, workers=args.workers,
+                        progress=not args.quiet)
+    print(f"atlas in {args.out.rstrip('/')}/index.html: {len(stats['written'])} file(s) written, "
+          f"{len(stats['deleted'])} deleted, {stats['unchanged']} unchanged; {len(stats['models_read'])} model(s) "
+          "read from the results root")
     return 0
 
 
@@ -370,10 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no Tune progress output")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("atlas", help="build (or update) a static website of a results root")
+    p = sub.add_parser("atlas", help="build (or update) a static website of a results root",
+                       description="Builds the site once, then updates only what changed: a model whose files in "
+                       "the results root are unchanged is not read again.")
     p.add_argument("--results", required=True, help="results root (path or fsspec URL)")
-    p.add_argument("--out", required=True, help="folder for the site (index.html at its top)")
+    p.add_argument("--out", required=True, help="where the site goes (index.html at its top): a folder or any "
+                   "fsspec URL, e.g. s3://BUCKET/site (content types set, so a bucket website serves it; "
+                   "credentials and endpoint from the environment)")
     p.add_argument("--page-size", type=int, default=256, help="features per layer page (default 256)")
+    p.add_argument("--workers", type=int, help="processes rendering layers (default: one per CPU when there are "
+                   "thousands of features to render, else 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_atlas)
 
     p = sub.add_parser("run", help="run a sweep of (model, layer, feature) visualizations on Ray")

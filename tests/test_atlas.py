@@ -40,14 +40,14 @@ def site(tmp_path_factory):
     part.mkdir(parents=True)
     (part / "part-00000.parquet").write_bytes(frame_parquet_bytes(top, TOP_SCHEMA))
     out = tmp_path_factory.mktemp("site")
-    first = build_atlas(str(results), str(out), page_size=3)
+    first = build_atlas(str(results), str(out), page_size=2)
     return results, out, first
 
 
 def test_second_build_writes_nothing(site):
     results, out, first = site
     assert len(first["written"]) > 50
-    again = build_atlas(str(results), str(out), page_size=3)
+    again = build_atlas(str(results), str(out), page_size=2)
     assert again["written"] == [] and again["unchanged"] == len(first["written"])
 
 
@@ -103,30 +103,59 @@ def browsing(folder):
         server.shutdown()
 
 
-def test_browse_index_model_and_feature_pages(site):
+def test_browse_index_model_layer_feature_and_back(site):
+    """index -> model -> layer (page 2) -> feature -> next feature -> back to the right layer page."""
     _, out, _ = site
+    ARTIFACTS.mkdir(exist_ok=True)
     with browsing(out) as (base, driver):
         from selenium.webdriver.common.by import By
 
+        def shot(kind):
+            _check_page(driver, base)
+            driver.save_screenshot(str(ARTIFACTS / f"atlas-{kind}.png"))
+
         driver.get(urljoin(base, "index.html"))
         assert "2 models" in driver.title
-        _check_page(driver, base)
+        shot("index")
         driver.find_element(By.LINK_TEXT, "dev/vit-micro").click()
         assert driver.title == "dev/vit-micro"
-        _check_page(driver, base)
-        driver.find_element(By.LINK_TEXT, "page 1").click()
+        assert driver.find_elements(By.CSS_SELECTOR, ".strip img"), "the strongest features of each layer"
+        shot("model")
+        driver.find_element(By.LINK_TEXT, "page 2").click()  # layer 0, features 2 and 3 (2 per page)
+        assert driver.current_url.endswith("layer-0-1.html")
         images, _ = _check_page(driver, base)
-        assert len(images) == 3  # page_size=3 thumbnails
+        assert len(images) == 2 and driver.find_elements(By.CSS_SELECTOR, ".cell .act")
+        shot("layer")
         driver.find_elements(By.CSS_SELECTOR, ".cell a")[0].click()
-        assert "L0 mlp 0" in driver.title
+        assert "L0 mlp 2" in driver.title
+        driver.find_element(By.ID, "next").click()
+        assert "L0 mlp 3" in driver.title
+        assert len(driver.find_elements(By.TAG_NAME, "svg")) == 2  # loss and activation curves, with axes
+        shot("feature")
+        driver.find_element(By.ID, "layer").click()
+        assert driver.current_url.endswith("layer-0-1.html"), "back to the page that holds feature 3"
+        driver.get(urljoin(base, "features/dev_vit_micro-" + _slug_suffix(out) + "/0/mlp-0.html"))
         images, _ = _check_page(driver, base)
         assert len(images) == 2  # the visualization and the activation map
-        assert driver.find_elements(By.TAG_NAME, "svg")  # the loss curve
         assert "Top natural images" in driver.page_source and "example" in driver.page_source
-        ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / "atlas-feature-page.png"))
+        from selenium.webdriver.common.keys import Keys
+
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)  # keyboard: next feature
+        assert "L0 mlp 1" in driver.title
+        driver.get(urljoin(base, "index.html"))  # the go-to box builds a feature's address
+        from selenium.webdriver.support.ui import Select
+
+        Select(driver.find_element(By.ID, "goto-model")).select_by_visible_text("dev/vit-micro")
+        driver.find_element(By.ID, "goto-feature").clear()
+        driver.find_element(By.ID, "goto-feature").send_keys("3")
+        driver.find_element(By.ID, "goto").submit()
+        assert "dev/vit-micro L0 mlp 3" in driver.title
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
+
+
+def _slug_suffix(out) -> str:
+    return next(p.name for p in (out / "features").iterdir() if p.name.startswith("dev_vit_micro-")).split("-", 1)[1]
 
 
 def test_paper_figures(site, tmp_path):

@@ -1,0 +1,383 @@
+"""Build or update the atlas of a results root, incrementally, in parallel, to any fsspec URL.
+
+    index.html                           models (source, family, input, blocks, features), a filter box
+                                         and a go-to box (model, layer, site, feature)
+    models/<m>/index.html                the model's layers, each with its strongest features first
+    models/<m>/layer-<l>-<p>.html        a page of that layer's features, activation under each thumbnail
+    features/<m>/<l>/<site>-<f>.html     one feature: image, previous/next feature and layer, curves with
+                                         axes, top natural images, activation maps, the row's provenance
+    img/<m>/<l>/<site>-<f>[-thumb].png   images copied from the results root
+    _atlas/state.json, _atlas/models/    what the site holds, keyed by the inputs' fingerprints
+
+A rebuild lists the results root (partition folders, file sizes and stamps) and compares each model
+with the state: an unchanged model is not read at all. In a changed model only the layers whose parts
+changed are read and rendered (all of them when its layer list, top images or maps changed), an image
+is copied only when its row changed, and a page is written only when its text changed. Layers are
+rendered in a process pool when there is enough work; paths and links are deterministic, so deep
+links survive rebuilds. The state is written last: an interrupted build redoes its work next time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import posixpath
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sweep.core.errors import SweepError
+from sweep.models.names import source_of
+from sweep.store.outputs import is_local, open_root
+from sweep.views.atlas.inputs import (
+    ModelInputs,
+    RootImages,
+    list_inputs,
+    map_files,
+    read_feature_parts,
+    read_top_images,
+)
+from sweep.views.atlas.publish import SiteWriter, digest
+from sweep.views.atlas.render import curve, fmt, href, number, render, slug, templates, templates_digest, text
+
+log = logging.getLogger(__name__)
+
+#: Bump when the site's layout or state format changes: every model is then built again.
+ATLAS_FORMAT = 2
+STATE = "_atlas/state.json"
+#: Folders of a results root that hold its data: the site is never written into (or over) them.
+DATA_FOLDERS = ("features", "images", "activation_maps", "top_images", "invariance", "ablations", "tuning", "runs")
+#: Folders of the site that pages and images are written to.
+SITE_FOLDERS = ("models", "features", "img", "_atlas")
+#: Below this many features to render, layers are built in this process (a pool costs seconds to start).
+POOL_MIN_FEATURES = 4000
+#: Strongest features shown per layer on the model page.
+TOP_PER_LAYER = 8
+
+
+def _model_state_path(model: str) -> str:
+    return f"_atlas/models/{slug(model)}.json"
+
+
+@dataclass
+class LayerTask:
+    """Everything one layer's pages need; picklable, so a pool process can build it."""
+
+    results_root: str
+    storage_options: dict | None
+    site: str
+    site_options: dict | None
+    model: str
+    layer: int
+    layers: tuple[int, ...]
+    page_size: int
+    rows: pd.DataFrame
+    tops: dict
+    maps: dict   # (layer, site, feature) -> [(root-relative png, fingerprint)]
+    files: dict  # what the site holds for this layer: site path -> digest of its source or text
+
+
+def _row_key(r) -> str:
+    """Identifies the row an image came from: a re-run feature (new image) gets a new key."""
+    fields = [text(getattr(r, c, "")) for c in ("image_path", "status", "created_at", "config_hash", "weights")]
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
+
+
+def build_layer(task: LayerTask) -> dict:
+    """Write one layer's images and pages where they changed; return its state and summary."""
+    writer = SiteWriter(task.site, task.site_options)
+    fs, root = open_root(task.results_root, task.storage_options)
+    images = RootImages(fs, root)
+    env = templates()
+    model, layer, m = task.model, task.layer, slug(task.model)
+    files: dict[str, str] = {}
+
+    def put(rel: str, data: bytes, key: str | None = None) -> None:
+        files[rel] = key or digest(data)
+        if task.files.get(rel) != files[rel]:
+            writer.write(rel, data)
+
+    rows = task.rows.sort_values(["site", "feature"], kind="stable")
+    acts = [number(v) for v in rows["act_final"]]
+    best = max((a for a in acts if a is not None), default=None)
+    name = ", ".join(sorted({text(n) for n in rows["layer_name"]} - {""}))
+    stems = [f"{slug(text(s))}-{int(f)}" for s, f in zip(rows["site"], rows["feature"])]
+    n_pages = max(1, math.ceil(len(rows) / task.page_size))
+    pages = [href(f"layer-{layer}-{p}.html") for p in range(n_pages)]
+    position = {lay: i for i, lay in enumerate(task.layers)}.get(layer, 0)
+    neighbours = {"previous": task.layers[position - 1] if position > 0 else None,
+                  "next": task.layers[position + 1] if position + 1 < len(task.layers) else None}
+    cells = []
+    for i, r in enumerate(rows.itertuples(index=False)):
+        site, feature, stem = text(r.site), int(r.feature), stems[i]
+        img_dir = ("img", m, str(layer))
+        img, thumb = posixpath.join(*img_dir, f"{stem}.png"), posixpath.join(*img_dir, f"{stem}-thumb.png")
+        shown = False
+        if r.status == "ok":
+            key = _row_key(r)
+            if task.files.get(img) == key and task.files.get(thumb) == key:
+                files[img] = files[thumb] = key  # copied by an earlier build from this very row
+                shown = True
+            else:
+                got = images.read(r.image_path)
+                if got is not None:
+                    put(img, got[0], key)
+                    put(thumb, got[1], key)
+                    shown = True
+        map_srcs = []
+        for rel, fp in sorted(task.maps.get((layer, site, feature), [])):
+            name = f"{stem}-map{len(map_srcs)}.png"
+            target, key = posixpath.join(*img_dir, name), digest(f"{rel}\0{fp}".encode())
+            if task.files.get(target) == key:
+                files[target] = key
+            else:
+                got = images.read(rel)
+                if got is None:
+                    continue
+                put(target, got[0], key)
+            map_srcs.append(href("..", "..", "..", *img_dir, name))
+        up = ("..", "..", "..")
+        feature_href = href("..", "..", "features", m, str(layer), f"{stem}.html")
+        labels = [f"{text(rows['site'].iloc[j])} {int(rows['feature'].iloc[j])}" if 0 <= j < len(rows) else None
+                  for j in (i - 1, i + 1)]
+        tops = task.tops.get((layer, site, feature), [])
+        page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
+        # Everything the feature's page shows: when none of it changed, the page is not even rendered.
+        page_key = digest(json.dumps([_row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error), text(r.part),
+                                      shown, map_srcs, labels, i // task.page_size, fmt(tops)]).encode())
+        if task.files.get(page_rel) == page_key:
+            files[page_rel] = page_key
+        else:
+            metrics = {"model": model, "source": source_of(model), "weights": text(r.weights),
+                       "layer": f"{layer} ({text(r.layer_name)})", "site": site, "feature": feature,
+                       "status": text(r.status), "error": text(r.error), "activation init": r.act_init,
+                       "activation final": r.act_final, "final loss": r.loss_final, "seed": r.seed,
+                       "steps": r.steps, "lr": r.lr, "tv": r.tv, "device": text(r.device),
+                       "precision": text(r.precision), "config": text(r.config_hash), "created": text(r.created_at),
+                       "results file": text(r.part)}
+            link = {k: (href(f"{stems[j]}.html"), labels[n]) if labels[n] is not None else None
+                    for n, (k, j) in enumerate((("previous", i - 1), ("next", i + 1)))}
+            curves = [c for c in (curve(r.curve_steps, r.loss_curve, "loss"),
+                                  curve(r.curve_steps, r.act_curve, "activation (augmented copies)")) if c
+                      ] if r.status == "ok" else []
+            page = render(env, "feature.html", 3, search=False, title=f"{model} L{layer} {site} {feature}",
+                          model=model, model_href=href(*up, "models", m, "index.html"), layer=layer,
+                          layer_href=href(*up, "models", m, f"layer-{layer}-{i // task.page_size}.html"),
+                          links=link, curves=curves,
+                          image=href(*up, *img_dir, f"{stem}.png") if shown else None,
+                          unavailable=r.status == "ok" and not shown,
+                          metrics=[(k, fmt(v)) for k, v in metrics.items()],
+                          tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs)
+            put(page_rel, page, page_key)
+        act = acts[i]
+        rel_act = act / best if act is not None and best not in (None, 0) else None
+        cells.append({"label": f"{site} {feature}", "href": feature_href, "feature": feature,
+                      "thumb": href("..", "..", *img_dir, f"{stem}-thumb.png") if shown else None,
+                      "act": fmt(act, ".3g") if act is not None else "", "act_value": act if act is not None else "",
+                      "rel": f"{rel_act:.2f}" if rel_act is not None else "", "failed": r.status != "ok"})
+    for p in range(n_pages):
+        page = render(env, "layer.html", 2, search=True, title=f"{model}: layer {layer} ({name})",
+                      model_href="index.html", cells=cells[p * task.page_size:(p + 1) * task.page_size],
+                      pages=pages, current=p, layer_links={k: (href(f"layer-{v}-0.html"), v) if v is not None
+                                                            else None for k, v in neighbours.items()})
+        put(posixpath.join("models", m, f"layer-{layer}-{p}.html"), page)
+    for rel in sorted(set(task.files) - set(files)):  # features that left the root, pages no longer needed
+        writer.delete(rel)
+    strongest = sorted((c for c in cells if c["act_value"] != ""), key=lambda c: -c["act_value"])[:TOP_PER_LAYER]
+    ok = sum(not c["failed"] for c in cells)
+    summary = {"layer": layer, "name": name, "count": len(cells), "ok": ok, "failed": len(cells) - ok,
+               "pages": pages, "best": fmt(best, ".3g") if best is not None else "",
+               "top": [{k: c[k] for k in ("label", "href", "thumb", "act")} for c in strongest]}
+    return {"layer": layer, "files": files, "summary": summary, "written": writer.written,
+            "deleted": writer.deleted}
+
+
+def _check_site(site, results_fs, results_root: str, site_options: dict | None) -> SiteWriter:
+    """The site's writer, refused when empty or when writing it could touch the results root's data."""
+    site = os.fspath(site) if isinstance(site, (str, os.PathLike)) else ""
+    if not site.strip() or "\x00" in site:
+        raise SweepError(f"atlas output folder must be a non-empty path or URL, got {site!r}")
+    writer = SiteWriter(site, site_options)
+    if writer.local and os.path.exists(writer.root) and not os.path.isdir(writer.root):
+        raise SweepError(f"atlas output folder {site!r} is a file; give a folder")
+    same_store = writer.local == is_local(results_fs) and (
+        writer.local or (writer.protocol == (results_fs.protocol if isinstance(results_fs.protocol, str)
+                                             else results_fs.protocol[0])))
+    if same_store:
+        norm = os.path.realpath if writer.local else posixpath.normpath
+        target, root = norm(writer.root), norm(results_root)
+        data = [posixpath.join(root, d) for d in DATA_FOLDERS]
+        written = [posixpath.join(target, d) for d in SITE_FOLDERS]
+        if target == root or any(_inside(target, d) or _inside(d, w) for d in data for w in written):
+            raise SweepError(f"atlas output folder {site!r} is the results root or overlaps its data folders "
+                             f"({', '.join(DATA_FOLDERS)}); choose a separate folder")
+    return writer
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def build_atlas(results_root: str, site: str, storage_options: dict | None = None, page_size: int = 256,
+                site_options: dict | None = None, workers: int | None = None, progress: bool = False) -> dict:
+    """Build or update the site; returns {"written": [...], "unchanged": n, "deleted": [...],
+    "models_read": [...]}. storage_options open the results root, site_options the site."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise SweepError(f"atlas page size must be a whole number >= 1, got {page_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise SweepError(f"atlas workers must be a whole number >= 1, got {workers!r}")
+    fs, root = open_root(results_root, storage_options)
+    writer = _check_site(site, fs, root, site_options)
+    inputs = list_inputs(fs, root)
+    if not inputs:
+        raise SweepError(f"no feature results under {results_root!r}")
+    salt = f"{ATLAS_FORMAT}:{templates_digest()}:{page_size}"
+    state = writer.read_json(STATE) or {}
+    known = state.get("models", {}) if state.get("salt") == salt else {}
+    changed = [m for m, inp in inputs.items() if known.get(m, {}).get("digest") != inp.digest(salt)]
+    total_files = sum(int(v.get("files", 0)) for v in known.values())
+    written, deleted, summaries = [], [], {m: known[m] for m in inputs if m not in changed}
+    tasks, contexts = [], {}
+    for model in changed:
+        mstate = (writer.read_json(_model_state_path(model)) or {}) if model in known else {}
+        found, context = _plan_model(fs, root, inputs[model], mstate, salt, results_root, storage_options,
+                                     site, site_options, page_size)
+        tasks += found
+        contexts[model] = context
+    n_features = sum(len(t.rows) for t in tasks)
+    pool_size = workers or (min(os.cpu_count() or 1, len(tasks)) if n_features >= POOL_MIN_FEATURES else 1)
+    results: dict[str, dict[int, dict]] = {m: {} for m in changed}
+    with tqdm(total=n_features, disable=not progress, unit="feature", desc="atlas") as bar:
+        if pool_size > 1 and len(tasks) > 1:
+            ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or handles
+            with concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=ctx) as pool:
+                futures = {pool.submit(build_layer, t): t for t in tasks}
+                for fut in concurrent.futures.as_completed(futures):
+                    t = futures[fut]
+                    results[t.model][t.layer] = fut.result()
+                    bar.update(len(t.rows))
+        else:
+            for t in tasks:
+                results[t.model][t.layer] = build_layer(t)
+                bar.update(len(t.rows))
+    env = templates()
+    for model in changed:
+        summary = _finish_model(writer, env, model, contexts[model], results[model], salt)
+        for res in results[model].values():
+            written += res["written"]
+            deleted += res["deleted"]
+        summaries[model] = summary
+    removed = sorted(set(known) - set(inputs))
+    for model in removed:  # a model no longer in the root: its pages go too
+        for rel in (writer.read_json(_model_state_path(model)) or {}).get("files", {}):
+            writer.delete(rel)
+        writer.delete(_model_state_path(model))
+        writer.deleted.pop()
+    deleted += writer.deleted
+    if changed or removed or not state:
+        models = [{"name": m, "href": href("models", slug(m), "index.html"), "slug": slug(m), **summaries[m]["index"]}
+                  for m in sorted(summaries) if summaries[m]["index"]["layers"]]  # a model with no readable row: none
+        page = render(env, "index.html", 0, search=True, models=models,
+                      title=f"Atlas: {len(models)} models, {sum(m['ok'] + m['failed'] for m in models)} features",
+                      slugs={m["name"]: m["slug"] for m in models})
+        if digest(page) != state.get("index"):
+            writer.write("index.html", page)
+        index_digest = digest(page)
+        writer.write_json(STATE, {"salt": salt, "index": index_digest, "models": summaries})
+    written = sorted(set(written + writer.written))
+    held = sum(int(v.get("files", 0)) for v in summaries.values()) + 1
+    log.info("atlas: %d model(s) read of %d, %d file(s) written, %d deleted", len(changed), len(inputs),
+             len(written), len(deleted))
+    return {"written": written, "unchanged": max(0, max(total_files, held) - len(written)),
+            "deleted": sorted(set(deleted)), "models_read": changed}
+
+
+def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_root, storage_options,
+                site, site_options, page_size) -> tuple[list[LayerTask], dict]:
+    """The layer tasks of a changed model: read only the parts of layers that changed."""
+    model = inputs.model
+    old_parts: dict = mstate.get("parts", {})  # part -> [fingerprint, [layers]]
+    changed_parts = [p for p, fp in inputs.parts.items() if old_parts.get(p, [None])[0] != fp]
+    gone = [p for p in old_parts if p not in inputs.parts]
+    fresh = read_feature_parts(fs, root, changed_parts)
+    part_layers = {p: sorted(set(v[1])) for p, v in old_parts.items() if p in inputs.parts and p not in changed_parts}
+    for p, g in fresh.groupby("part"):
+        part_layers[p] = sorted({int(x) for x in g["layer"]})
+    for p in changed_parts:
+        part_layers.setdefault(p, [])
+    layers = tuple(sorted({lay for ls in part_layers.values() for lay in ls}))
+    old_layers = tuple(sorted(int(k) for k in mstate.get("layers", {})))
+    side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items())]).encode())
+    if side != mstate.get("side"):
+        affected = set(layers)
+    else:
+        affected = {lay for p in changed_parts for lay in part_layers.get(p, [])}
+        affected |= {lay for p in gone for lay in old_parts[p][1]}
+        for lay in set(layers) ^ set(old_layers):  # a layer came or went: its neighbours' links change
+            below, above = [x for x in layers if x < lay], [x for x in layers if x > lay]
+            affected |= {lay, *below[-1:], *above[:1]}
+        affected &= set(layers)
+    more = [p for p, ls in part_layers.items() if p not in changed_parts and affected & set(ls)]
+    rows = pd.concat([fresh, read_feature_parts(fs, root, more)], ignore_index=True) if more else fresh
+    if len(rows):
+        rows = rows.sort_values("created_at", kind="stable", na_position="first").drop_duplicates(
+            ["layer", "site", "feature"], keep="last")
+    tops = read_top_images(fs, root, list(inputs.tops)) if affected and inputs.tops else {}
+    maps = {k: [(rel, inputs.maps[rel]) for rel in v] for k, v in map_files(inputs.maps).items()} if affected else {}
+    old_files = {int(k): v.get("files", {}) for k, v in mstate.get("layers", {}).items()}
+    tasks = []
+    for layer in sorted(affected):
+        lrows = rows[rows["layer"] == layer]
+        if lrows.empty:
+            continue
+        tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
+                               lrows, {k: v for k, v in tops.items() if k[0] == layer},
+                               {k: v for k, v in maps.items() if k[0] == layer}, old_files.get(layer, {})))
+    context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
+               "old_layers": mstate.get("layers", {}),
+               "model_page": mstate.get("files", {}).get(posixpath.join("models", slug(model), "index.html"))}
+    return tasks, context
+
+
+def _finish_model(writer: SiteWriter, env, model: str, context: dict, built: dict[int, dict], salt: str) -> dict:
+    """The model page and state from its layers (rebuilt ones and kept ones); its index-row summary."""
+    from sweep.models.anatomy import anatomy_of
+    from sweep.models.zoo import REGISTRY
+
+    old = context["old_layers"]
+    layers = {}
+    for layer in context["layers"]:
+        if layer in built:
+            layers[str(layer)] = {"files": built[layer]["files"], "summary": built[layer]["summary"]}
+        elif str(layer) in old:
+            layers[str(layer)] = old[str(layer)]
+    for key in set(old) - set(layers):  # a layer that left the root
+        for rel in old[key].get("files", {}):
+            writer.delete(rel)
+    m = slug(model)
+    summaries = [layers[k]["summary"] for k in sorted(layers, key=int)]
+    page = render(env, "model.html", 2, search=True, title=model, source=source_of(model), layers=summaries)
+    model_page = posixpath.join("models", m, "index.html")
+    files = {rel: d for v in layers.values() for rel, d in v["files"].items()}
+    if context["model_page"] != digest(page):
+        writer.write(model_page, page)
+    files[model_page] = digest(page)
+    writer.write_json(_model_state_path(model), {
+        "parts": {p: [context["inputs"].parts[p], context["part_layers"].get(p, [])] for p in context["inputs"].parts},
+        "layers": layers, "side": context["side"], "files": files})
+    # Only zoo models are built for their anatomy: a name read from the root is data, and building a
+    # `module:` name would import and call code the root names.
+    entry = REGISTRY.get(model) if model in REGISTRY else None
+    anatomy = anatomy_of(model) if entry else None
+    ok = sum(s["ok"] for s in summaries)
+    index = {"source": source_of(model), "family": entry.family if entry else "",
+             "input": anatomy.preprocess.input_size if anatomy else "",
+             "blocks": len(anatomy.blocks) if anatomy else "", "layers": len(summaries), "ok": ok,
+             "failed": sum(s["failed"] for s in summaries)}
+    return {"digest": context["inputs"].digest(salt), "files": len(files), "index": index}

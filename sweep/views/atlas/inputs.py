@@ -1,0 +1,217 @@
+"""What the atlas reads from a results root: a listing first (cheap), rows only where it changed.
+
+A rebuild starts from the partition listing alone: each model's features parts, top-image parts and
+activation-map files with their sizes and modification stamps (ETags on object stores). A model
+whose listing matches the site's state is not read at all. Everything read is untrusted: damaged
+parts cost their own rows (one warning), rows without a model or a whole layer and feature number
+are dropped, and image paths are only ever resolved inside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import posixpath
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from sweep.core.errors import one_line
+from sweep.store.outputs import FEATURE_SCHEMA, is_local, under_root
+
+log = logging.getLogger(__name__)
+
+#: What a damaged or hostile file raises while read or decoded (UnidentifiedImageError is an OSError).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+READ_ERRORS = (OSError, pa.ArrowException)
+
+
+@dataclass
+class ModelInputs:
+    """One model's files under the root, each with its fingerprint (size and stamp)."""
+
+    model: str
+    parts: dict[str, str] = field(default_factory=dict)   # features/... part -> fingerprint
+    tops: dict[str, str] = field(default_factory=dict)    # top_images/... part -> fingerprint
+    maps: dict[str, str] = field(default_factory=dict)    # activation_maps/files/... png -> fingerprint
+
+    def digest(self, salt: str) -> str:
+        h = hashlib.sha256(salt.encode())
+        for kind in (self.parts, self.tops, self.maps):
+            for rel in sorted(kind):
+                h.update(f"{rel}\0{kind[rel]}\n".encode())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+
+def _fingerprint(info: dict) -> str:
+    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+    return f"{info.get('size')}:{stamp}"
+
+
+def _listing(fs, base: str) -> dict[str, dict]:
+    if not fs.exists(base):
+        return {}
+    found = fs.find(base, detail=True)
+    return {p: i for p, i in found.items() if i.get("type") != "directory"}  # links too: refused later, with a warning
+
+
+def _model_of(names: list[str]) -> str | None:
+    return next((unquote(n[len("model="):]) for n in names if n.startswith("model=")), None)
+
+
+def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
+    """Every model's inputs, from folder listings only (nothing is opened)."""
+    models: dict[str, ModelInputs] = {}
+
+    def add(kind: str, dataset: str, suffix: str | None = None) -> None:
+        base = posixpath.join(root, dataset)
+        for path, info in sorted(_listing(fs, base).items()):
+            names = path[len(base) + 1:].split("/")
+            if any(n.startswith((".", "_")) for n in names) or (suffix and not path.endswith(suffix)):
+                continue
+            model = _model_of(names) if kind != "maps" else (
+                unquote(names[0][len("model="):]) if names[0].startswith("model=") else None)
+            if model is None:
+                log.warning("atlas: skipping %r: not inside a model=<name> folder", path)
+                continue
+            entry = models.setdefault(model, ModelInputs(model))
+            getattr(entry, kind)[path[len(root) + 1:]] = _fingerprint(info)
+
+    add("parts", "features")
+    add("tops", "top_images")
+    add("maps", posixpath.join("activation_maps", "files"), ".png")
+    return {m: models[m] for m in sorted(models) if models[m].parts}
+
+
+def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
+    """The usable feature rows of these parts, with `model` and `part` columns; a part that cannot be
+    read is skipped with one warning."""
+    frames = []
+    for rel in sorted(rels):
+        try:
+            with fs.open(posixpath.join(root, rel), "rb") as fh:
+                frame = pq.read_table(fh).to_pandas()
+        except READ_ERRORS as exc:
+            log.warning("atlas: skipping %r: cannot be read (%s)", rel, one_line(exc))
+            continue
+        frames.append(frame.assign(model=_model_of(rel.split("/")), part=rel))
+    if not frames:
+        return pd.DataFrame(columns=["model", "part", *FEATURE_SCHEMA.names])
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.assign(**{name: None for name in FEATURE_SCHEMA.names if name not in frame})
+    for name in ("layer", "feature"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    usable = frame["model"].notna() & (frame["layer"] % 1 == 0) & (frame["feature"] % 1 == 0)
+    if not usable.all():
+        log.warning("atlas: skipping %d row(s) without a model or a whole layer and feature number",
+                    int((~usable).sum()))
+    frame = frame[usable].astype({"layer": int, "feature": int})
+    frame["site"] = frame["site"].map(lambda v: "" if v is None or v != v else str(v))
+    if "created_at" in frame:  # a feature written twice (a retry, a --force run): the newest row wins
+        frame = frame.sort_values("created_at", kind="stable", na_position="first")
+    return frame.drop_duplicates(["model", "layer", "site", "feature"], keep="last")
+
+
+def read_top_images(fs, root: str, rels: list[str]) -> dict:
+    """(layer, site, feature) -> [{split, rank, image, activation}] from one model's top-image parts."""
+    found: dict = {}
+    for rel in sorted(rels):
+        split = next((unquote(n[len("split="):]) for n in rel.split("/") if n.startswith("split=")), "")
+        try:
+            with fs.open(posixpath.join(root, rel), "rb") as fh:
+                top = pq.read_table(fh).to_pandas()
+        except READ_ERRORS as exc:
+            log.warning("atlas: top images %r cannot be read (%s); left out", rel, one_line(exc))
+            continue
+        if not {"layer", "feature", "rank"} <= set(top.columns):
+            log.warning("atlas: top images %r have no layer/feature/rank columns; left out", rel)
+            continue
+        top = top.assign(**{c: None for c in ("site", "image_id", "activation") if c not in top})
+        for c in ("layer", "feature", "rank"):
+            top[c] = pd.to_numeric(top[c], errors="coerce")
+        top = top.dropna(subset=["layer", "feature", "rank"])
+        for r in top.sort_values("rank").itertuples(index=False):
+            found.setdefault((int(r.layer), "" if r.site is None else str(r.site), int(r.feature)), []).append(
+                {"split": split, "rank": int(r.rank) + 1, "image": "" if r.image_id is None else str(r.image_id),
+                 "activation": _float(r.activation)})
+    return found
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def map_files(rels) -> dict:
+    """(layer, site, feature) -> [root-relative png] from activation_maps/files/model=<m>/layer=<l>/<site>-<f>/."""
+    found: dict = {}
+    for rel in sorted(rels):
+        parts = rel.split("/")
+        try:
+            site, _, feat = parts[4].rpartition("-")  # written unquoted by save_map
+            key = (int(parts[3].split("=", 1)[1]), site, int(feat))
+        except (IndexError, ValueError):
+            log.warning("atlas: skipping %r: not activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.png",
+                        rel)
+            continue
+        found.setdefault(key, []).append(rel)
+    return found
+
+
+@dataclass
+class RootImages:
+    """PNGs read from inside the results root only, published only when they decode."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+
+    def locate(self, rel) -> str | None:
+        """The root's file for a root-relative path, or None for anything that could point elsewhere:
+        absolute paths, `..`, URL schemes, backslashes, NUL, and (locally) links leading out."""
+        path = under_root(self.root, rel)
+        if path is not None and is_local(self.fs):
+            root = os.path.realpath(self.root)
+            if os.path.commonpath([os.path.realpath(path), root]) != root:
+                return None
+        return path
+
+    def read(self, rel) -> tuple[bytes, bytes] | None:
+        """(the PNG, its thumbnail) once it decodes, or None with one warning (outside the root, damaged)."""
+        if not isinstance(rel, str) or not rel:
+            log.warning("atlas: a result has no image path; shown as unavailable")
+            return None
+        path = self.locate(rel)
+        if path is None:
+            log.warning("atlas: image path %r is not inside the results root; shown as unavailable", rel)
+            return None
+        try:
+            data = self.fs.cat_file(path)
+            return data, thumbnail(data)
+        except IMAGE_ERRORS as exc:
+            why = "not a decodable image" if isinstance(exc, UnidentifiedImageError) else one_line(exc)
+            log.warning("atlas: image %r cannot be read (%s); shown as unavailable", rel, why)
+            return None
+
+
+#: Thumbnail side on layer pages, in pixels.
+THUMB = 128
+
+
+def thumbnail(png: bytes, size: int = THUMB) -> bytes:
+    """A small PNG of an image (decoding it fully: a file that does not decode raises here)."""
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
