@@ -1,49 +1,94 @@
-"""The paper's figures from a results root: progression, ViT-vs-CLIP comparison, contact sheets (PNG).
+"""The paper's figures from a results root: progression, model comparison (e.g. ViT vs CLIP), contact sheets.
 
-    .venv/bin/python analysis/figures.py progression --results R --model B_16_imagenet1k --out fig/progression.png
-    .venv/bin/python analysis/figures.py compare --results R --models B_16 ViT-B/16 --layers 2 6 10 --out fig/vit_clip.png
+    .venv/bin/python analysis/figures.py progression --results R --model B_16_imagenet1k --out fig/progression
+    .venv/bin/python analysis/figures.py compare --results R --models B_16_imagenet1k ViT-B/16 --out fig/vit_clip
     .venv/bin/python analysis/figures.py sheets --results R --model B_16_imagenet1k --out fig/sheets
+
+Each figure is written as OUT.png (300 dpi) and OUT.pdf (or --format png svg ...); sheets are paged
+(--per-page, default 64), one file per page under the --out folder. Titles, captions (layer, site,
+feature, final activation) and full model names are on the figures.
 """
 
 import argparse
+import io
 import os
+import posixpath
+
+import numpy as np
+from PIL import Image
 
 from sweep.cli import guarded
+from sweep.core.errors import SweepError
 from sweep.models.anatomy import anatomy_of
 from sweep.store.results import Results
-from sweep.views.figures import comparison, contact_sheet, progression
+from sweep.views.figures import FORMATS, Style, comparison, contact_sheets, progression, save
+
+
+def loader(results: Results):
+    """A feature's PNG from the root as an array, or None (shown as a grey cell) when unreadable."""
+    def load(image_path):
+        try:
+            data = results.fs.cat_file(posixpath.join(results.root, str(image_path)))
+            with Image.open(io.BytesIO(data)) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+        except (OSError, ValueError, SyntaxError):
+            return None
+    return load
+
+
+def rows_of(results: Results, model: str):
+    key = anatomy_of(model).entry.key
+    rows = results.features(model=key)
+    if rows.empty or not (rows["status"] == "ok").any():
+        raise SweepError(f"no visualized features of {key} under {results.root!r}; run `sweep run` for it first")
+    return key, rows
 
 
 def run(args) -> int:
+    need = {"progression": "--model", "sheets": "--model", "compare": "--models"}[args.figure]
+    if not getattr(args, need.lstrip("-")):
+        raise SweepError(f"{args.figure} needs {need}")
+    if args.figure == "compare" and len(args.models) < 2:
+        raise SweepError("compare needs two or more --models (e.g. a ViT and a CLIP)")
+    for flag in ("per_page", "columns", "dpi"):
+        if getattr(args, flag) < 1:
+            raise SweepError(f"--{flag.replace('_', '-')}: must be a whole number >= 1, got {getattr(args, flag)}")
     results = Results(args.results)
+    load, style = loader(results), Style(dpi=args.dpi)
     if args.figure == "sheets":
-        os.makedirs(args.out, exist_ok=True)
-        key = anatomy_of(args.model).entry.key
-        layers = args.layers or sorted(set(results.features(model=key, columns=["layer"])["layer"]))
+        key, rows = rows_of(results, args.model)
+        layers = args.layers or sorted(set(int(x) for x in rows.loc[rows["status"] == "ok", "layer"]))
         for layer in layers:
-            path = os.path.join(args.out, f"{key.replace('/', '__')}-layer{layer}.png")
-            contact_sheet(results, key, int(layer)).save(path)
-            print(path)
+            figs = contact_sheets(rows, key, int(layer), load, per_page=args.per_page, style=style)
+            for p, fig in enumerate(figs):
+                stem = os.path.join(args.out, f"{key.replace('/', '__')}-layer{layer}-page{p + 1:03d}")
+                print("\n".join(save(fig, stem, args.format, args.dpi)))
         return 0
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if args.figure == "progression":
-        image = progression(results, anatomy_of(args.model).entry.key, args.layers)
+        key, rows = rows_of(results, args.model)
+        fig = progression(rows, key, load, args.layers, style=style)
     else:
-        image = comparison(results, [anatomy_of(m).entry.key for m in args.models], args.layers)
-    image.save(args.out)
-    print(args.out)
+        fig = comparison(dict(rows_of(results, m) for m in args.models), load, args.layers, args.columns, style)
+    print("\n".join(save(fig, args.out, args.format, args.dpi)))
     return 0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("figure", choices=["progression", "compare", "sheets"])
-    p.add_argument("--results", required=True)
-    p.add_argument("--out", required=True, help="PNG path (a folder for sheets)")
+    p.add_argument("--results", required=True, help="results root (path or fsspec URL)")
+    p.add_argument("--out", required=True, help="path without suffix (a folder for sheets)")
     p.add_argument("--model", help="for progression and sheets")
-    p.add_argument("--models", nargs="+", help="for compare: e.g. a ViT and a CLIP")
-    p.add_argument("--layers", type=int, nargs="+", help="default: every visualized layer (compare: required)")
-    return guarded("figures.py", run, p.parse_args(argv))
+    p.add_argument("--models", nargs="+", help="for compare: two or more, e.g. a ViT and a CLIP")
+    p.add_argument("--layers", type=int, nargs="+", help="default: every visualized layer (compare: --columns "
+                   "layers at the same relative depth of each model)")
+    p.add_argument("--columns", type=int, default=4, help="compare without --layers: layers per model (default 4)")
+    p.add_argument("--per-page", type=int, default=64, help="sheets: features per page (default 64)")
+    p.add_argument("--format", nargs="+", choices=FORMATS, default=["png", "pdf"], help="default: png pdf")
+    p.add_argument("--dpi", type=int, default=300, help="raster resolution (default 300)")
+    args = p.parse_args(argv)
+    return guarded("figures.py", run, args)
 
 
 if __name__ == "__main__":

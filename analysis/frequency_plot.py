@@ -38,7 +38,8 @@ def plot(acc: pd.DataFrame, path: str) -> None:
             family = get_entry(str(model)).family if str(model) in REGISTRY else "custom"
             style = "--" if family in ("cnn", "clip_resnet") else "-"
             ax.plot(g["cutoff"], g["top1"], style, marker="o", label=str(model))
-        ax.set_title(f"{band}, {'Gaussian sigma (px)' if kind == 'gauss' else 'ideal radius (x Nyquist)'}")
+        ax.set_title(f"{band}, {'Gaussian' if kind == 'gauss' else 'ideal (FFT)'} filter")
+        ax.set_xlabel("Gaussian sigma (px)" if kind == "gauss" else "cut-off radius (x Nyquist)")
         ax.set_xscale("log", base=2)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
@@ -47,7 +48,8 @@ def plot(acc: pd.DataFrame, path: str) -> None:
         fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("ImageNet accuracy under frequency filtering (ViTs solid, CNNs dashed)")
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=300)
+    fig.savefig(os.path.splitext(path)[0] + ".pdf")  # vector, for print
     plt.close(fig)
 
 

@@ -32,12 +32,14 @@ def plot(table: pd.DataFrame, path: str) -> None:
             if g["top1_paper"].notna().any():
                 ax.plot(g["L"], g["top1_paper"], "x--", color=line.get_color(), label=f"{g['paper_name'].iloc[0]} (paper)")
         ax.set_title(title)
-        ax.set_xlabel("L")
+        ax.set_xlabel("block L")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 (%)")
     axes[0].legend(fontsize=7)
+    fig.suptitle("ImageNet top-1 when the CLS token is isolated from the patch tokens")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=300)
+    fig.savefig(os.path.splitext(path)[0] + ".pdf")  # vector, for print
     plt.close(fig)
 
 

@@ -158,31 +158,33 @@ def _slug_suffix(out) -> str:
     return next(p.name for p in (out / "features").iterdir() if p.name.startswith("dev_vit_micro-")).split("-", 1)[1]
 
 
-def test_paper_figures(site, tmp_path):
-    import subprocess
-    import sys
-
+def test_paper_figures(site, tmp_path, capsys):
     from PIL import Image
 
+    from analysis import figures
+
     results, _, _ = site
-    script = Path(__file__).resolve().parents[1] / "analysis" / "figures.py"
 
     def run(*args):
-        proc = subprocess.run([sys.executable, str(script), *args, "--results", str(results)],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc.stdout
+        code = figures.main([*args, "--results", str(results)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err[-2000:]
+        return captured.out
 
-    run("progression", "--model", "dev/vit-micro", "--out", str(tmp_path / "p.png"))
+    run("progression", "--model", "dev/vit-micro", "--out", str(tmp_path / "p"))
     with Image.open(tmp_path / "p.png") as im:
-        assert im.size == (3 * 160, 160 + 16)  # one strongest feature per layer, 3 layers
-    run("compare", "--models", "dev/vit-micro", "dev/deit-micro-distilled", "--layers", "0", "2",
-        "--out", str(tmp_path / "c.png"))
-    with Image.open(tmp_path / "c.png") as im:
-        assert im.size == (110 + 2 * 160, 2 * (160 + 16))
-    out = run("sheets", "--model", "dev/vit-micro", "--out", str(tmp_path / "sheets"))
-    assert len(out.split()) == 3 and len(list((tmp_path / "sheets").glob("*.png"))) == 3
-    bad = subprocess.run([sys.executable, str(script), "compare", "--models", "dev/vit-micro", "--layers", "7",
-                          "--results", str(results), "--out", str(tmp_path / "x.png")],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "no visualized features" in bad.stderr
+        assert im.size[0] > 3 * 300  # three layers, about an inch each at 300 dpi
+    assert (tmp_path / "p.pdf").read_bytes()[:5] == b"%PDF-"
+    run("compare", "--models", "dev/vit-micro", "dev/deit-micro-distilled", "--out", str(tmp_path / "c"),
+        "--format", "svg")  # no --layers: the same relative depths of each model
+    assert (tmp_path / "c.svg").exists()
+    out = run("sheets", "--model", "dev/vit-micro", "--out", str(tmp_path / "sheets"), "--format", "png")
+    assert len(out.split()) == 3 and len(list((tmp_path / "sheets").glob("*-page001.png"))) == 3
+    for args, message in [(["compare", "--models", "dev/vit-micro", "dev/deit-micro-distilled", "--layers", "7"],
+                           "no visualized features in layer(s) [7]"),
+                          (["progression"], "progression needs --model"),
+                          (["progression", "--model", "vit_tiny_patch16_224"], "no visualized features of"),
+                          (["sheets", "--model", "dev/vit-micro", "--per-page", "0"], "--per-page: must be")]:
+        assert figures.main([*args, "--results", str(results), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

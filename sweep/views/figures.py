@@ -1,16 +1,187 @@
-"""The paper's figure layouts from a results root: labelled image grids (PNG)."""
+"""The paper's figures from feature rows: titled, labelled image grids ready for print.
+
+Each figure is one matplotlib Figure holding one mosaic of images (so a sheet of 256 features costs
+one image draw, not 256 axes), captions under each image, full model names as row labels, a title
+that says what is shown; `save` writes PNG at 300 dpi and a vector format (PDF or SVG). Contact
+sheets are paged: every feature of a layer is on some page, and each page says which of how many.
+The functions take rows and an image loader, not a results root, so they are tested at scale
+without files; `sweep.store.results.Results` supplies both in `analysis/figures.py`.
+"""
 
 from __future__ import annotations
 
 import io
+import math
+import os
 import posixpath
+import textwrap
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from sweep.core.errors import SweepError
 from sweep.store.results import Results
 
+#: Loads a feature's image (its row's image_path) as an (H, W, 3) array in [0, 1]; None if unreadable.
+Loader = Callable[[str], "np.ndarray | None"]
+FORMATS = ("png", "pdf", "svg")
+
+
+@dataclass(frozen=True)
+class Style:
+    """Print sizes: inches per image cell, font sizes in points, resolution of raster output."""
+
+    cell: float = 1.15
+    font: float = 7.0
+    title: float = 10.0
+    dpi: int = 300
+    gap: int = 4  # pixels between images in the mosaic
+
+
+def _cell_image(image: np.ndarray | None, side: int) -> np.ndarray:
+    """An image as a (side, side, 3) float array: nearest-neighbour scaled (features are pixel art),
+    light grey where there is none."""
+    if image is None:
+        return np.full((side, side, 3), 0.92)
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    h, w = image.shape[:2]
+    rows = (np.arange(side) * h // side).clip(0, h - 1)
+    cols = (np.arange(side) * w // side).clip(0, w - 1)
+    return image[rows][:, cols, :3].clip(0, 1)
+
+
+def mosaic(images: Sequence[np.ndarray | None], captions: Sequence[str], cols: int, title: str,
+           row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+           style: Style = Style()) -> Figure:
+    """Images in a grid of `cols` columns with a caption under each, optional row and column labels,
+    and a title; None leaves a grey cell (a grid point without a result). One image draw, in pixel
+    coordinates: each row of images is followed by a white band for its captions."""
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    side = max([32, *(max(np.asarray(im).shape[:2]) for im in images if im is not None)])
+    caption_in = style.font * 2.8 / 72  # two lines of caption under each row, in inches
+    band = int(round(side * caption_in / style.cell))
+    g = style.gap
+    pitch_x, pitch_y = side + g, side + band
+    sheet = np.ones((rows * pitch_y, cols * pitch_x - g, 3))
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * pitch_y:r * pitch_y + side, c * pitch_x:c * pitch_x + side] = _cell_image(im, side)
+    label_in = 1.7 if row_labels else 0.0
+    head_in = (style.title * 2.4 + (style.font * 2.2 if col_labels else 0)) / 72
+    body_w, body_h = cols * style.cell, rows * (style.cell + caption_in)
+    width, height = label_in + body_w + 0.15, head_in + body_h + 0.1
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((label_in / width, 0.1 / height, body_w / width, body_h / height))
+    ax.imshow(sheet, interpolation="nearest", aspect="auto")
+    ax.axis("off")
+    for i, text in enumerate(captions):
+        r, c = divmod(i, cols)
+        ax.text(c * pitch_x + side / 2, r * pitch_y + side + band * 0.08, text, ha="center", va="top",
+                fontsize=style.font, linespacing=1.1)
+    for r, text in enumerate(row_labels or []):
+        ax.text(-side * 0.08, r * pitch_y + side / 2, "\n".join(textwrap.wrap(text, 24)) or text, ha="right",
+                va="center", fontsize=style.font)
+    for c, text in enumerate(col_labels or []):
+        ax.text(c * pitch_x + side / 2, -side * 0.04, text, ha="center", va="bottom", fontsize=style.font,
+                fontweight="bold")
+    fig.suptitle(title, fontsize=style.title, y=1 - 0.5 * style.title / 72 / height)
+    return fig
+
+
+def strongest_per_layer(features: pd.DataFrame, layers=None) -> pd.DataFrame:
+    """For each layer, the ok feature with the highest final activation."""
+    ok = features[features["status"] == "ok"]
+    if layers is not None:
+        ok = ok[ok["layer"].isin(list(layers))]
+    if ok.empty:
+        raise SweepError("no visualized features to draw")
+    return ok.sort_values("act_final", ascending=False, kind="stable").groupby("layer").head(1).sort_values("layer")
+
+
+def _caption(r) -> str:
+    return f"L{int(r.layer)} {r.site} {int(r.feature)}\nact {float(r.act_final):.3g}"
+
+
+def progression(features: pd.DataFrame, model: str, load: Loader, layers=None, style: Style = Style()) -> Figure:
+    """A row of features from early to late layers (the strongest of each layer)."""
+    picks = strongest_per_layer(features, layers)
+    return mosaic([load(p) for p in picks["image_path"]], [_caption(r) for r in picks.itertuples()],
+                  cols=len(picks), title=f"{model}: the strongest feature of each layer, early to late", style=style)
+
+
+def relative_layers(available: Sequence[int], count: int) -> list[int]:
+    """`count` layers evenly spread from the first to the last available one (early, middle, late)."""
+    available = sorted(set(int(x) for x in available))
+    if not available:
+        return []
+    idx = np.linspace(0, len(available) - 1, min(count, len(available))).round().astype(int)
+    return [available[i] for i in dict.fromkeys(idx.tolist())]
+
+
+def comparison(features: dict[str, pd.DataFrame], load: Loader, layers=None, columns: int = 4,
+               style: Style = Style()) -> Figure:
+    """One row per model (e.g. a ViT and a CLIP): the strongest feature of given layers, or of up to
+    `columns` layers at the same relative depth of each model (its first to its last visualized)."""
+    picked = {}
+    for model, rows in features.items():
+        ok = rows[rows["status"] == "ok"]
+        wanted = list(layers) if layers is not None else relative_layers(ok["layer"], columns)
+        shown = ok[ok["layer"].isin(wanted)]
+        picks = strongest_per_layer(shown) if len(shown) else shown
+        if len(picks) != len(wanted) or not wanted:
+            missing = sorted(set(wanted) - set(picks["layer"])) if wanted else "any layer"
+            raise SweepError(f"{model} has no visualized features in layer(s) {missing}")
+        picked[model] = picks
+    cols = max(len(p) for p in picked.values())
+    images, captions = [], []
+    for picks in picked.values():  # a shallower model's row is padded with empty cells
+        images += [load(p) for p in picks["image_path"]] + [None] * (cols - len(picks))
+        captions += [_caption(r) for r in picks.itertuples()] + [""] * (cols - len(picks))
+    heads = [f"layer {x}" for x in layers] if layers is not None else [f"depth {i + 1}/{cols}" for i in range(cols)]
+    return mosaic(images, captions, cols, title="The strongest feature per layer, by model",
+                  row_labels=list(picked), col_labels=heads, style=style)
+
+
+def contact_sheets(features: pd.DataFrame, model: str, layer: int, load: Loader, per_page: int = 64,
+                   cols: int = 8, style: Style = Style()) -> list[Figure]:
+    """Every visualized feature of one layer, by site and feature index, `per_page` to a page."""
+    rows = features[(features["layer"] == layer) & (features["status"] == "ok")].sort_values(["site", "feature"])
+    if rows.empty:
+        raise SweepError(f"no visualized features of {model} layer {layer}")
+    pages = math.ceil(len(rows) / per_page)
+    figs = []
+    for p in range(pages):
+        part = rows.iloc[p * per_page:(p + 1) * per_page]
+        figs.append(mosaic([load(x) for x in part["image_path"]],
+                           [f"{r.site} {int(r.feature)}\nact {float(r.act_final):.3g}" for r in part.itertuples()],
+                           cols=cols, title=f"{model}, layer {layer}: features {int(part['feature'].iloc[0])}-"
+                           f"{int(part['feature'].iloc[-1])} (page {p + 1} of {pages}, {len(rows)} features)",
+                           style=style))
+    return figs
+
+
+def save(fig: Figure, stem: str, formats: Sequence[str] = ("png", "pdf"), dpi: int = 300) -> list[str]:
+    """Write `stem.<format>` for each format (raster at `dpi`); returns the paths."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise SweepError(f"figure format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = f"{stem}.{fmt}"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+        paths.append(path)
+    return paths
+
+
+# --- the tuning sheet: a working view of an lr x TV grid (PIL, pixel-exact cells) -----------------
 
 def load_image(results: Results, image_path: str) -> Image.Image:
     with Image.open(io.BytesIO(results.fs.cat_file(posixpath.join(results.root, image_path)))) as im:
@@ -37,46 +208,6 @@ def grid(images: list[Image.Image | None], labels: list[str], cols: int, cell: i
     for c, text in enumerate(col_labels or []):
         draw.text((left + c * cell + 2, 2), text, fill="black")
     return sheet
-
-
-def strongest_per_layer(features: pd.DataFrame, layers=None) -> pd.DataFrame:
-    """For each layer, the ok feature with the highest final activation."""
-    ok = features[features["status"] == "ok"]
-    if layers is not None:
-        ok = ok[ok["layer"].isin(layers)]
-    if ok.empty:
-        raise SweepError("no visualized features to draw")
-    return ok.sort_values("act_final", ascending=False).groupby("layer").head(1).sort_values("layer")
-
-
-def progression(results: Results, model: str, layers=None) -> Image.Image:
-    """A row of features from early to late layers (the strongest of each layer)."""
-    picks = strongest_per_layer(results.features(model=model), layers)
-    return grid([load_image(results, p) for p in picks["image_path"]],
-                [f"L{l} f{f}" for l, f in zip(picks["layer"], picks["feature"])], cols=len(picks))
-
-
-def comparison(results: Results, models: list[str], layers) -> Image.Image:
-    """One row per model (e.g. a ViT and a CLIP), the strongest feature of each given layer."""
-    images, labels, names = [], [], []
-    for model in models:
-        picks = strongest_per_layer(results.features(model=model), layers)
-        if len(picks) != len(layers):
-            raise SweepError(f"{model} has no visualized features in some of the layers {list(layers)}")
-        images += [load_image(results, p) for p in picks["image_path"]]
-        labels += [f"L{l} f{f}" for l, f in zip(picks["layer"], picks["feature"])]
-        names.append(model[:16])
-    return grid(images, labels, cols=len(layers), row_labels=names)
-
-
-def contact_sheet(results: Results, model: str, layer: int, limit: int = 64) -> Image.Image:
-    """All (up to `limit`) features of one layer, by feature index."""
-    rows = results.features(model=model, layer=layer)
-    rows = rows[rows["status"] == "ok"].sort_values(["site", "feature"]).head(limit)
-    if rows.empty:
-        raise SweepError(f"no visualized features of {model} layer {layer}")
-    return grid([load_image(results, p) for p in rows["image_path"]],
-                [f"{s} {f}" for s, f in zip(rows["site"], rows["feature"])], cols=8, cell=96)
 
 
 def tuning_sheet(results: Results, model: str, unit: tuple[int, int] | None = None,

@@ -49,7 +49,7 @@ from sweep.views.atlas.render import curve, fmt, href, number, render, slug, tem
 log = logging.getLogger(__name__)
 
 #: Bump when the site's layout or state format changes: every model is then built again.
-ATLAS_FORMAT = 2
+ATLAS_FORMAT = 3
 STATE = "_atlas/state.json"
 #: Folders of a results root that hold its data: the site is never written into (or over) them.
 DATA_FOLDERS = ("features", "images", "activation_maps", "top_images", "invariance", "ablations", "tuning", "runs")
@@ -63,6 +63,11 @@ TOP_PER_LAYER = 8
 
 def _model_state_path(model: str) -> str:
     return f"_atlas/models/{slug(model)}.json"
+
+
+def _layer_state_path(model: str, layer) -> str:
+    """Each layer's file list on its own: a rebuild reads and writes only the layers it touches."""
+    return f"_atlas/models/{slug(model)}/layer-{int(layer)}.json"
 
 
 @dataclass
@@ -80,7 +85,6 @@ class LayerTask:
     rows: pd.DataFrame
     tops: dict
     maps: dict   # (layer, site, feature) -> [(root-relative png, fingerprint)]
-    files: dict  # what the site holds for this layer: site path -> digest of its source or text
 
 
 def _row_key(r) -> str:
@@ -92,6 +96,7 @@ def _row_key(r) -> str:
 def build_layer(task: LayerTask) -> dict:
     """Write one layer's images and pages where they changed; return its state and summary."""
     writer = SiteWriter(task.site, task.site_options)
+    held = (writer.read_json(_layer_state_path(task.model, task.layer)) or {}).get("files", {})
     fs, root = open_root(task.results_root, task.storage_options)
     images = RootImages(fs, root)
     env = templates()
@@ -100,7 +105,7 @@ def build_layer(task: LayerTask) -> dict:
 
     def put(rel: str, data: bytes, key: str | None = None) -> None:
         files[rel] = key or digest(data)
-        if task.files.get(rel) != files[rel]:
+        if held.get(rel) != files[rel]:
             writer.write(rel, data)
 
     rows = task.rows.sort_values(["site", "feature"], kind="stable")
@@ -108,6 +113,7 @@ def build_layer(task: LayerTask) -> dict:
     best = max((a for a in acts if a is not None), default=None)
     name = ", ".join(sorted({text(n) for n in rows["layer_name"]} - {""}))
     stems = [f"{slug(text(s))}-{int(f)}" for s, f in zip(rows["site"], rows["feature"])]
+    names = [f"{text(s)} {int(f)}" for s, f in zip(rows["site"], rows["feature"])]
     n_pages = max(1, math.ceil(len(rows) / task.page_size))
     pages = [href(f"layer-{layer}-{p}.html") for p in range(n_pages)]
     position = {lay: i for i, lay in enumerate(task.layers)}.get(layer, 0)
@@ -121,7 +127,7 @@ def build_layer(task: LayerTask) -> dict:
         shown = False
         if r.status == "ok":
             key = _row_key(r)
-            if task.files.get(img) == key and task.files.get(thumb) == key:
+            if held.get(img) == key and held.get(thumb) == key:
                 files[img] = files[thumb] = key  # copied by an earlier build from this very row
                 shown = True
             else:
@@ -134,7 +140,7 @@ def build_layer(task: LayerTask) -> dict:
         for rel, fp in sorted(task.maps.get((layer, site, feature), [])):
             name = f"{stem}-map{len(map_srcs)}.png"
             target, key = posixpath.join(*img_dir, name), digest(f"{rel}\0{fp}".encode())
-            if task.files.get(target) == key:
+            if held.get(target) == key:
                 files[target] = key
             else:
                 got = images.read(rel)
@@ -144,14 +150,13 @@ def build_layer(task: LayerTask) -> dict:
             map_srcs.append(href("..", "..", "..", *img_dir, name))
         up = ("..", "..", "..")
         feature_href = href("..", "..", "features", m, str(layer), f"{stem}.html")
-        labels = [f"{text(rows['site'].iloc[j])} {int(rows['feature'].iloc[j])}" if 0 <= j < len(rows) else None
-                  for j in (i - 1, i + 1)]
+        labels = [names[j] if 0 <= j < len(rows) else None for j in (i - 1, i + 1)]
         tops = task.tops.get((layer, site, feature), [])
         page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
         page_key = digest(json.dumps([_row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error), text(r.part),
                                       shown, map_srcs, labels, i // task.page_size, fmt(tops)]).encode())
-        if task.files.get(page_rel) == page_key:
+        if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
             metrics = {"model": model, "source": source_of(model), "weights": text(r.weights),
@@ -187,15 +192,24 @@ def build_layer(task: LayerTask) -> dict:
                       pages=pages, current=p, layer_links={k: (href(f"layer-{v}-0.html"), v) if v is not None
                                                             else None for k, v in neighbours.items()})
         put(posixpath.join("models", m, f"layer-{layer}-{p}.html"), page)
-    for rel in sorted(set(task.files) - set(files)):  # features that left the root, pages no longer needed
+    for rel in sorted(set(held) - set(files)):  # features that left the root, pages no longer needed
         writer.delete(rel)
     strongest = sorted((c for c in cells if c["act_value"] != ""), key=lambda c: -c["act_value"])[:TOP_PER_LAYER]
     ok = sum(not c["failed"] for c in cells)
     summary = {"layer": layer, "name": name, "count": len(cells), "ok": ok, "failed": len(cells) - ok,
                "pages": pages, "best": fmt(best, ".3g") if best is not None else "",
                "top": [{k: c[k] for k in ("label", "href", "thumb", "act")} for c in strongest]}
-    return {"layer": layer, "files": files, "summary": summary, "written": writer.written,
+    writer.write_json(_layer_state_path(model, layer), {"files": files})
+    return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
             "deleted": writer.deleted}
+
+
+def _drop_layer(writer: SiteWriter, model: str, layer) -> None:
+    """Delete a layer's files and its state (the layer left the results root)."""
+    for rel in (writer.read_json(_layer_state_path(model, layer)) or {}).get("files", {}):
+        writer.delete(rel)
+    writer.delete(_layer_state_path(model, layer))
+    writer.deleted.pop()
 
 
 def _check_site(site, results_fs, results_root: str, site_options: dict | None) -> SiteWriter:
@@ -275,10 +289,12 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
         summaries[model] = summary
     removed = sorted(set(known) - set(inputs))
     for model in removed:  # a model no longer in the root: its pages go too
-        for rel in (writer.read_json(_model_state_path(model)) or {}).get("files", {}):
+        mstate = writer.read_json(_model_state_path(model)) or {}
+        for layer in mstate.get("layers", {}):
+            _drop_layer(writer, model, layer)
+        for rel in (_model_state_path(model), posixpath.join("models", slug(model), "index.html")):
             writer.delete(rel)
-        writer.delete(_model_state_path(model))
-        writer.deleted.pop()
+        writer.deleted.pop(-2)
     deleted += writer.deleted
     if changed or removed or not state:
         models = [{"name": m, "href": href("models", slug(m), "index.html"), "slug": slug(m), **summaries[m]["index"]}
@@ -330,7 +346,6 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             ["layer", "site", "feature"], keep="last")
     tops = read_top_images(fs, root, list(inputs.tops)) if affected and inputs.tops else {}
     maps = {k: [(rel, inputs.maps[rel]) for rel in v] for k, v in map_files(inputs.maps).items()} if affected else {}
-    old_files = {int(k): v.get("files", {}) for k, v in mstate.get("layers", {}).items()}
     tasks = []
     for layer in sorted(affected):
         lrows = rows[rows["layer"] == layer]
@@ -338,10 +353,10 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             continue
         tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
-                               {k: v for k, v in maps.items() if k[0] == layer}, old_files.get(layer, {})))
+                               {k: v for k, v in maps.items() if k[0] == layer}))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
-               "model_page": mstate.get("files", {}).get(posixpath.join("models", slug(model), "index.html"))}
+               "model_page": mstate.get("model_page")}
     return tasks, context
 
 
@@ -358,19 +373,17 @@ def _finish_model(writer: SiteWriter, env, model: str, context: dict, built: dic
         elif str(layer) in old:
             layers[str(layer)] = old[str(layer)]
     for key in set(old) - set(layers):  # a layer that left the root
-        for rel in old[key].get("files", {}):
-            writer.delete(rel)
+        _drop_layer(writer, model, key)
     m = slug(model)
     summaries = [layers[k]["summary"] for k in sorted(layers, key=int)]
     page = render(env, "model.html", 2, search=True, title=model, source=source_of(model), layers=summaries)
     model_page = posixpath.join("models", m, "index.html")
-    files = {rel: d for v in layers.values() for rel, d in v["files"].items()}
     if context["model_page"] != digest(page):
         writer.write(model_page, page)
-    files[model_page] = digest(page)
+    files = sum(int(v["files"]) for v in layers.values()) + 1
     writer.write_json(_model_state_path(model), {
         "parts": {p: [context["inputs"].parts[p], context["part_layers"].get(p, [])] for p in context["inputs"].parts},
-        "layers": layers, "side": context["side"], "files": files})
+        "layers": layers, "side": context["side"], "model_page": digest(page)})
     # Only zoo models are built for their anatomy: a name read from the root is data, and building a
     # `module:` name would import and call code the root names.
     entry = REGISTRY.get(model) if model in REGISTRY else None
@@ -380,4 +393,4 @@ def _finish_model(writer: SiteWriter, env, model: str, context: dict, built: dic
              "input": anatomy.preprocess.input_size if anatomy else "",
              "blocks": len(anatomy.blocks) if anatomy else "", "layers": len(summaries), "ok": ok,
              "failed": sum(s["failed"] for s in summaries)}
-    return {"digest": context["inputs"].digest(salt), "files": len(files), "index": index}
+    return {"digest": context["inputs"].digest(salt), "files": files, "index": index}

@@ -93,19 +93,25 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
 
 def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
     """The usable feature rows of these parts, with `model` and `part` columns; a part that cannot be
-    read is skipped with one warning."""
-    frames = []
+    read is skipped with one warning. Parts are joined as Arrow tables and converted once."""
+    tables = []
     for rel in sorted(rels):
         try:
             with fs.open(posixpath.join(root, rel), "rb") as fh:
-                frame = pq.read_table(fh).to_pandas()
+                table = pq.read_table(fh)
         except READ_ERRORS as exc:
             log.warning("atlas: skipping %r: cannot be read (%s)", rel, one_line(exc))
             continue
-        frames.append(frame.assign(model=_model_of(rel.split("/")), part=rel))
-    if not frames:
+        n = table.num_rows
+        table = table.drop_columns([c for c in ("model", "part") if c in table.column_names])
+        tables.append(table.append_column("model", pa.array([_model_of(rel.split("/"))] * n, pa.string()))
+                      .append_column("part", pa.array([rel] * n, pa.string())))
+    if not tables:
         return pd.DataFrame(columns=["model", "part", *FEATURE_SCHEMA.names])
-    frame = pd.concat(frames, ignore_index=True)
+    try:
+        frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except pa.ArrowException:  # parts of clashing schemas (a hostile root): joined by pandas instead
+        frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     frame = frame.assign(**{name: None for name in FEATURE_SCHEMA.names if name not in frame})
     for name in ("layer", "feature"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
