@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from sweep.store.outputs import FEATURE_SCHEMA, frame_parquet_bytes, image_relpath, partition_path
+from sweep.store.layout import FEATURE_SCHEMA, FEATURES, image_relpath
+from sweep.store.outputs import frame_parquet_bytes
 from sweep.views.atlas import build_atlas
 
 BATCH = 16
@@ -63,7 +64,7 @@ def write_features(root: str, model: str, layer: int, features: list[int], rng, 
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as fh:
                 fh.write(_png(rng, size))
-        part = os.path.join(root, partition_path("features", model=model), f"part-{uuid.uuid4().hex}.parquet")
+        part = os.path.join(root, FEATURES.part(f"part-{uuid.uuid4().hex}.parquet", model=model))
         os.makedirs(os.path.dirname(part), exist_ok=True)
         with open(part, "wb") as fh:
             fh.write(frame_parquet_bytes(_rows(model, layer, batch, rng, size), FEATURE_SCHEMA))

@@ -34,7 +34,8 @@ from sweep.experiments.invariance import per_layer
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.pipelines.ablations import DataSpec  # noqa: E402
 from sweep.pipelines.invariance import run_invariance  # noqa: E402
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path  # noqa: E402
+from sweep.store.layout import INVARIANCE, TOP_IMAGES  # noqa: E402
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root  # noqa: E402
 from sweep.views.reports import PAPER_INVARIANCE_B16, paper_name  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def run(args) -> int:
                          "weights": Text, "actors": Count, "seed": Seed})
     anatomy = anatomy_of(model)
     key = anatomy.entry.key
-    top_path = f"{args.results.rstrip('/')}/{partition_path('top_images', split=args.split, model=key)}"
+    top_path = f"{args.results.rstrip('/')}/{TOP_IMAGES.folder(split=args.split, model=key)}"
     try:
         top = pd.read_parquet(top_path)
     except (FileNotFoundError, OSError):
@@ -64,8 +65,7 @@ def run(args) -> int:
     connect_ray(args.address)
     frame = run_invariance(key, units[["layer", "feature", "image_id"]], site, listing, weights=args.weights,
                            actors=args.actors, seed=args.seed)
-    atomic_write(fs, posixpath.join(root, partition_path("invariance", split=args.split, model=key),
-                                    "part-00000.parquet"),
+    atomic_write(fs, posixpath.join(root, INVARIANCE.part("part-00000.parquet", split=args.split, model=key)),
                  frame_parquet_bytes(frame, None))
     table = per_layer(frame)
     if paper_name(key) == "ViT-B16":

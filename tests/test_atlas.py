@@ -31,7 +31,7 @@ def site(tmp_path_factory):
     save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
     import pandas as pd
 
-    from sweep.experiments.top_images import TOP_SCHEMA
+    from sweep.store.layout import TOP_SCHEMA
     from sweep.store.outputs import frame_parquet_bytes
 
     top = pd.DataFrame({"layer": [0, 0], "layer_name": ["blocks.0"] * 2, "site": ["mlp"] * 2, "feature": [0, 0],

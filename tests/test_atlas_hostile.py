@@ -18,8 +18,7 @@ from PIL import Image
 from test_atlas import browsing
 
 from sweep.core.errors import SweepError
-from sweep.experiments.top_images import TOP_SCHEMA
-from sweep.store.outputs import FEATURE_SCHEMA, partition_value
+from sweep.store.layout import FEATURE_SCHEMA, TOP_SCHEMA, partition_value
 from sweep.views.atlas import SiteWriter, build_atlas, slug
 
 SCRIPT = "<script>alert(1)</script>"

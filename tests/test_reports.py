@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sweep.experiments.ablations import ROW_SCHEMA
 from sweep.models.zoo import get_entry
-from sweep.store.outputs import partition_value
+from sweep.store.layout import ABLATION_SCHEMA as ROW_SCHEMA
+from sweep.store.layout import partition_value
 from sweep.views.reports import _PAPER_ALIASES, PAPER_FB, PAPER_FB_RAW_TOP5
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from fsspec.implementations.local import LocalFileSystem
 from sweep_checks import smoke_sweep
 
 from sweep.core.errors import SweepError
-from sweep.store.outputs import FEATURE_SCHEMA
+from sweep.store.layout import FEATURE_SCHEMA
 from sweep.store.results import Results
 
 

@@ -18,7 +18,6 @@ from typing import Callable
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
@@ -32,7 +31,8 @@ from sweep.experiments.conditions import (
     frequency_conditions,
     resize_center_crop,
 )
-from sweep.models.build import Preprocess
+from sweep.models.sources import Preprocess
+from sweep.store.layout import ABLATION_SCHEMA
 
 EXPERIMENTS = {
     "foreground_background": MASK_CONDITIONS,
@@ -44,17 +44,7 @@ EXPERIMENTS = {
 PAPER_MODELS = ("B_32_imagenet1k", "L_16_imagenet1k", "L_32_imagenet1k", "B_16_imagenet1k",
                 "ResNet-50", "ResNet-152", "MobileNetV2", "DenseNet121")
 
-ROW_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("label", pa.int32()),
-    ("condition", pa.string()),
-    ("status", pa.string()),
-    ("error", pa.string()),
-    ("top5", pa.list_(pa.int32())),
-    ("correct1", pa.bool_()),
-    ("correct5", pa.bool_()),
-    ("loss", pa.float32()),
-])
+ROW_SCHEMA = ABLATION_SCHEMA  # the row of sweep.store.layout.ABLATIONS
 
 
 def conditions_of(experiment: str, conditions=None) -> tuple[str, ...]:

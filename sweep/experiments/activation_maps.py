@@ -23,7 +23,8 @@ from sweep.core.errors import SweepError
 from sweep.method.render import ModelInput
 from sweep.models.anatomy import Anatomy, Block
 from sweep.models.taps import read_sites, token_features
-from sweep.store.outputs import atomic_write, open_root, partition_path
+from sweep.store.layout import MAP_FILES
+from sweep.store.outputs import atomic_write, open_root
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def save_map(out: str, model: str, layer: int, site: str, feature: int, image_id
              amap: np.ndarray, storage_options: dict | None = None) -> str:
     """Write `<out>/activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}`; returns the PNG path."""
     fs, root = open_root(out, storage_options)
-    base = posixpath.join(root, partition_path("activation_maps/files", model=model, layer=layer),
-                          f"{site}-{feature}", image_id.replace("/", "__"))
+    base = posixpath.join(root, MAP_FILES.part(posixpath.join(f"{site}-{feature}", image_id.replace("/", "__")),
+                                               model=model, layer=layer))
     buf = io.BytesIO()
     np.save(buf, amap.astype(np.float32))
     atomic_write(fs, base + ".npy", buf.getvalue())

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
@@ -25,12 +24,10 @@ from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
 from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.models.taps import read_sites
+from sweep.store.layout import TOP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("site", pa.string()),
-                        ("feature", pa.int32()), ("rank", pa.int32()), ("image_id", pa.string()),
-                        ("activation", pa.float32())])
 
 
 @config_dataclass

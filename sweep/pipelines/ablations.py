@@ -1,7 +1,7 @@
 """The ablations on Ray Data: list -> decode and condition (CPU tasks) -> classify (actor pool) -> Parquet.
 
 Output per model: `ablations/experiment=<e>/model=<m>/part-NNNNN.parquet` (one row per image and
-condition, see `sweep.experiments.ablations.ROW_SCHEMA`) and `_summary.json`, written last: a model whose summary
+condition, see `sweep.store.layout.ABLATION_SCHEMA`) and `_summary.json`, written last: a model whose summary
 exists is done and is skipped on a re-run; a model without one is redone from scratch (its partial
 parts are removed first), so rows are never duplicated.
 """
@@ -24,7 +24,6 @@ from sweep.core.redact import redact, secret_values
 from sweep.core.validation import Count, Positive, Text, config_dataclass
 from sweep.data.imagenet import Listing, train_with_boxes, val_from_devkit, val_from_solution
 from sweep.experiments.ablations import (
-    ROW_SCHEMA,
     Classifier,
     ModelSpec,
     TokenClassifier,
@@ -35,7 +34,8 @@ from sweep.experiments.ablations import (
 from sweep.models.build import Weights
 from sweep.models.names import ModelArg, with_args
 from sweep.pipelines.images import gpus_per_actor, prepared_images
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
+from sweep.store.layout import ABLATION_SCHEMA, ABLATIONS
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class AblationConfig:
 
 
 def model_dir(config: AblationConfig, model: str) -> str:
-    return partition_path("ablations", experiment=config.experiment, model=model)
+    return ABLATIONS.folder(experiment=config.experiment, model=model)
 
 
 def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, force: bool = False) -> dict:
@@ -145,7 +145,7 @@ def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_di
             pending = []
     if pending:
         parts += _write_part(fs, out_dir, parts, pending, seen)
-    rows = pd.concat(seen, ignore_index=True) if seen else pd.DataFrame(columns=[f.name for f in ROW_SCHEMA])
+    rows = pd.concat(seen, ignore_index=True) if seen else pd.DataFrame(columns=[f.name for f in ABLATION_SCHEMA])
     expected = len(records) * len(conditions)
     if len(rows) != expected:
         raise SweepError(f"{spec.name}: {len(rows)} result rows, expected {expected} "
@@ -162,10 +162,10 @@ def _run_model(config, spec: ModelSpec, conditions, listing: Listing, fs, out_di
 
 
 def _write_part(fs, out_dir: str, index: int, frames: list[pd.DataFrame], seen: list) -> int:
-    frame = pd.concat(frames, ignore_index=True)[[f.name for f in ROW_SCHEMA]]
+    frame = pd.concat(frames, ignore_index=True)[[f.name for f in ABLATION_SCHEMA]]
     frame["error"] = frame["error"].where(frame["error"] != "", None)
     seen.append(frame[["image_id", "condition", "status", "correct1", "correct5", "loss"]])
-    atomic_write(fs, posixpath.join(out_dir, f"part-{index:05d}.parquet"), frame_parquet_bytes(frame, ROW_SCHEMA))
+    atomic_write(fs, posixpath.join(out_dir, f"part-{index:05d}.parquet"), frame_parquet_bytes(frame, ABLATION_SCHEMA))
     return 1
 
 

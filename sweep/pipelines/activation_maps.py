@@ -12,7 +12,8 @@ from sweep.experiments.activation_maps import MapMaker
 from sweep.method.recipe import config_hash
 from sweep.models.anatomy import anatomy_of
 from sweep.pipelines.images import gpus_per_actor, prepared_images
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
+from sweep.store.layout import MAP_TABLE
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())
     fs, root = open_root(out, storage_options)
     name = config_hash({"features": list(features), "images": [r["image_id"] for r in listing.records]})
-    atomic_write(fs, posixpath.join(root, partition_path("activation_maps/table", model=anatomy.entry.key,
-                                                         layer=block.index), f"part-{site}-{name}.parquet"),
+    atomic_write(fs, posixpath.join(root, MAP_TABLE.part(f"part-{site}-{name}.parquet", model=anatomy.entry.key,
+                                                         layer=block.index)),
                  frame_parquet_bytes(frame.drop(columns=["layer"])))  # layer lives in the partition path
     return frame

@@ -36,7 +36,8 @@ from sweep.core.redact import add_redacting_filter, redact
 from sweep.method.engine import Engine
 from sweep.method.recipe import config_hash
 from sweep.store.durable import ClusterFacts, check_durable_root, under_ray_job
-from sweep.store.outputs import atomic_write, features_dir, is_local, open_root, parquet_bytes
+from sweep.store.layout import FEATURES
+from sweep.store.outputs import atomic_write, is_local, open_root, parquet_bytes
 from sweep.work.batch import Batch, BatchRunner, failure_rows, library_versions
 from sweep.work.dispatch import (
     Dispatcher,
@@ -456,7 +457,8 @@ class _Workers:
     def _record_failures(self, task: Task, errors: dict[int, str]) -> None:
         sub = dataclasses.replace(task.batch, features=tuple(sorted(errors)))
         rows = failure_rows(sub, errors)
-        atomic_write(self.fs, posixpath.join(self.root, features_dir(sub.model), sub.part_name), parquet_bytes(rows))
+        path = posixpath.join(self.root, FEATURES.part(sub.part_name, model=sub.model))
+        atomic_write(self.fs, path, parquet_bytes(rows))
         self.report.failed += len(rows)
         self.report.per_model[sub.model]["failed"] += len(rows)
         for f, err in errors.items():

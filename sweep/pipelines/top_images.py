@@ -12,10 +12,11 @@ import torch
 
 from sweep.core.errors import SweepError
 from sweep.data.imagenet import Listing
-from sweep.experiments.top_images import TOP_SCHEMA, ActivationScanner, TopImagesConfig, top_rows, unit_table
+from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table
 from sweep.experiments.topk import TopK
 from sweep.pipelines.images import gpus_per_actor, prepared_images
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root, partition_path
+from sweep.store.layout import TOP_IMAGES, TOP_SCHEMA
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     if seen != len(records):
         raise SweepError(f"scanned {seen} images, expected {len(records)}")
     rows = top_rows(state, units, site, records)
-    path = posixpath.join(root, partition_path("top_images", split=config.split, model=anatomy.entry.key),
-                          "part-00000.parquet")
+    path = posixpath.join(root, TOP_IMAGES.part("part-00000.parquet", split=config.split, model=anatomy.entry.key))
     atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
     log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
              len(units), seen, skipped, path)

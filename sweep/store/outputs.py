@@ -1,9 +1,7 @@
 """Results on disk or object storage: PNG images and Parquet metric rows, written atomically.
 
-Layout under a results root (a path or any fsspec URL):
-    images/model=<model>/layer=<layer>/<site>-<feature>.png
-    features/model=<model>/part-<hash>.parquet     (hive-partitioned; `model` lives in the path)
-Model keys may contain '/', so partition values are URI-encoded, which pyarrow decodes on read.
+Where each dataset lives under a results root (a path or any fsspec URL), and its schema, is
+`sweep.store.layout`'s business; this module writes bytes there safely.
 """
 
 from __future__ import annotations
@@ -23,49 +21,7 @@ from PIL import Image
 
 from sweep.core.errors import SweepError, one_line
 from sweep.core.redact import Scrubber, redact, redact_text
-
-#: Columns of a feature row, in order, with their Arrow types (the `model` column is the partition).
-FEATURE_SCHEMA = pa.schema([
-    ("weights", pa.string()),
-    ("layer", pa.int32()),
-    ("layer_name", pa.string()),
-    ("site", pa.string()),
-    ("feature", pa.int32()),
-    ("status", pa.string()),
-    ("error", pa.string()),
-    ("seed", pa.int64()),
-    ("base_seed", pa.int64()),
-    ("steps", pa.int32()),
-    ("copies", pa.int32()),
-    ("lr", pa.float64()),
-    ("tv", pa.float64()),
-    ("tv_coef", pa.float64()),
-    ("recipe_source", pa.string()),
-    ("beta1", pa.float64()),
-    ("beta2", pa.float64()),
-    ("eps", pa.float64()),
-    ("color_mean", pa.float64()),
-    ("color_std", pa.float64()),
-    ("offset_std", pa.float64()),
-    ("jitter", pa.int32()),
-    ("image_size", pa.int32()),
-    ("reference_scale", pa.bool_()),
-    ("act_init", pa.float64()),
-    ("act_final", pa.float64()),
-    ("loss_final", pa.float64()),
-    ("curve_steps", pa.list_(pa.int32())),
-    ("loss_curve", pa.list_(pa.float32())),
-    ("act_curve", pa.list_(pa.float32())),
-    ("batch_features", pa.int32()),
-    ("wall_s", pa.float64()),
-    ("device", pa.string()),
-    ("precision", pa.string()),
-    ("features_per_pass", pa.int32()),
-    ("versions", pa.string()),
-    ("config_hash", pa.string()),
-    ("image_path", pa.string()),
-    ("created_at", pa.timestamp("ms", tz="UTC")),
-])
+from sweep.store.layout import FEATURE_SCHEMA
 
 
 def open_root(root: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -75,21 +31,6 @@ def open_root(root: str, storage_options: dict | None = None) -> tuple[fsspec.Ab
     except Exception as exc:
         raise SweepError(f"cannot open results root {root!r}: {one_line(exc)}") from None
     return fs, path.rstrip("/")
-
-
-def partition_value(value: str) -> str:
-    """URI-encode a hive partition value (pyarrow decodes it back when reading)."""
-    return urllib.parse.quote(str(value), safe="")
-
-
-def partition_path(dataset: str, **keys) -> str:
-    """`dataset/key=value/...` in the order given, values URI-encoded: the layout of every dataset
-    of a results root, read back by pyarrow's hive partitioning."""
-    return posixpath.join(dataset, *(f"{k}={partition_value(v)}" for k, v in keys.items()))
-
-
-def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
-    return posixpath.join(partition_path("images", model=model, layer=layer), f"{site}-{feature}.png")
 
 
 def under_root(root: str, rel) -> str | None:
@@ -102,10 +43,6 @@ def under_root(root: str, rel) -> str | None:
     except ValueError:
         bad = True
     return None if bad else posixpath.join(root, posixpath.normpath(rel))
-
-
-def features_dir(model: str) -> str:
-    return partition_path("features", model=model)
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -15,7 +15,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.core.errors import SweepError, one_line, storage_error
-from sweep.store.outputs import FEATURE_SCHEMA, atomic_write, features_dir, parquet_bytes, under_root
+from sweep.store.layout import DATASETS, FEATURE_SCHEMA, FEATURES
+from sweep.store.outputs import atomic_write, parquet_bytes, under_root
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def readable_dataset(fs: fsspec.AbstractFileSystem, path: str) -> tuple[ds.Datas
 def read_stored(fs: fsspec.AbstractFileSystem, root: str, model: str | None = None) -> StoredIndex:
     """One row per readable result (model, layer, site, feature, config_hash, status, part), of one
     model's partition when given, and the damaged parts that were skipped (warned about once)."""
-    path = posixpath.join(root, features_dir(model) if model else "features")
+    path = posixpath.join(root, FEATURES.folder(model=model) if model else FEATURES.folder())
     frames, damaged = [], {}
     if fs.exists(path):
         dataset, damaged = readable_dataset(fs, path)
@@ -227,8 +228,8 @@ class Results:
         r.ablations("foreground_background", model="ResNet-50")
     """
 
-    DATASETS = {"features": ("model",), "ablations": ("experiment", "model"),
-                "top_images": ("split", "model"), "invariance": ("split", "model"), "tuning": ("model",)}
+    #: The datasets read here, with their partition keys (sweep.store.layout).
+    DATASETS = {name: DATASETS[name].keys for name in ("features", "ablations", "top_images", "invariance", "tuning")}
 
     def __init__(self, root: str, storage_options: dict | None = None,
                  filesystem: fsspec.AbstractFileSystem | None = None):
@@ -241,7 +242,6 @@ class Results:
 
     def _read(self, name: str, filters: dict, columns: list[str] | None) -> pd.DataFrame:
         from sweep.models.zoo import REGISTRY
-        from sweep.store.outputs import partition_path
 
         path = posixpath.join(self.root, name)
         if not self.fs.exists(path):
@@ -254,7 +254,7 @@ class Results:
             if filters.get(key) is None:
                 break
             fixed[key] = filters[key]
-        path = posixpath.join(self.root, partition_path(name, **fixed))
+        path = posixpath.join(self.root, DATASETS[name].folder(**fixed))
         if not self.fs.exists(path):
             return pd.DataFrame(columns=[*fixed, *(columns or [])])
         dataset, damaged = readable_dataset(self.fs, path)
@@ -292,17 +292,10 @@ class Results:
 
     def models(self, dataset: str = "features") -> list[str]:
         """Models present in a dataset, read from its partition folder names only."""
-        import urllib.parse
-
-        base = posixpath.join(self.root, dataset)
-        if not self.fs.exists(base):
-            return []
-        found = set()
-        for path in self.fs.find(base, withdirs=True):
-            for part in path[len(base):].split("/"):
-                if part.startswith("model="):
-                    found.add(urllib.parse.unquote(part[len("model="):]))
-        return sorted(found)
+        if dataset not in DATASETS or "model" not in DATASETS[dataset].keys:
+            raise SweepError(f"unknown dataset {dataset!r}; allowed: "
+                             f"{', '.join(n for n, d in DATASETS.items() if 'model' in d.keys)}")
+        return DATASETS[dataset].values(self.fs, self.root, "model")
 
     def features(self, model: str | None = None, layer: int | None = None, site: str | None = None,
                  columns: list[str] | None = None) -> pd.DataFrame:

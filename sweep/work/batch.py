@@ -28,7 +28,8 @@ from sweep.method.render import Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
-from sweep.store.outputs import atomic_write, features_dir, image_relpath, open_root, parquet_bytes, png_bytes
+from sweep.store.layout import FEATURES, image_relpath
+from sweep.store.outputs import atomic_write, open_root, parquet_bytes, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class BatchRunner:
         return {"rows": rows, "failed": failed}
 
     def write_rows(self, model: str, batch: Batch, rows: list[dict]) -> str:
-        path = posixpath.join(self.root, features_dir(model), batch.part_name)
+        path = posixpath.join(self.root, FEATURES.part(batch.part_name, model=model))
         atomic_write(self.fs, path, parquet_bytes(rows))
         return path
 

@@ -17,7 +17,6 @@ import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
@@ -36,7 +35,8 @@ from sweep.method.scores import (
 )
 from sweep.models.anatomy import Anatomy, anatomy_of
 from sweep.models.taps import read_features
-from sweep.store.outputs import atomic_write, open_root, parquet_bytes, partition_path, png_bytes
+from sweep.store.layout import TRIAL_SCHEMA, TUNING, TUNING_IMAGES
+from sweep.store.outputs import atomic_write, open_root, parquet_bytes, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,6 @@ log = logging.getLogger(__name__)
 #: so they never repeat the draws the image was optimized with (seed base_seed + feature).
 ROBUSTNESS_SEED_OFFSET = 1_000_003
 
-TRIAL_SCHEMA = pa.schema([
-    ("trial", pa.string()), ("weights", pa.string()), ("family", pa.string()), ("site", pa.string()),
-    ("lr", pa.float64()), ("tv", pa.float64()), ("steps", pa.int32()), ("base_seed", pa.int64()),
-    ("grid", pa.string()), ("reference", pa.string()), ("score_version", pa.string()),
-    ("status", pa.string()), ("error", pa.string()),
-    ("act_final", pa.float64()), ("relative_activation", pa.float64()), ("robustness", pa.float64()),
-    ("total_variation", pa.float64()), ("saturated_fraction", pa.float64()),
-    ("spectrum_slope", pa.float64()), ("combined", pa.float64()),
-    ("unit_layer", pa.list_(pa.int32())), ("unit_feature", pa.list_(pa.int32())),
-    ("unit_seed", pa.list_(pa.int64())), ("unit_act_final", pa.list_(pa.float64())),
-    ("unit_reference_act", pa.list_(pa.float64())), ("unit_relative_activation", pa.list_(pa.float64())),
-    ("unit_robustness", pa.list_(pa.float64())), ("unit_total_variation", pa.list_(pa.float64())),
-    ("unit_saturated_fraction", pa.list_(pa.float64())), ("unit_spectrum_slope", pa.list_(pa.float64())),
-    ("unit_combined", pa.list_(pa.float64())), ("image_paths", pa.list_(pa.string())),
-    ("recipe", pa.string()), ("device", pa.string()), ("precision", pa.string()),
-    ("wall_s", pa.float64()), ("created_at", pa.timestamp("ms", tz="UTC")),
-])
 
 
 @dataclass(frozen=True)
@@ -205,7 +188,7 @@ def run_trial(spec: TrialSpec, net: nn.Module, device: torch.device, engine: Eng
             images.append(img)
     means = {k: _nanmean(per_unit[k]) for k in ("act_final", "relative_activation", "robustness", "total_variation",
                                                  "saturated_fraction", "spectrum_slope", "combined")}
-    folder = posixpath.join(partition_path("tuning_images", model=anatomy.entry.key), f"trial-{spec.key}")
+    folder = posixpath.join(TUNING_IMAGES.folder(model=anatomy.entry.key), f"trial-{spec.key}")
     return {
         "trial": spec.key, "weights": spec.weights, "family": anatomy.entry.family, "site": site,
         "lr": float(spec.lr), "tv": float(spec.tv), "steps": recipe.steps, "base_seed": spec.base_seed,
@@ -230,7 +213,7 @@ def write_trial(row: dict, model: str, out: str, storage_options: dict | None = 
     for path, img in zip(row["image_paths"], row["_images"]):
         atomic_write(fs, posixpath.join(root, path), png_bytes(img))
     clean = {k: v for k, v in row.items() if not k.startswith("_")}
-    path = posixpath.join(root, partition_path("tuning", model=model), f"trial-{row['trial']}.parquet")
+    path = posixpath.join(root, TUNING.part(f"trial-{row['trial']}.parquet", model=model))
     atomic_write(fs, path, parquet_bytes([clean], TRIAL_SCHEMA, secret_values(storage_options or {})))
     return path
 
@@ -238,7 +221,7 @@ def write_trial(row: dict, model: str, out: str, storage_options: dict | None = 
 def done_trials(model: str, out: str, storage_options: dict | None = None) -> set[str]:
     """Keys of the trials whose rows exist under the results root."""
     fs, root = open_root(out, storage_options)
-    folder = posixpath.join(root, partition_path("tuning", model=anatomy_of(model).entry.key))
+    folder = posixpath.join(root, TUNING.folder(model=anatomy_of(model).entry.key))
     fs.invalidate_cache(folder)  # rows are written by trial processes; never trust an old listing
     if not fs.exists(folder):
         return set()

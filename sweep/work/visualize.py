@@ -18,7 +18,8 @@ from sweep.method.recipe import Recipe
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
 from sweep.models.names import ModelArg, TapPath, with_args
-from sweep.store.outputs import check_writable, features_dir
+from sweep.store.layout import FEATURES
+from sweep.store.outputs import check_writable
 from sweep.store.results import drop_triples, read_index
 from sweep.work.batch import Batch, BatchRunner, batch_hash, check_batch
 
@@ -113,7 +114,7 @@ def _drop_replaced(runner: BatchRunner, batch: Batch, stored: pd.DataFrame) -> N
     """Remove the stored rows this batch will replace, from every part but the one it writes (which
     it overwrites whole), so no feature is listed twice; done just before the batch, so a run that
     stops early leaves its remaining features as they were."""
-    own = posixpath.join(runner.root, features_dir(batch.model), batch.part_name)
+    own = posixpath.join(runner.root, FEATURES.part(batch.part_name, model=batch.model))
     rows = stored[stored["feature"].isin(batch.features) & (stored["part"] != own)]
     if len(rows):
         drop_triples(runner.fs, rows, {(batch.model, batch.layer, batch.site, int(f)) for f in rows["feature"]})

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from sweep.core.errors import SweepError
 from sweep.models.names import source_of
+from sweep.store.layout import DATA_FOLDERS
 from sweep.store.outputs import is_local, open_root
 from sweep.views.atlas.inputs import (
     ModelInputs,
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 #: Bump when the site's layout or state format changes: every model is then built again.
 ATLAS_FORMAT = 3
 STATE = "_atlas/state.json"
-#: Folders of a results root that hold its data: the site is never written into (or over) them.
-DATA_FOLDERS = ("features", "images", "activation_maps", "top_images", "invariance", "ablations", "tuning", "runs")
 #: Folders of the site that pages and images are written to.
 SITE_FOLDERS = ("models", "features", "img", "_atlas")
 #: Below this many features to render, layers are built in this process (a pool costs seconds to start).

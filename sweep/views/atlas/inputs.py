@@ -15,7 +15,6 @@ import logging
 import os
 import posixpath
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 import fsspec
 import pandas as pd
@@ -24,7 +23,8 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import one_line
-from sweep.store.outputs import FEATURE_SCHEMA, is_local, under_root
+from sweep.store.layout import FEATURE_SCHEMA, FEATURES, MAP_FILES, TOP_IMAGES, Dataset
+from sweep.store.outputs import is_local, under_root
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +63,28 @@ def _listing(fs, base: str) -> dict[str, dict]:
     return {p: i for p, i in found.items() if i.get("type") != "directory"}  # links too: refused later, with a warning
 
 
-def _model_of(names: list[str]) -> str | None:
-    return next((unquote(n[len("model="):]) for n in names if n.startswith("model=")), None)
 
 
 def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     """Every model's inputs, from folder listings only (nothing is opened)."""
     models: dict[str, ModelInputs] = {}
 
-    def add(kind: str, dataset: str, suffix: str | None = None) -> None:
-        base = posixpath.join(root, dataset)
+    def add(kind: str, dataset: Dataset, suffix: str | None = None) -> None:
+        base = posixpath.join(root, dataset.folder())
         for path, info in sorted(_listing(fs, base).items()):
             names = path[len(base) + 1:].split("/")
             if any(n.startswith((".", "_")) for n in names) or (suffix and not path.endswith(suffix)):
                 continue
-            model = _model_of(names) if kind != "maps" else (
-                unquote(names[0][len("model="):]) if names[0].startswith("model=") else None)
+            model = dataset.keys_of(path[len(root) + 1:]).get("model")
             if model is None:
                 log.warning("atlas: skipping %r: not inside a model=<name> folder", path)
                 continue
             entry = models.setdefault(model, ModelInputs(model))
             getattr(entry, kind)[path[len(root) + 1:]] = _fingerprint(info)
 
-    add("parts", "features")
-    add("tops", "top_images")
-    add("maps", posixpath.join("activation_maps", "files"), ".png")
+    add("parts", FEATURES)
+    add("tops", TOP_IMAGES)
+    add("maps", MAP_FILES, ".png")
     return {m: models[m] for m in sorted(models) if models[m].parts}
 
 
@@ -104,7 +101,8 @@ def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
             continue
         n = table.num_rows
         table = table.drop_columns([c for c in ("model", "part") if c in table.column_names])
-        tables.append(table.append_column("model", pa.array([_model_of(rel.split("/"))] * n, pa.string()))
+        model = FEATURES.keys_of(rel).get("model")
+        tables.append(table.append_column("model", pa.array([model] * n, pa.string()))
                       .append_column("part", pa.array([rel] * n, pa.string())))
     if not tables:
         return pd.DataFrame(columns=["model", "part", *FEATURE_SCHEMA.names])
@@ -130,7 +128,7 @@ def read_top_images(fs, root: str, rels: list[str]) -> dict:
     """(layer, site, feature) -> [{split, rank, image, activation}] from one model's top-image parts."""
     found: dict = {}
     for rel in sorted(rels):
-        split = next((unquote(n[len("split="):]) for n in rel.split("/") if n.startswith("split=")), "")
+        split = TOP_IMAGES.keys_of(rel).get("split", "")
         try:
             with fs.open(posixpath.join(root, rel), "rb") as fh:
                 top = pq.read_table(fh).to_pandas()
@@ -162,11 +160,11 @@ def map_files(rels) -> dict:
     """(layer, site, feature) -> [root-relative png] from activation_maps/files/model=<m>/layer=<l>/<site>-<f>/."""
     found: dict = {}
     for rel in sorted(rels):
-        parts = rel.split("/")
+        parts = rel[len(MAP_FILES.name) + 1:].split("/")  # model=<m>/layer=<l>/<site>-<f>/<image>.png
         try:
-            site, _, feat = parts[4].rpartition("-")  # written unquoted by save_map
-            key = (int(parts[3].split("=", 1)[1]), site, int(feat))
-        except (IndexError, ValueError):
+            site, _, feat = parts[2].rpartition("-")  # written unquoted by save_map
+            key = (int(MAP_FILES.keys_of(rel)["layer"]), site, int(feat))
+        except (IndexError, KeyError, ValueError):
             log.warning("atlas: skipping %r: not activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.png",
                         rel)
             continue

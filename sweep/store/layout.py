@@ -1,0 +1,199 @@
+"""The layout of a results root: every dataset it holds, where, partitioned how, in what shape.
+
+"Where is X written, in what shape" is answered here and nowhere else. Each dataset is a folder
+under the root, hive-partitioned (`key=value` folders, values URI-encoded because model keys hold
+'/'), read back with pyarrow's hive partitioning; its row schema, where it has rows, is declared
+beside it. Writers ask a dataset for a file's path (`part`), readers for its partitions (`keys_of`,
+`values`), and `drop` removes a partition; nobody builds or parses `key=value` paths by hand.
+
+    features/model=<m>/part-<hash>.parquet                 FEATURE_SCHEMA, one row per visualized feature
+    images/model=<m>/layer=<l>/<site>-<feature>.png          the visualizations
+    top_images/split=<s>/model=<m>/part-00000.parquet        TOP_SCHEMA, top-k natural images per unit
+    invariance/split=<s>/model=<m>/part-00000.parquet        per-unit before/after activations
+    ablations/experiment=<e>/model=<m>/part-<n>.parquet      ABLATION_SCHEMA, one row per image x condition
+    activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}
+    activation_maps/table/model=<m>/layer=<l>/part-<site>-<hash>.parquet
+    tuning/model=<m>/trial-<key>.parquet                     TRIAL_SCHEMA, one row per (lr, tv) trial
+    tuning_images/model=<m>/trial-<key>/...png
+    runs/<run id>/manifest.json, driver.log                  what each sweep run did
+"""
+
+from __future__ import annotations
+
+import posixpath
+import urllib.parse
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+#: Columns of a feature row, in order, with their Arrow types (the `model` column is the partition).
+FEATURE_SCHEMA = pa.schema([
+    ("weights", pa.string()),
+    ("layer", pa.int32()),
+    ("layer_name", pa.string()),
+    ("site", pa.string()),
+    ("feature", pa.int32()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("seed", pa.int64()),
+    ("base_seed", pa.int64()),
+    ("steps", pa.int32()),
+    ("copies", pa.int32()),
+    ("lr", pa.float64()),
+    ("tv", pa.float64()),
+    ("tv_coef", pa.float64()),
+    ("recipe_source", pa.string()),
+    ("beta1", pa.float64()),
+    ("beta2", pa.float64()),
+    ("eps", pa.float64()),
+    ("color_mean", pa.float64()),
+    ("color_std", pa.float64()),
+    ("offset_std", pa.float64()),
+    ("jitter", pa.int32()),
+    ("image_size", pa.int32()),
+    ("reference_scale", pa.bool_()),
+    ("act_init", pa.float64()),
+    ("act_final", pa.float64()),
+    ("loss_final", pa.float64()),
+    ("curve_steps", pa.list_(pa.int32())),
+    ("loss_curve", pa.list_(pa.float32())),
+    ("act_curve", pa.list_(pa.float32())),
+    ("batch_features", pa.int32()),
+    ("wall_s", pa.float64()),
+    ("device", pa.string()),
+    ("precision", pa.string()),
+    ("features_per_pass", pa.int32()),
+    ("versions", pa.string()),
+    ("config_hash", pa.string()),
+    ("image_path", pa.string()),
+    ("created_at", pa.timestamp("ms", tz="UTC")),
+])
+
+#: Top-k natural images of each unit (split and model are the partition).
+TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("site", pa.string()),
+                        ("feature", pa.int32()), ("rank", pa.int32()), ("image_id", pa.string()),
+                        ("activation", pa.float32())])
+
+#: One classified image under one condition of an ablation (experiment and model are the partition).
+ABLATION_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("label", pa.int32()),
+    ("condition", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("top5", pa.list_(pa.int32())),
+    ("correct1", pa.bool_()),
+    ("correct5", pa.bool_()),
+    ("loss", pa.float32()),
+])
+
+#: One (lr, tv) trial of a tuning, with its per-unit scores (model is the partition).
+TRIAL_SCHEMA = pa.schema([
+    ("trial", pa.string()), ("weights", pa.string()), ("family", pa.string()), ("site", pa.string()),
+    ("lr", pa.float64()), ("tv", pa.float64()), ("steps", pa.int32()), ("base_seed", pa.int64()),
+    ("grid", pa.string()), ("reference", pa.string()), ("score_version", pa.string()),
+    ("status", pa.string()), ("error", pa.string()),
+    ("act_final", pa.float64()), ("relative_activation", pa.float64()), ("robustness", pa.float64()),
+    ("total_variation", pa.float64()), ("saturated_fraction", pa.float64()),
+    ("spectrum_slope", pa.float64()), ("combined", pa.float64()),
+    ("unit_layer", pa.list_(pa.int32())), ("unit_feature", pa.list_(pa.int32())),
+    ("unit_seed", pa.list_(pa.int64())), ("unit_act_final", pa.list_(pa.float64())),
+    ("unit_reference_act", pa.list_(pa.float64())), ("unit_relative_activation", pa.list_(pa.float64())),
+    ("unit_robustness", pa.list_(pa.float64())), ("unit_total_variation", pa.list_(pa.float64())),
+    ("unit_saturated_fraction", pa.list_(pa.float64())), ("unit_spectrum_slope", pa.list_(pa.float64())),
+    ("unit_combined", pa.list_(pa.float64())), ("image_paths", pa.list_(pa.string())),
+    ("recipe", pa.string()), ("device", pa.string()), ("precision", pa.string()),
+    ("wall_s", pa.float64()), ("created_at", pa.timestamp("ms", tz="UTC")),
+])
+
+
+def partition_value(value) -> str:
+    """URI-encode a hive partition value (pyarrow decodes it back when reading)."""
+    return urllib.parse.quote(str(value), safe="")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of a results root: its folder, hive partition keys (outermost first) and schema."""
+
+    name: str
+    keys: tuple[str, ...]
+    schema: pa.Schema | None = None  # None: files, or rows whose columns the writer infers
+
+    def folder(self, **keys) -> str:
+        """`name/k1=v1/...` for the leading keys given, in the dataset's order."""
+        unknown = set(keys) - set(self.keys)
+        if unknown:
+            raise ValueError(f"{self.name} has no partition key {sorted(unknown)[0]!r}; keys: {self.keys}")
+        parts = []
+        for key in self.keys:
+            if key not in keys:
+                break
+            parts.append(f"{key}={partition_value(keys[key])}")
+        if len(parts) != len(keys):
+            raise ValueError(f"{self.name}: give its keys in order {self.keys}, a leading run of them")
+        return posixpath.join(self.name, *parts)
+
+    def part(self, filename: str, **keys) -> str:
+        """A file's root-relative path, every partition key given."""
+        if set(keys) != set(self.keys):
+            raise ValueError(f"{self.name}: a file needs all of its keys {self.keys}")
+        return posixpath.join(self.folder(**keys), filename)
+
+    def keys_of(self, rel: str) -> dict[str, str]:
+        """The partition values in a root-relative path under this dataset, parsed by pyarrow's hive
+        partitioning (URI-decoded); keys not in the path are absent. Values are text."""
+        inner = rel[len(self.name):].strip("/") if rel.startswith(self.name + "/") else rel.strip("/")
+        folders = [s for s in inner.split("/") if "=" in s and s.split("=", 1)[0] in self.keys]
+        if not folders:
+            return {}
+        hive = ds.HivePartitioning(pa.schema([(k, pa.string()) for k in self.keys]), segment_encoding="uri")
+        try:
+            found = ds.get_partition_keys(hive.parse("/" + "/".join(folders) + "/"))
+        except (pa.ArrowInvalid, ValueError):
+            return {}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def values(self, fs, root: str, key: str, **outer) -> list[str]:
+        """The values of one partition key present under the root (from folder names only), within
+        the outer partitions given."""
+        base = posixpath.join(root, self.folder(**outer))
+        if not fs.exists(base):
+            return []
+        found = set()
+        for path in fs.find(base, withdirs=True):
+            value = self.keys_of(path[len(root) + 1:]).get(key)
+            if value is not None:
+                found.add(value)
+        return sorted(found)
+
+    def drop(self, fs, root: str, **keys) -> bool:
+        """Remove a partition (all its files); False when there was none."""
+        path = posixpath.join(root, self.folder(**keys))
+        if not fs.exists(path):
+            return False
+        fs.rm(path, recursive=True)
+        return True
+
+
+FEATURES = Dataset("features", ("model",), FEATURE_SCHEMA)
+IMAGES = Dataset("images", ("model", "layer"))
+TOP_IMAGES = Dataset("top_images", ("split", "model"), TOP_SCHEMA)
+INVARIANCE = Dataset("invariance", ("split", "model"))
+ABLATIONS = Dataset("ablations", ("experiment", "model"), ABLATION_SCHEMA)
+MAP_FILES = Dataset("activation_maps/files", ("model", "layer"))
+MAP_TABLE = Dataset("activation_maps/table", ("model", "layer"))
+TUNING = Dataset("tuning", ("model",), TRIAL_SCHEMA)
+TUNING_IMAGES = Dataset("tuning_images", ("model",))
+RUNS = Dataset("runs", ())
+
+#: Every dataset, by name; the folders a results root reserves for its data.
+DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
+                                TUNING, TUNING_IMAGES, RUNS)}
+DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
+
+
+def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
+    """Where a feature's visualization is written."""
+    return IMAGES.part(f"{site}-{feature}.png", model=model, layer=layer)
