@@ -84,6 +84,7 @@ class LayerTask:
     rows: pd.DataFrame
     tops: dict
     maps: dict   # (layer, site, feature) -> [(root-relative png, fingerprint)]
+    salt: str = ""  # the site's format and templates: pages made with others are rendered again
 
 
 def _row_key(r) -> str:
@@ -153,8 +154,9 @@ def build_layer(task: LayerTask) -> dict:
         tops = task.tops.get((layer, site, feature), [])
         page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
-        page_key = digest(json.dumps([_row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error), text(r.part),
-                                      shown, map_srcs, labels, i // task.page_size, fmt(tops)]).encode())
+        page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
+                                      text(r.part), shown, map_srcs, labels, i // task.page_size,
+                                      fmt(tops)]).encode())
         if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
@@ -352,7 +354,7 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             continue
         tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
-                               {k: v for k, v in maps.items() if k[0] == layer}))
+                               {k: v for k, v in maps.items() if k[0] == layer}, salt))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
                "model_page": mstate.get("model_page")}
