@@ -118,8 +118,9 @@ class Timm(Source):
     def preprocess(self, entry: ModelEntry, net: nn.Module) -> Preprocess:
         cfg = net.pretrained_cfg
         size = dict(entry.kwargs).get("img_size", cfg["input_size"][-1])
-        origin = (f"timm pretrained_cfg of {entry.arch}.{entry.tag}" if entry.tag not in (None, "hf-hub")
-                  else f"timm defaults for {entry.arch} (no pretrained tag)")
+        origin = (f"timm defaults for {entry.arch} (no pretrained tag)" if entry.tag is None
+                  else f"timm pretrained_cfg of {entry.arch}" if entry.tag == "hf-hub"
+                  else f"timm pretrained_cfg of {entry.arch}.{entry.tag}")
         return Preprocess(_side(size), tuple(cfg["mean"]), tuple(cfg["std"]),
                           str(cfg.get("interpolation") or "bilinear"), float(cfg.get("crop_pct") or 1.0), origin)
 
