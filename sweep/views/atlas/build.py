@@ -251,7 +251,7 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
     writer = _check_site(site, fs, root, site_options)
     inputs = list_inputs(fs, root)
     if not inputs:
-        raise SweepError(f"no feature results under {results_root!r}")
+        raise SweepError(f"no features under {results_root!r}: nothing to show (run a sweep into it first)")
     salt = f"{ATLAS_FORMAT}:{templates_digest()}:{page_size}"
     state = writer.read_json(STATE) or {}
     known = state.get("models", {}) if state.get("salt") == salt else {}
