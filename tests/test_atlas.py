@@ -39,6 +39,13 @@ def site(tmp_path_factory):
     part = results / "top_images" / "split=val" / "model=dev%2Fvit-micro"
     part.mkdir(parents=True)
     (part / "part-00000.parquet").write_bytes(frame_parquet_bytes(top, TOP_SCHEMA))
+    from PIL import Image
+
+    from sweep.store.layout import TOP_THUMBS, thumb_name
+
+    thumb = results / TOP_THUMBS.part(thumb_name("example"), split="val")  # as the top images job makes them
+    thumb.parent.mkdir(parents=True)
+    Image.new("RGB", (128, 128), (40, 160, 90)).save(thumb)
     out = tmp_path_factory.mktemp("site")
     first = build_atlas(str(results), str(out), page_size=2)
     return results, out, first
@@ -136,8 +143,9 @@ def test_browse_index_model_layer_feature_and_back(site):
         assert driver.current_url.endswith("layer-0-1.html"), "back to the page that holds feature 3"
         driver.get(urljoin(base, "features/dev_vit_micro-" + _slug_suffix(out) + "/0/mlp-0.html"))
         images, _ = _check_page(driver, base)
-        assert len(images) == 2  # the visualization and the activation map
-        assert "Top natural images" in driver.page_source and "example" in driver.page_source
+        assert len(images) == 3  # the visualization, the top image "example" (its thumbnail) and the activation map
+        assert "Top natural images" in driver.page_source and "other" in driver.page_source  # "other": no picture
+        assert driver.find_elements(By.CSS_SELECTOR, 'img[alt="top image 1: example"]')
         from selenium.webdriver.common.keys import Keys
 
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)  # keyboard: next feature

@@ -67,6 +67,10 @@ def test_top_images_one_or_two_workers_equal_brute_force(image_dir, tmp_path, lo
     pd.testing.assert_frame_equal(one, two)
     stored = pd.read_parquet(tmp_path / "w2" / "top_images")
     assert len(stored) == len(one) == 3 * 64 * 4 and set(stored["model"].astype(str)) == {"dev/vit-micro"}
+    from sweep.store.layout import TOP_THUMBS, thumb_name
+
+    thumbs = tmp_path / "w2" / TOP_THUMBS.folder(split="folder")
+    assert sorted(p.name for p in thumbs.iterdir()) == sorted(thumb_name(i) for i in set(one["image_id"]))
     # Brute force: every activation of every image, sorted.
     anatomy = anatomy_of("dev/vit-micro")
     net = build(anatomy.entry, "random")

@@ -5,26 +5,33 @@
 blocks in one forward pass (stopped after the last of them); the driver folds the batches into a
 bounded `TopK` state. An unreadable image (empty, not an image, damaged) is skipped with a warning
 line naming the file and counted, never fatal. Output: Parquet rows (model, layer, feature, rank,
-image_id, activation) at `top_images/split=<split>/model=<m>/part-00000.parquet`.
+image_id, activation) at `top_images/split=<split>/model=<m>/part-00000.parquet`, and a 128 px
+thumbnail of each distinct top image (`write_thumbs`) that the atlas shows beside the unit.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import posixpath
 from dataclasses import field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageOps
 
+from sweep.core.errors import one_line
 from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
+from sweep.experiments.ablations import decode
 from sweep.experiments.topk import TopK
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
 from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.models.taps import read_sites
-from sweep.store.layout import TOP_SCHEMA
+from sweep.store.layout import TOP_SCHEMA, TOP_THUMBS, thumb_name
+from sweep.store.outputs import atomic_write, open_root
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +104,29 @@ def top_rows(state: TopK, units, site: str, records) -> pd.DataFrame:
         "image_id": [records[i]["image_id"] for i in state.ids[u, r].tolist()],
         "activation": state.values[u, r].float().numpy(),
     }) if k else pd.DataFrame(columns=[f.name for f in TOP_SCHEMA])
+
+
+#: Side of a top image's thumbnail, in pixels (the atlas shows them beside each unit).
+THUMB_SIDE = 128
+
+
+def write_thumbs(batch: dict, root: str, split: str, storage_options: dict | None = None) -> dict:
+    """Ray Data stage: a centre-cropped thumbnail of each image of the batch, written once under the
+    root (`TOP_THUMBS`); an image already there is skipped, one that cannot be read is reported."""
+    fs, base = open_root(root, storage_options)
+    out = {"image_id": [], "status": []}
+    for image_id, path in zip(batch["image_id"], batch["path"]):
+        target = posixpath.join(base, TOP_THUMBS.part(thumb_name(str(image_id)), split=split))
+        status = "present"
+        if not fs.exists(target):
+            try:
+                picture = ImageOps.fit(Image.fromarray(decode(str(path), storage_options)), (THUMB_SIDE, THUMB_SIDE))
+                buf = io.BytesIO()
+                picture.save(buf, format="PNG")
+                atomic_write(fs, target, buf.getvalue())
+                status = "written"
+            except ValueError as exc:  # unreadable now: the atlas shows the id without a picture
+                status = one_line(exc, 200)
+        out["image_id"].append(str(image_id))
+        out["status"].append(status)
+    return out

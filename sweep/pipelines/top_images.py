@@ -8,11 +8,12 @@ import posixpath
 
 import numpy as np
 import pandas as pd
+import ray
 import torch
 
 from sweep.core.errors import SweepError
 from sweep.data.imagenet import Listing
-from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table
+from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table, write_thumbs
 from sweep.experiments.topk import TopK
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.layout import TOP_IMAGES, TOP_SCHEMA
@@ -56,4 +57,14 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
     log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
              len(units), seen, skipped, path)
+    thumbs = [records[index[i]] for i in sorted(set(rows["image_id"]))]
+    if thumbs:  # a small picture of each distinct top image, made in tasks, for the atlas
+        made = ray.data.from_items([{"image_id": r["image_id"], "path": r["path"]} for r in thumbs],
+                                   override_num_blocks=max(1, min(len(thumbs) // 16, 200)))
+        made = made.map_batches(write_thumbs, batch_size=16, num_cpus=0.5, fn_kwargs={
+            "root": config.out, "split": config.split, "storage_options": config.storage_options}).to_pandas()
+        for status in made.loc[~made["status"].isin(["written", "present"]), "status"].drop_duplicates():
+            log.warning("top image thumbnail not made: %s", status)
+        log.info("%s: %d top image thumbnail(s) written, %d already present", anatomy.entry.key,
+                 int((made["status"] == "written").sum()), int((made["status"] == "present").sum()))
     return rows

@@ -9,6 +9,7 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     features/model=<m>/part-<hash>.parquet                 FEATURE_SCHEMA, one row per visualized feature
     images/model=<m>/layer=<l>/<site>-<feature>.png          the visualizations
     top_images/split=<s>/model=<m>/part-00000.parquet        TOP_SCHEMA, top-k natural images per unit
+    top_image_thumbs/split=<s>/<thumb_name(image id)>        a small picture of each top image
     invariance/split=<s>/model=<m>/part-00000.parquet        per-unit before/after activations
     ablations/experiment=<e>/model=<m>/part-<n>.parquet      ABLATION_SCHEMA, one row per image x condition
     activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}
@@ -20,6 +21,7 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import urllib.parse
 from dataclasses import dataclass
@@ -180,6 +182,7 @@ class Dataset:
 FEATURES = Dataset("features", ("model",), FEATURE_SCHEMA)
 IMAGES = Dataset("images", ("model", "layer"))
 TOP_IMAGES = Dataset("top_images", ("split", "model"), TOP_SCHEMA)
+TOP_THUMBS = Dataset("top_image_thumbs", ("split",))
 INVARIANCE = Dataset("invariance", ("split", "model"))
 ABLATIONS = Dataset("ablations", ("experiment", "model"), ABLATION_SCHEMA)
 MAP_FILES = Dataset("activation_maps/files", ("model", "layer"))
@@ -189,9 +192,14 @@ TUNING_IMAGES = Dataset("tuning_images", ("model",))
 RUNS = Dataset("runs", ())
 
 #: Every dataset, by name; the folders a results root reserves for its data.
-DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
+DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
                                 TUNING, TUNING_IMAGES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
+
+
+def thumb_name(image_id: str) -> str:
+    """The file of a top image's thumbnail: a hash, since image ids hold '/' and anything else."""
+    return hashlib.sha256(str(image_id).encode("utf-8", "surrogatepass")).hexdigest()[:24] + ".png"
 
 
 def image_relpath(model: str, layer: int, site: str, feature: int) -> str:

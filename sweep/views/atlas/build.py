@@ -27,14 +27,14 @@ import math
 import multiprocessing
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from sweep.core.errors import SweepError
 from sweep.models.names import source_of
-from sweep.store.layout import DATA_FOLDERS
+from sweep.store.layout import DATA_FOLDERS, TOP_THUMBS, thumb_name
 from sweep.store.outputs import is_local, open_root
 from sweep.views.atlas.inputs import (
     ModelInputs,
@@ -85,6 +85,7 @@ class LayerTask:
     tops: dict
     maps: dict   # (layer, site, feature) -> [(root-relative png, fingerprint)]
     salt: str = ""  # the site's format and templates: pages made with others are rendered again
+    thumbs: dict = field(default_factory=dict)  # top_image_thumbs/... png -> fingerprint
 
 
 def _row_key(r) -> str:
@@ -151,7 +152,8 @@ def build_layer(task: LayerTask) -> dict:
         up = ("..", "..", "..")
         feature_href = href("..", "..", "features", m, str(layer), f"{stem}.html")
         labels = [names[j] if 0 <= j < len(rows) else None for j in (i - 1, i + 1)]
-        tops = task.tops.get((layer, site, feature), [])
+        tops = [{**t, "thumb": _top_thumb(t, task, images, held, files, put, img_dir)}
+                for t in task.tops.get((layer, site, feature), [])]
         page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
         page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
@@ -203,6 +205,25 @@ def build_layer(task: LayerTask) -> dict:
     writer.write_json(_layer_state_path(model, layer), {"files": files})
     return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
             "deleted": writer.deleted}
+
+
+def _top_thumb(top: dict, task: LayerTask, images: RootImages, held: dict, files: dict, put, img_dir) -> str | None:
+    """The site address of a top image's thumbnail, copied once per layer from the root; None if the
+    root has none (the top images job makes them) or it does not decode."""
+    rel = TOP_THUMBS.part(thumb_name(top["image"]), split=top["split"])
+    if rel not in task.thumbs:
+        return None
+    target = posixpath.join(*img_dir, "top", posixpath.basename(rel))
+    key = digest(f"{rel}\0{task.thumbs[rel]}".encode())
+    if target not in files:
+        if held.get(target) == key:
+            files[target] = key
+        else:
+            got = images.read(rel)
+            if got is None:
+                return None
+            put(target, got[0], key)
+    return href("..", "..", "..", *img_dir, "top", posixpath.basename(rel))
 
 
 def _drop_layer(writer: SiteWriter, model: str, layer) -> None:
@@ -330,7 +351,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
         part_layers.setdefault(p, [])
     layers = tuple(sorted({lay for ls in part_layers.values() for lay in ls}))
     old_layers = tuple(sorted(int(k) for k in mstate.get("layers", {})))
-    side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items())]).encode())
+    side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items()),
+                              sorted(inputs.thumbs.items())]).encode())
     if side != mstate.get("side"):
         affected = set(layers)
     else:
@@ -354,7 +376,7 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             continue
         tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
-                               {k: v for k, v in maps.items() if k[0] == layer}, salt))
+                               {k: v for k, v in maps.items() if k[0] == layer}, salt, inputs.thumbs))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
                "model_page": mstate.get("model_page")}

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import one_line
-from sweep.store.layout import FEATURE_SCHEMA, FEATURES, MAP_FILES, TOP_IMAGES, Dataset
+from sweep.store.layout import FEATURE_SCHEMA, FEATURES, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
 from sweep.store.outputs import is_local, under_root
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,11 @@ class ModelInputs:
     parts: dict[str, str] = field(default_factory=dict)   # features/... part -> fingerprint
     tops: dict[str, str] = field(default_factory=dict)    # top_images/... part -> fingerprint
     maps: dict[str, str] = field(default_factory=dict)    # activation_maps/files/... png -> fingerprint
+    thumbs: dict[str, str] = field(default_factory=dict)  # top_image_thumbs/... png of its splits -> fingerprint
 
     def digest(self, salt: str) -> str:
         h = hashlib.sha256(salt.encode())
-        for kind in (self.parts, self.tops, self.maps):
+        for kind in (self.parts, self.tops, self.maps, self.thumbs):
             for rel in sorted(kind):
                 h.update(f"{rel}\0{kind[rel]}\n".encode())
             h.update(b"|")
@@ -85,6 +86,15 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     add("parts", FEATURES)
     add("tops", TOP_IMAGES)
     add("maps", MAP_FILES, ".png")
+    base = posixpath.join(root, TOP_THUMBS.folder())
+    thumbs: dict[str, dict[str, str]] = {}  # split -> {png: fingerprint}
+    for path, info in _listing(fs, base).items():
+        split = TOP_THUMBS.keys_of(path[len(root) + 1:]).get("split")
+        if split is not None and path.endswith(".png"):
+            thumbs.setdefault(split, {})[path[len(root) + 1:]] = _fingerprint(info)
+    for entry in models.values():  # a model's pages show the thumbnails of its splits' top images
+        for split in {TOP_IMAGES.keys_of(rel).get("split") for rel in entry.tops}:
+            entry.thumbs.update(thumbs.get(split, {}))
     return {m: models[m] for m in sorted(models) if models[m].parts}
 
 
