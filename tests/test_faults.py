@@ -178,3 +178,40 @@ def test_visualize_exits_1_naming_the_failed_features(tmp_path, capsys):
     assert "sweep visualize: 2 feature(s) failed: 0, 1" in capsys.readouterr().err
     assert main([*common, "--layer", "0"]) == 0
     assert "failed" not in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_idle_and_hangs_restarting_is_dropped(tmp_path):
+    """Killed between batches, Ray restarts it with the next batch queued behind its __init__, which
+    hangs: no call fails, only the GCS says it is restarting; it is still dropped after restart_timeout
+    (before the fix, the driver waited on that batch forever)."""
+    from tqdm import tqdm
+
+    from sweep.pipelines.feature_sweep import _Workers, worker_plan
+    from sweep.work.resume import SweepReport, preflight
+
+    cfg = micro(tmp_path)
+    tasks, _, fs, root, _, _ = preflight(cfg, False, True)
+    workers = _Workers(cfg, tasks, fs, root, SweepReport("t"), 2.0, tqdm(disable=True), worker_plan(cfg, len(tasks)))
+    stopped = []
+    try:
+        workers.start(1)
+        ref = next(iter(workers.calls))
+        ray.wait([ref], timeout=120)
+        workers._settle(ref)  # its info() answered: healthy, and idle (no batch given yet)
+        assert workers.slots[0].healthy
+        victim = workers.slots[0].incarnation[1]
+        os.kill(victim, signal.SIGKILL)
+        replacement = min(wait_for(lambda: sweep_workers() - {victim}))
+        os.kill(replacement, signal.SIGSTOP)  # its __init__ never finishes
+        stopped.append(replacement)
+        started = time.monotonic()
+        with pytest.raises(SweepError, match=r"^no worker left: .*did not come back within 2 s"):
+            workers.loop()  # hands the idle worker a batch, queued behind the hung restart
+        assert time.monotonic() - started < 30
+    finally:
+        workers.stop()
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass

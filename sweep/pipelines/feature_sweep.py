@@ -188,16 +188,6 @@ class _Slot:
         return self.healthy and self.call is None and self.task is None
 
 
-def _actor_state(handle) -> str | None:
-    """ALIVE, RESTARTING, DEAD, ... of an actor, from the GCS (no dashboard needed); None when unknown."""
-    try:
-        from ray._private import state  # no public GCS lookup of one actor without the dashboard
-
-        return state.actors(handle._actor_id.hex()).get("State")
-    except Exception:  # noqa: BLE001 (an API that moved, a GCS hiccup: no decision taken on it)
-        return None
-
-
 class _Workers:
     """The driver's side of the worker actors: batches out, results and deaths in.
 
@@ -217,7 +207,6 @@ class _Workers:
         self.unstaffed_since: float | None = None  # since when no worker has been healthy
         self.dead: set[str] = set()
         self.dead_at = 0.0
-        self.state_at = 0.0
         self.dispatcher = Dispatcher(tasks)
         self.ledger = Ledger(config.max_attempts)
         self.slots: list[_Slot] = []
@@ -328,28 +317,7 @@ class _Workers:
         log.info("worker %d: nothing left for it, retired", i)
         ray.kill(slot.handle, no_restart=True)
 
-    def _check_restarts(self) -> None:
-        """A worker that dies while idle is restarted by Ray with the next run() queued behind its
-        __init__: no call fails, so nothing would say it was lost, and a restart that hangs would hold
-        that batch forever. Every SCALE_INTERVAL_S the GCS is asked about workers with a run() in
-        flight; one that is restarting is treated as lost, so restart_timeout applies to it."""
-        if time.monotonic() < self.state_at:
-            return
-        self.state_at = time.monotonic() + SCALE_INTERVAL_S
-        for i, slot in enumerate(self.slots):
-            if slot.dropped or slot.lost_at is not None or self.calls.get(slot.call, (0, ""))[1] != "run":
-                continue
-            if _actor_state(slot.handle) == "RESTARTING":
-                ref, slot.call = slot.call, None
-                self.calls.pop(ref, None)
-                try:
-                    ray.cancel(ref)  # queued behind the restart: its batch is held and handed out again
-                except Exception:  # noqa: BLE001 (already running or finished: its result is ignored)
-                    pass
-                self._lost(i, RuntimeError("its process died and is being restarted"))
-
     def _probe_lost(self) -> None:
-        self._check_restarts()
         now = time.monotonic()
         lost = [i for i, s in enumerate(self.slots) if not s.dropped and s.lost_at is not None]
         gone = self._dead_nodes() if lost and self.plan.elastic else set()
