@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 from typing import Annotated
 
 import fsspec
@@ -26,8 +25,6 @@ from sweep.core.errors import SweepError, one_line, storage_reason
 from sweep.core.validation import Text
 from sweep.models.sources import Preprocess, source
 from sweep.models.zoo import ModelEntry
-
-log = logging.getLogger(__name__)
 
 #: Seed for random weights: `--weights random` gives the same network in every process.
 RANDOM_WEIGHTS_SEED = 0
