@@ -44,7 +44,7 @@ from sweep.views.atlas.inputs import (
     read_feature_parts,
     read_top_images,
 )
-from sweep.views.atlas.publish import SiteWriter, digest
+from sweep.views.atlas.publish import SiteWriter, digest, inside
 from sweep.views.atlas.render import curve, fmt, href, number, render, slug, templates, templates_digest, text
 
 log = logging.getLogger(__name__)
@@ -250,14 +250,10 @@ def _check_site(site, results_fs, results_root: str, site_options: dict | None) 
         target, root = norm(writer.root), norm(results_root)
         data = [posixpath.join(root, d) for d in DATA_FOLDERS]
         written = [posixpath.join(target, d) for d in SITE_FOLDERS]
-        if target == root or any(_inside(target, d) or _inside(d, w) for d in data for w in written):
+        if target == root or any(inside(target, d) or inside(d, w) for d in data for w in written):
             raise SweepError(f"atlas output folder {site!r} is the results root or overlaps its data folders "
                              f"({', '.join(DATA_FOLDERS)}); choose a separate folder")
     return writer
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def build_atlas(results_root: str, site: str, storage_options: dict | None = None, page_size: int = 256,

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from sweep.core.errors import one_line
 from sweep.store.layout import FEATURE_SCHEMA, FEATURES, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
 from sweep.store.outputs import is_local, under_root
+from sweep.views.atlas.publish import inside
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
 
 def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
     """The usable feature rows of these parts, with `model` and `part` columns; a part that cannot be
-    read is skipped with one warning. Parts are joined as Arrow tables and converted once."""
+    read is skipped with one warning. Parts are joined as Arrow tables and converted once. A feature
+    written twice is left for the caller to settle (`build._plan_model`: the newest row wins)."""
     tables = []
     for rel in sorted(rels):
         try:
@@ -129,9 +131,7 @@ def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
                     int((~usable).sum()))
     frame = frame[usable].astype({"layer": int, "feature": int})
     frame["site"] = frame["site"].map(lambda v: "" if v is None or v != v else str(v))
-    if "created_at" in frame:  # a feature written twice (a retry, a --force run): the newest row wins
-        frame = frame.sort_values("created_at", kind="stable", na_position="first")
-    return frame.drop_duplicates(["model", "layer", "site", "feature"], keep="last")
+    return frame
 
 
 def read_top_images(fs, root: str, rels: list[str]) -> dict:
@@ -195,7 +195,7 @@ class RootImages:
         path = under_root(self.root, rel)
         if path is not None and is_local(self.fs):
             root = os.path.realpath(self.root)
-            if os.path.commonpath([os.path.realpath(path), root]) != root:
+            if not inside(os.path.realpath(path), root):
                 return None
         return path
 

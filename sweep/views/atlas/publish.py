@@ -28,8 +28,9 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
+def inside(path: str, folder: str) -> bool:
+    """Whether a normalised path (realpath, or posix-normalised on an object store) is `folder` or under it."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def safe_rel(rel) -> str | None:
@@ -68,7 +69,7 @@ class SiteWriter:
             return posixpath.join(self.root, norm)
         base = os.path.realpath(self.root)
         path = os.path.realpath(os.path.join(base, norm))
-        if path == base or not _inside(path, base):
+        if path == base or not inside(path, base):
             raise SweepError(f"atlas: refusing to write {rel!r}: outside the site folder {self.site!r}")
         return path
 
