@@ -150,16 +150,116 @@ def test_browse_index_model_layer_feature_and_back(site):
 
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)  # keyboard: next feature
         assert "L0 mlp 1" in driver.title
-        driver.get(urljoin(base, "index.html"))  # the go-to box builds a feature's address
-        from selenium.webdriver.support.ui import Select
-
-        Select(driver.find_element(By.ID, "goto-model")).select_by_visible_text("dev/vit-micro")
-        driver.find_element(By.ID, "goto-feature").clear()
-        driver.find_element(By.ID, "goto-feature").send_keys("3")
-        driver.find_element(By.ID, "goto").submit()
-        assert "dev/vit-micro L0 mlp 3" in driver.title
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
+
+
+def _goto(driver, base, model, layer, site, feature):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(urljoin(base, "index.html"))
+    Select(driver.find_element(By.ID, "goto-model")).select_by_visible_text(model)
+    Select(driver.find_element(By.ID, "goto-layer")).select_by_visible_text(layer)
+    Select(driver.find_element(By.ID, "goto-site")).select_by_visible_text(site)
+    driver.find_element(By.ID, "goto-feature").clear()
+    driver.find_element(By.ID, "goto-feature").send_keys(feature)
+    driver.find_element(By.ID, "goto").submit()
+
+
+def _wait(driver, condition, timeout=10):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+
+
+def test_go_to_box_finds_features_and_layers_and_says_what_is_missing(site):
+    """The index's go-to box: a feature opens its page, an empty feature the layer, a feature the layer
+    does not hold stays on the index with a message (no 404); layers and sites come from the data."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _, out, _ = site
+    with browsing(out) as (base, driver):
+        _goto(driver, base, "dev/vit-micro", "0", "mlp", "3")
+        _wait(driver, lambda d: "dev/vit-micro L0 mlp 3" in d.title)
+        _goto(driver, base, "dev/vit-micro", "0", "mlp", "")
+        _wait(driver, lambda d: d.current_url.endswith("layer-0-0.html"))
+        _goto(driver, base, "dev/vit-micro", "0", "mlp", "999")
+        status = _wait(driver, lambda d: d.find_element(By.ID, "status").text)
+        assert 'No feature "mlp 999" in layer 0 of dev/vit-micro' in status and driver.title.startswith("Atlas")
+        layers = [o.text for o in Select(driver.find_element(By.ID, "goto-layer")).options]
+        assert layers == ["0", "1", "2"]  # the smoke preset: 3 layers of vit-micro
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+
+
+def _labels(driver):
+    from selenium.webdriver.common.by import By
+
+    return [c.get_attribute("data-key") for c in driver.find_elements(By.CSS_SELECTOR, "#cells .cell")]
+
+
+def test_layer_sorted_across_pages_with_deep_links(site):
+    """Sorting a layer page sorts the whole layer (not just the page's cells); the sort travels in the
+    address (#sort=act) and along the pager; the model page sorts its layers."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    results, out, _ = site
+    rows = pd.read_parquet(results / "features")
+    rows = rows[(rows["model"] == "dev/vit-micro") & (rows["layer"] == 0)].sort_values("feature")
+    by_act = [f"mlp {f}" for f in rows.sort_values("act_final", ascending=False, kind="stable")["feature"]]
+    assert len(by_act) == 4
+    m = "dev_vit_micro-" + _slug_suffix(out)
+    with browsing(out) as (base, driver):
+        driver.get(urljoin(base, f"models/{m}/layer-0-1.html"))
+        assert _labels(driver) == ["mlp 2", "mlp 3"]
+        Select(driver.find_element(By.ID, "sort")).select_by_value("act")
+        _wait(driver, lambda d: "sorted by activation" in d.find_element(By.ID, "status").text)
+        assert _labels(driver) == by_act[2:4] and driver.current_url.endswith("#sort=act")
+        _check_page(driver, base)  # the cells the script made: images decode, links answer
+        pager = driver.find_element(By.CSS_SELECTOR, ".pager a.page").get_attribute("href")
+        assert pager.endswith("layer-0-0.html#sort=act")
+        driver.get(urljoin(base, f"models/{m}/layer-0-0.html#sort=act"))  # a deep link to a sorted page
+        _wait(driver, lambda d: _labels(d) == by_act[:2])
+        Select(driver.find_element(By.ID, "sort")).select_by_value("feature")
+        assert _labels(driver) == ["mlp 0", "mlp 1"]
+        driver.get(urljoin(base, f"models/{m}/index.html"))
+        Select(driver.find_element(By.ID, "sort")).select_by_value("best")
+        best = [float(r.get_attribute("data-best") or "-inf") for r in driver.find_elements(By.CSS_SELECTOR,
+                                                                                            "#layers tr")]
+        assert best == sorted(best, reverse=True) and len(best) == 3
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+
+
+def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
+    """axe-core (the accessibility engine browsers' audits use) finds no violation on any page kind;
+    Tab reaches the skip link first and a feature cell opens with Enter."""
+    from axe_core_python.base import AXE_SCRIPT
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _, out, _ = site
+    m = "dev_vit_micro-" + _slug_suffix(out)
+    pages = ["index.html", f"models/{m}/index.html", f"models/{m}/layer-0-1.html",
+             f"models/{m}/layer-0-0.html#sort=act", f"features/{m}/0/mlp-0.html"]
+    with browsing(out) as (base, driver):
+        for page in pages:
+            driver.get(urljoin(base, page))
+            driver.execute_script(AXE_SCRIPT)
+            found = driver.execute_async_script(
+                "var done=arguments[arguments.length-1];axe.run().then(function(r){done(r.violations.map("
+                "function(v){return [v.id, v.impact, v.nodes.map(function(n){return n.html;}).slice(0,3)];}));});")
+            assert found == [], (page, found)
+        driver.get(urljoin(base, f"models/{m}/layer-0-1.html"))
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.text == "Skip to content"
+        driver.find_element(By.CSS_SELECTOR, "#cells .cell a").send_keys(Keys.ENTER)
+        _wait(driver, lambda d: "L0 mlp 2" in d.title)
 
 
 def _slug_suffix(out) -> str:

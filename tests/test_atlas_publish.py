@@ -9,6 +9,7 @@ from urllib.parse import unquote, urljoin
 import boto3
 import numpy as np
 import pytest
+import s3fs
 from moto.server import ThreadedMotoServer
 from sweep_checks import free_port
 
@@ -30,6 +31,7 @@ def s3(monkeypatch):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems by arguments, not by the env's endpoint
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
@@ -38,6 +40,7 @@ def s3(monkeypatch):
     client.create_bucket(Bucket="atlas-site")
     yield client
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def test_published_to_s3_and_fetched_back_page_by_page(root, s3, tmp_path, monkeypatch, capsys):
@@ -121,7 +124,7 @@ def test_feature_pages_link_the_right_layer_page_and_their_neighbours(root, tmp_
     assert 'id="prev" href="mlp-4.html"' in page and 'id="next" href="mlp-6.html"' in page
     layer_page = (site / "models" / m / "layer-1-1.html").read_text()
     assert 'href="layer-0-0.html" rel="prev"' in layer_page and 'href="layer-2-0.html" rel="next"' in layer_page
-    assert 'aria-current="page">2<' in layer_page and "data-act=" in layer_page
+    assert 'aria-current="page">2<' in layer_page and '<span class="act">' in layer_page
     assert "iteration" in page and "loss" in page and "&rarr;" in page  # curves with axes, start -> end
 
 

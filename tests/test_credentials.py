@@ -15,6 +15,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 import ray
+import s3fs
 import yaml
 from moto.server import ThreadedMotoServer
 from sweep_checks import free_port
@@ -37,6 +38,7 @@ def s3():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems by arguments, not by the env's endpoint
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client("s3", endpoint_url=endpoint, **ADMIN)
     client.create_bucket(Bucket="cred-results")
@@ -51,6 +53,7 @@ def s3():
         finally:
             ray.shutdown()
             server.stop()
+            s3fs.S3FileSystem.clear_instance_cache()
 
 
 def storage_options(endpoint: str) -> dict:

@@ -50,8 +50,9 @@ def image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """This test's Ray; the job subprocesses join it (`--address`) instead of starting one each."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
@@ -113,24 +114,34 @@ def test_activation_map_finds_the_planted_pattern(tmp_path):
 
 
 def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
+    """Top images, activation maps and then unit invariance (which reads the top images), as commands."""
     import subprocess
     import sys
     from pathlib import Path
 
     jobs = Path(__file__).resolve().parents[1] / "jobs"
-    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir), "--out", str(tmp_path)]
-    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--split", "folder", "--k", "2",
-                          "--layers", "0", "2"], capture_output=True, text=True, timeout=600)
+    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir), "--address", local_ray]
+    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--out", str(tmp_path),
+                          "--split", "folder", "--k", "2", "--layers", "0", "2"], capture_output=True, text=True,
+                         timeout=600)
     assert top.returncode == 0, top.stderr[-2000:]
     assert "256 rows: top-2 images of 128 units over 41 images" in top.stdout
-    maps = subprocess.run([sys.executable, str(jobs / "activation_maps.py"), *common, "--layer", "1",
-                           "--feature", "3", "4", "--limit", "3"], capture_output=True, text=True, timeout=600)
+    maps = subprocess.run([sys.executable, str(jobs / "activation_maps.py"), *common, "--out", str(tmp_path),
+                           "--layer", "1", "--feature", "3", "4", "--limit", "3"], capture_output=True, text=True,
+                          timeout=600)
     assert maps.returncode == 0, maps.stderr[-2000:]
     assert "6 activation map(s)" in maps.stdout
     assert len(list((tmp_path / "activation_maps").rglob("*.npy"))) == 6
     maps_table = pd.read_parquet(tmp_path / "activation_maps" / "table")
     assert len(maps_table) == 6 and (maps_table["side"] == 4).all()
     assert maps_table["values"].map(len).eq(16).all() and set(maps_table["feature"]) == {3, 4}
+    inv = subprocess.run([sys.executable, str(jobs / "unit_invariance.py"), *common, "--results", str(tmp_path),
+                          "--split", "folder", "--features-per-layer", "5"], capture_output=True, text=True, timeout=600)
+    assert inv.returncode == 0, inv.stderr[-2000:]
+    frame = pd.read_parquet(tmp_path / "invariance")
+    assert len(frame) == 2 * 5 and set(frame["layer"]) == {0, 2}
+    np.testing.assert_allclose(frame["rotation_ratio"], frame["after_rotation"] / frame["before_rotation"])
+    assert "rotation" in inv.stdout and "shift" in inv.stdout
 
 
 def test_invariance_of_a_planted_colour_unit():
@@ -149,23 +160,3 @@ def test_invariance_of_a_planted_colour_unit():
     copies = rotation_copies(red, torch.Generator().manual_seed(0))
     assert copies.shape == (18, 3, 32, 32) and torch.equal(shift_copies(red)[0], red)
     assert (copies[2, 0] == 0).any() and (copies[0, 0] == 1).all()  # 40 degrees: black corners; 0-1: none
-
-
-def test_invariance_job_after_top_images(image_dir, tmp_path, local_ray):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    jobs = Path(__file__).resolve().parents[1] / "jobs"
-    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir)]
-    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--out", str(tmp_path),
-                          "--split", "folder", "--k", "1", "--layers", "0", "1"],
-                         capture_output=True, text=True, timeout=600)
-    assert top.returncode == 0, top.stderr[-2000:]
-    inv = subprocess.run([sys.executable, str(jobs / "unit_invariance.py"), *common, "--results", str(tmp_path),
-                          "--split", "folder", "--features-per-layer", "5"], capture_output=True, text=True, timeout=600)
-    assert inv.returncode == 0, inv.stderr[-2000:]
-    frame = pd.read_parquet(tmp_path / "invariance")
-    assert len(frame) == 2 * 5 and set(frame["layer"]) == {0, 1}
-    np.testing.assert_allclose(frame["rotation_ratio"], frame["after_rotation"] / frame["before_rotation"])
-    assert "rotation" in inv.stdout and "shift" in inv.stdout

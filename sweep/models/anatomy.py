@@ -14,7 +14,7 @@ import functools
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -76,6 +76,9 @@ class Anatomy:
     entry: ModelEntry
     preprocess: Preprocess
     blocks: tuple[Block, ...]
+    #: Forward FLOPs of one image up to each block's default site, counted in the same meta-device
+    #: forward that measures the shapes (torch's FlopCounterMode); the plan's cost estimate uses them.
+    flops: tuple[float, ...] = ()
 
     @property
     def default_site(self) -> str:
@@ -265,10 +268,15 @@ FAMILY_RULES = {
 }
 
 
-def _measure(net: nn.Module, blocks: list[Block], size: int) -> dict[tuple[str, int], tuple[int, ...]]:
-    """Shapes of every hooked tensor, from one forward on the meta device."""
+def _measure(net: nn.Module, blocks: list[Block], size: int) -> tuple[dict, dict]:
+    """Shapes of every hooked tensor and the forward FLOPs counted when it was reached, from one
+    forward on the meta device: {(module path, call): shape}, {(module path, call): flops}."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     modules = dict(net.named_modules())
     shapes: dict[tuple[str, int], tuple[int, ...]] = {}
+    flops: dict[tuple[str, int], float] = {}
+    counter = FlopCounterMode(display=False)
     handles = []
 
     def record(path):
@@ -276,6 +284,7 @@ def _measure(net: nn.Module, blocks: list[Block], size: int) -> dict[tuple[str, 
             t = args[0] if out is None else (out[0] if isinstance(out, (tuple, list)) else out)
             calls = sum(1 for (p, _) in shapes if p == path)
             shapes[(path, calls)] = tuple(t.shape)
+            flops[(path, calls)] = float(counter.get_total_flops())
         return hook
 
     paths = {s.module: s.hook for b in blocks for s in b.sites.values()}
@@ -285,12 +294,23 @@ def _measure(net: nn.Module, blocks: list[Block], size: int) -> dict[tuple[str, 
                 handles.append(modules[path].register_forward_hook(record(path)))
             else:
                 handles.append(modules[path].register_forward_pre_hook(record(path)))
-        with torch.no_grad():
+        net.requires_grad_(False)  # the counter's module tracker trips over leaf inputs otherwise
+        with counter, torch.no_grad():
             net(torch.zeros(1, 3, size, size, device=device_of(net)))
     finally:
         for h in handles:
             h.remove()
-    return shapes
+    return shapes, flops
+
+
+def _with_flops(anatomy: Anatomy, flops: dict) -> Anatomy:
+    """The anatomy with each block's forward FLOPs at its default site (first call)."""
+    site = anatomy.default_site
+    per_block = []
+    for b in anatomy.blocks:
+        module = (b.sites.get(site) or next(iter(b.sites.values()))).module
+        per_block.append(flops.get((module, 0), 0.0))
+    return replace(anatomy, flops=tuple(per_block))
 
 
 def _width(site: Site, shape: tuple[int, ...], layout: str) -> int:
@@ -309,7 +329,7 @@ def _tokens(shape: tuple[int, ...], layout: str) -> int | None:
     return math.prod(shape[1:-1])
 
 
-def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[Block, ...]:
+def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[tuple[Block, ...], dict]:
     """One block per `--tap` module, each with one site, `output`: a (B, C, H, W) output is read per
     channel over the spatial grid, (B, N, C) or (B, C) over tokens (the model's prefix tokens
     excluded), (N, B, C) the same, sequence first."""
@@ -319,7 +339,7 @@ def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[Bloc
             raise SweepError(f"tap {path!r}: no such module in {entry.key}; allowed: "
                              f"{choices(_close_modules(modules, path), limit=40)}")
     probe = [Block(i, path, 0, "tokens", {"output": Site(path)}) for i, path in enumerate(entry.taps)]
-    shapes = _measure(net, probe, size)
+    shapes, flops = _measure(net, probe, size)
     prefix = prefix_tokens(net)
     blocks = []
     for i, path in enumerate(entry.taps):
@@ -338,7 +358,7 @@ def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[Bloc
         tokens = _tokens(shape, layout) if len(shape) == 3 else (None if len(shape) == 4 else 1)
         lead = prefix if tokens is not None and tokens > prefix else 0
         blocks.append(Block(i, path, lead, layout, {"output": Site(path)}, {"output": int(width)}, tokens))
-    return tuple(blocks)
+    return tuple(blocks), flops
 
 
 def _close_modules(modules: dict, path: str) -> list[str]:
@@ -361,7 +381,8 @@ def describe(entry: ModelEntry) -> Anatomy:
         log.info("%s: input %d px, mean %s, std %s, %s, crop %.3g: %s", entry.key, pre.input_size,
                  list(pre.mean), list(pre.std), pre.interpolation, pre.crop_pct, pre.origin)
     if entry.taps:
-        return Anatomy(entry, pre, _explicit_blocks(net, entry, pre.input_size))
+        blocks, flops = _explicit_blocks(net, entry, pre.input_size)
+        return _with_flops(Anatomy(entry, pre, blocks), flops)
     raw = [Block(i, name, prefix, layout, sites)
            for i, (name, prefix, layout, sites) in enumerate(rule(net, entry))]
     if not raw:
@@ -370,7 +391,7 @@ def describe(entry: ModelEntry) -> Anatomy:
                          f"convolutional blocks ({', '.join(CNN_BLOCK_PATTERNS[:4])}, ...); name the modules "
                          f"to read with --tap MODULE (repeatable), e.g. --tap {names[-1] if names else 'MODULE'}; "
                          f"its modules: {choices(names, limit=40)}")
-    shapes = _measure(net, raw, pre.input_size)
+    shapes, flops = _measure(net, raw, pre.input_size)
     blocks = []
     for b in raw:
         sites, widths, tokens = {}, {}, None
@@ -387,7 +408,7 @@ def describe(entry: ModelEntry) -> Anatomy:
             blocks.append(Block(len(blocks), b.name, b.prefix_tokens, b.layout, sites, widths, tokens))
     if not blocks:
         raise SweepError(f"{entry.key}: none of the inferred blocks ran in a forward pass")
-    return Anatomy(entry, pre, tuple(blocks))
+    return _with_flops(Anatomy(entry, pre, tuple(blocks)), flops)
 
 
 @functools.lru_cache(maxsize=None)

@@ -244,43 +244,9 @@ def check_plan(config: SweepConfig) -> list[Task]:
 
 
 def flops_to_block(name: str) -> list[float]:
-    """Forward FLOPs of one image up to each block (measured on the meta device, cached)."""
-    return list(_flops_to_block(anatomy_of(name).entry.key))
+    """Forward FLOPs of one image up to each block (counted on the meta device with the anatomy)."""
+    return list(anatomy_of(name).flops)
 
-
-def _flops_to_block(key: str) -> tuple[float, ...]:
-    cached = _FLOPS.get(key)
-    if cached is None:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
-        from sweep.models.build import device_of, meta_module
-
-        anatomy = anatomy_of(key)
-        net = meta_module(anatomy.entry).requires_grad_(False)  # the counter's module tracker
-        modules = dict(net.named_modules())                      # trips over leaf inputs otherwise
-        counter = FlopCounterMode(display=False)
-        seen: dict[int, float] = {}
-        handles = []
-        for b in anatomy.blocks:
-            site = b.sites[anatomy.default_site]
-
-            def hook(*_, index=b.index):
-                seen.setdefault(index, float(counter.get_total_flops()))
-
-            handles.append(modules[site.module].register_forward_hook(hook))
-        size = anatomy.preprocess.input_size
-        try:
-            with counter, torch.no_grad():
-                net(torch.zeros(1, 3, size, size, device=device_of(net)))
-        finally:
-            for h in handles:
-                h.remove()
-        cached = _FLOPS[key] = tuple(seen[b.index] for b in anatomy.blocks)
-    return cached
-
-
-_FLOPS: dict[str, tuple[float, ...]] = {}
 
 #: Forward + input gradient over forward alone: 2.04 for ViT-B/16 at its last block, counted by
 #: torch's FlopCounterMode (benchmarks/bench_engine.py, step_gflop_per_image 69.8 vs 34.2).

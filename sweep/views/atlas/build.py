@@ -3,7 +3,10 @@
     index.html                           models (source, family, input, blocks, features), a filter box
                                          and a go-to box (model, layer, site, feature)
     models/<m>/index.html                the model's layers, each with its strongest features first
-    models/<m>/layer-<l>-<p>.html        a page of that layer's features, activation under each thumbnail
+    models/<m>/layer-<l>-<p>.html        a page of that layer's features, activation under each thumbnail;
+                                         `#sort=act|rel|failed` shows that page of the whole layer sorted
+    models/<m>/layer-<l>.js              the layer's features as data, for sorting across pages and the
+                                         go-to box (a script, so it loads from file:// as from a bucket)
     features/<m>/<l>/<site>-<f>.html     one feature: image, previous/next feature and layer, curves with
                                          axes, top natural images, activation maps, the row's provenance
     img/<m>/<l>/<site>-<f>[-thumb].png   images copied from the results root
@@ -45,12 +48,23 @@ from sweep.views.atlas.inputs import (
     read_top_images,
 )
 from sweep.views.atlas.publish import SiteWriter, digest, inside
-from sweep.views.atlas.render import curve, fmt, href, number, render, slug, templates, templates_digest, text
+from sweep.views.atlas.render import (
+    curve,
+    fmt,
+    href,
+    number,
+    render,
+    script_data,
+    slug,
+    templates,
+    templates_digest,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
 #: Bump when the site's layout or state format changes: every model is then built again.
-ATLAS_FORMAT = 3
+ATLAS_FORMAT = 4
 STATE = "_atlas/state.json"
 #: Folders of the site that pages and images are written to.
 SITE_FOLDERS = ("models", "features", "img", "_atlas")
@@ -185,13 +199,21 @@ def build_layer(task: LayerTask) -> dict:
             put(page_rel, page, page_key)
         act = acts[i]
         rel_act = act / best if act is not None and best not in (None, 0) else None
-        cells.append({"label": f"{site} {feature}", "href": feature_href, "feature": feature,
+        cells.append({"label": f"{site} {feature}", "href": feature_href, "feature": feature, "stem": stem,
                       "thumb": href("..", "..", *img_dir, f"{stem}-thumb.png") if shown else None,
                       "act": fmt(act, ".3g") if act is not None else "", "act_value": act if act is not None else "",
                       "rel": f"{rel_act:.2f}" if rel_act is not None else "", "failed": r.status != "ok"})
+    # The whole layer as data (label, file stem, activation, relative, failed, image shown, texts): the
+    # pages sort across pages and the index's go-to box finds a feature's page with it.
+    put(posixpath.join("models", m, f"layer-{layer}.js"), script_data("atlasLayers", f"{m}/{layer}", {
+        "size": task.page_size,
+        "cells": [[c["label"], c["stem"], c["act_value"] if c["act_value"] != "" else None,
+                   number(c["rel"]), int(c["failed"]), int(c["thumb"] is not None), c["act"], c["rel"]]
+                  for c in cells]}))
     for p in range(n_pages):
         page = render(env, "layer.html", 2, search=True, title=f"{model}: layer {layer} ({name})",
                       model_href="index.html", cells=cells[p * task.page_size:(p + 1) * task.page_size],
+                      slug=m, layer=layer, page_size=task.page_size,
                       pages=pages, current=p, layer_links={k: (href(f"layer-{v}-0.html"), v) if v is not None
                                                             else None for k, v in neighbours.items()})
         put(posixpath.join("models", m, f"layer-{layer}-{p}.html"), page)
@@ -200,7 +222,8 @@ def build_layer(task: LayerTask) -> dict:
     strongest = sorted((c for c in cells if c["act_value"] != ""), key=lambda c: -c["act_value"])[:TOP_PER_LAYER]
     ok = sum(not c["failed"] for c in cells)
     summary = {"layer": layer, "name": name, "count": len(cells), "ok": ok, "failed": len(cells) - ok,
-               "pages": pages, "best": fmt(best, ".3g") if best is not None else "",
+               "pages": pages, "best": fmt(best, ".3g") if best is not None else "", "best_value": best,
+               "sites": sorted({text(s) for s in rows["site"]}),
                "top": [{k: c[k] for k in ("label", "href", "thumb", "act")} for c in strongest]}
     writer.write_json(_layer_state_path(model, layer), {"files": files})
     return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
@@ -319,7 +342,7 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
                   for m in sorted(summaries) if summaries[m]["index"]["layers"]]  # a model with no readable row: none
         page = render(env, "index.html", 0, search=True, models=models,
                       title=f"Atlas: {len(models)} models, {sum(m['ok'] + m['failed'] for m in models)} features",
-                      slugs={m["name"]: m["slug"] for m in models})
+                      catalog={m["name"]: {"slug": m["slug"], "layers": m["sites"]} for m in models})
         if digest(page) != state.get("index"):
             writer.write("index.html", page)
         index_digest = digest(page)
@@ -411,5 +434,6 @@ def _finish_model(writer: SiteWriter, env, model: str, context: dict, built: dic
     index = {"source": source_of(model), "family": entry.family if entry else "",
              "input": anatomy.preprocess.input_size if anatomy else "",
              "blocks": len(anatomy.blocks) if anatomy else "", "layers": len(summaries), "ok": ok,
-             "failed": sum(s["failed"] for s in summaries)}
+             "failed": sum(s["failed"] for s in summaries),
+             "sites": {str(s["layer"]): s.get("sites", []) for s in summaries}}
     return {"digest": context["inputs"].digest(salt), "files": files, "index": index}

@@ -105,3 +105,17 @@ def curve(steps, values, name: str, width: int = 420, height: int = 180) -> dict
             "x0": left, "x1": width - right, "y0": height - bottom, "y1": top,
             "x_lo": f"{first:g}", "x_hi": f"{last:g}", "y_lo": f"{lo:.4g}", "y_hi": f"{hi:.4g}",
             "start": f"{pts[0][1]:.4g}", "end": f"{pts[-1][1]:.4g}", "steps": f"{last:g}"}
+
+
+def script_data(name: str, key: str, value) -> bytes:
+    """A static .js file that stores `value` under window[name][key]: pages load it with a script tag,
+    which works from a bucket, a web server and file:// alike (fetch() of a local file does not).
+
+    The value is JSON with every '<', '>', '&' and line separator escaped, so no string from the results
+    root can end the script or become markup; the pages insert it as text, never as HTML.
+    """
+    body = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    body = body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    target = json.dumps(str(name), ensure_ascii=True)
+    return (f"(window[{target}]=window[{target}]||{{}})[{json.dumps(str(key), ensure_ascii=True)}]={body};\n"
+            ).encode()
