@@ -2,8 +2,11 @@
 
 For each model and layer, on random weights with the paper's recipe:
   baseline       benchmarks/baseline.py: one feature, 8 copies, whole network, fp32, eager
-  engine:<v>     sweep.method.render.render with F features per batch in variant v: fp32, bf16 or
-                 bf16+compile (the engine's default on CUDA GPUs), the forward stopped at the block
+  engine:<v>     sweep.method.render.render with F features per batch in variant v: fp32, bf16,
+                 bf16+compile (regional: the blocks before the hooked one; the default on CUDA GPUs),
+                 bf16+step (the whole step compiled around a network cut at the tap), bf16+step+fused
+                 (and fused Adam), bf16+step+graphs (and CUDA graphs: mode reduce-overhead); the
+                 forward stopped at the block
 A few loop iterations are timed after warm-up (median; the GPU is synchronized at each tick).
 features/hour = 3600 * F / (401 * step_s + draw_s), where draw_s is the measured cost of drawing
 the batch's 401 steps of augmentation up front (one-time compilation is reported apart, as
@@ -14,6 +17,11 @@ included) and is given as a fraction of the device's datasheet bf16 dense peak a
 
     .venv/bin/python benchmarks/bench_engine.py --models vit_tiny_patch16_224 --layers all   # CPU target
     python benchmarks/bench_engine.py --models vit_base_patch16_224 --features 128            # on a GPU
+    python benchmarks/bench_engine.py --families --variants bf16+compile bf16+step            # per family
+
+--families measures one model of each family of the paper preset (its first, middle and last
+block) and prints per family the features/hour, % of the bf16 peak and the achieved TFLOP/s as a
+fraction of the best family's (the target: none below 25 %).
 """
 
 from __future__ import annotations
@@ -50,7 +58,10 @@ BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH
                     ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10G", 70.0))
 VARIANTS = {"fp32": Engine(precision="fp32", compile="off"),
             "bf16": Engine(precision="bf16", compile="off"),
-            "bf16+compile": Engine(precision="bf16", compile="on")}
+            "bf16+compile": Engine(precision="bf16", compile="on"),
+            "bf16+step": Engine(precision="bf16", compile="step"),
+            "bf16+step+fused": Engine(precision="bf16", compile="step", adam="fused"),
+            "bf16+step+graphs": Engine(precision="bf16", compile="step", compile_mode="reduce-overhead")}
 PAPER_ITERATIONS = Recipe().iterations
 
 
@@ -139,7 +150,7 @@ def time_baseline(net, anatomy, block, device, warmup: int, iters: int) -> dict:
     start = time.perf_counter()
     visualize_one(net, anatomy, block, 0, Recipe(steps=warmup + iters - 1), 0, device, progress=ticks)
     step_s = statistics.median(ticks.steps(start, warmup))
-    return {"features": 1, "features_per_pass": 1, "step_s": step_s, "draw_s": 0.0,
+    return {"features": 1, "features_per_pass": 1, "step_s": step_s, "compiled": "off", "draw_s": 0.0,
             "compile_s": 0.0, "per_feature_s": PAPER_ITERATIONS * step_s}
 
 
@@ -157,7 +168,8 @@ def time_engine(net, anatomy, block, device, engine: Engine, features: int, warm
     steps = ticks.steps(start, 0)
     step_s = statistics.median(steps[warmup:])
     return {"features": features, "features_per_pass": out.engine.features_per_pass, "step_s": step_s,
-            "draw_s": draw_s, "compile_s": max(steps[0] - step_s, 0.0) if engine.compile == "on" else 0.0,
+            "compiled": out.engine.compile,  # "on" where a step compile fell back to the regional one
+            "draw_s": draw_s, "compile_s": max(steps[0] - step_s, 0.0) if out.engine.compile != "off" else 0.0,
             "per_feature_s": (PAPER_ITERATIONS * step_s + draw_s) / features}
 
 
@@ -177,7 +189,8 @@ def bench(model: str, layers: list[int], variants: list[str], features: int, war
         for variant, r in runs:
             tflops = per_image * copies * r["features"] / r["step_s"] / 1e12
             rows.append({
-                "model": anatomy.entry.key, "layer": block.index, "variant": variant, **r,
+                "model": anatomy.entry.key, "family": anatomy.entry.family, "layer": block.index,
+                "variant": variant, **r,
                 "features_per_hour": 3600 / r["per_feature_s"],
                 "speedup_vs_baseline": base["per_feature_s"] / r["per_feature_s"],
                 "step_gflop_per_image": per_image / 1e9, "achieved_tflops": tflops,
@@ -212,10 +225,48 @@ def summarize(rows: list[dict]) -> list[str]:
     return out
 
 
+def family_models() -> list[str]:
+    """The first model of each family in the paper preset (the 38 variants, the original ViTs, CLIP)."""
+    from sweep.work.plan import SweepConfig
+
+    models = SweepConfig.from_dict({"preset": "paper", "out": "unused"}).models
+    first: dict[str, str] = {}
+    for m in models:
+        first.setdefault(anatomy_of(m).entry.family, anatomy_of(m).entry.key)
+    return list(first.values())
+
+
+def family_table(rows: list[dict]) -> list[dict]:
+    """Per family and engine variant: mean features/hour, % of peak and achieved TFLOP/s over its
+    layers, and that TFLOP/s as a percentage of the best family's in the same variant."""
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        fams = {}
+        for fam in dict.fromkeys(r["family"] for r in mine):
+            rs = [r for r in mine if r["family"] == fam]
+            fams[fam] = {"variant": variant, "family": fam, "model": rs[0]["model"],
+                         "layers": " ".join(str(r["layer"]) for r in rs),
+                         "features_per_hour": statistics.mean(r["features_per_hour"] for r in rs),
+                         "achieved_tflops": statistics.mean(r["achieved_tflops"] for r in rs),
+                         "pct_datasheet_bf16_peak": (statistics.mean(r["pct_datasheet_bf16_peak"] for r in rs)
+                                                     if rs[0]["pct_datasheet_bf16_peak"] is not None else None),
+                         "compile_s": max(r["compile_s"] for r in rs),
+                         "compiled": " ".join(sorted({str(r.get("compiled", "")) for r in rs}))}
+        best = max(f["achieved_tflops"] for f in fams.values())
+        for f in fams.values():
+            out.append({**f, "pct_of_best_family": 100 * f["achieved_tflops"] / best})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--models", nargs="+", default=["vit_tiny_patch16_224"])
+    parser.add_argument("--families", action="store_true",
+                        help="one model per family of the paper preset, first/middle/last block (overrides "
+                             "--models and --layers)")
+    parser.add_argument("--families-csv", help="write the per-family table to this CSV")
     parser.add_argument("--layers", nargs="+", default=["-1"], help="block indices, or 'all' (default: the last)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         help="engine variants (default: fp32 on CPU; fp32 bf16 bf16+compile on GPUs)")
@@ -244,12 +295,25 @@ def main(argv=None) -> int:
                        measured_matmul_tflops=round(peaks["measured"], 2))
 
     rows = []
-    for model in args.models:
+    for model in (family_models() if args.families else args.models):
         depth = len(anatomy_of(model).blocks)
-        layers = list(range(depth)) if args.layers == ["all"] else [int(x) for x in args.layers]
+        if args.families:
+            layers = sorted({0, depth // 2, depth - 1})
+        else:
+            layers = list(range(depth)) if args.layers == ["all"] else [int(x) for x in args.layers]
         rows += bench(model, layers, variants, features, args.warmup, args.iters, device, peaks, write)
     for line in summarize(rows):
         print(line)
+    if args.families:
+        table = [r for r in family_table(rows) if r["variant"] != "baseline"]
+        for r in table:
+            pct = f"{r['pct_datasheet_bf16_peak']:.1f}% of peak" if r["pct_datasheet_bf16_peak"] is not None else ""
+            print(f"{r['variant']:<18} {r['family']:<12} {r['model']:<44} {r['features_per_hour']:10.1f} features/h "
+                  f"{r['achieved_tflops']:8.2f} TFLOP/s {pct} {r['pct_of_best_family']:5.1f}% of the best family "
+                  f"(compile {r['compile_s']:.0f} s, {r['compiled']})")
+        if args.families_csv:
+            append_csv(args.families_csv, [{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()}
+                                           for r in table], device, name)
     return 0
 
 

@@ -1,7 +1,9 @@
 """Fidelity of the fast engine paths, measured on the same seeds: what each speed-up changes.
 
   device-vs-cpu   fp32 on the accelerator vs fp32 on the CPU (same model weights, same draws)
-  bf16-vs-fp32    bf16 autocast vs fp32 on the accelerator, compiled and eager
+  bf16-vs-fp32    bf16 autocast vs fp32 on the accelerator, eager and each compiled variant
+                  (--variants: regional compile, whole-step compile, with fused Adam, with CUDA
+                  graphs), and each compiled variant vs bf16 eager (compile-vs-eager)
   host-syncs      host synchronisations inside the step loop (CUDA's sync debug mode), expected 0
 
 For each feature: the activation reached on the final image (measured in fp32 without
@@ -91,6 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=400, help="recipe steps of the bf16-vs-fp32 check (paper: 400)")
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--checks", nargs="+", default=["device-vs-cpu", "bf16-vs-fp32", "host-syncs"])
+    parser.add_argument("--variants", nargs="+", choices=[v for v in VARIANTS if v not in ("fp32", "bf16")],
+                        default=["bf16+compile", "bf16+step", "bf16+step+fused", "bf16+step+graphs"],
+                        help="compiled variants compared with fp32 and with bf16 eager")
     parser.add_argument("--device", help="default: the accelerator")
     parser.add_argument("--csv", help="append per-feature rows here")
     args = parser.parse_args(argv)
@@ -115,24 +120,24 @@ def main(argv=None) -> int:
         net = build(anatomy.entry, "random", device)
         recipe = Recipe(steps=args.steps)
         results = {}
-        for v in ("fp32", "bf16", "bf16+compile"):
+        for v in ("fp32", "bf16", *args.variants):
             t = time.perf_counter()
             results[v] = run(net, anatomy, args.layer, args.features, recipe, device, VARIANTS[v])
             sync(device)
             print(f"  {v}: {time.perf_counter() - t:.1f} s", flush=True)
         layer = anatomy.block(args.layer).index
-        for v in ("bf16", "bf16+compile"):
+        for v in ("bf16", *args.variants):
             new = compare("bf16-vs-fp32", anatomy.entry.key, layer, "fp32", results["fp32"], v, results[v])
             rows += new
             print(summary(new), flush=True)
-        new = compare("compile-vs-eager", anatomy.entry.key, layer, "bf16", results["bf16"],
-                      "bf16+compile", results["bf16+compile"])
-        rows += new
-        print(summary(new), flush=True)
+        for v in args.variants:
+            new = compare("compile-vs-eager", anatomy.entry.key, layer, "bf16", results["bf16"], v, results[v])
+            rows += new
+            print(summary(new), flush=True)
     if "host-syncs" in args.checks and device.type == "cuda":
         anatomy = anatomy_of(args.model)
         net = build(anatomy.entry, "random", device)
-        for v in ("bf16", "bf16+compile"):
+        for v in ("bf16", *args.variants):
             n = host_syncs(net, anatomy, args.layer, device, VARIANTS[v])
             print(f"host-syncs {anatomy.entry.key} {v}: {n} synchronising call(s) inside the step loop", flush=True)
             rows.append({"check": "host-syncs", "model": anatomy.entry.key, "layer": args.layer, "b": v,

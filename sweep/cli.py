@@ -87,6 +87,7 @@ VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", 
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
 ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
+                 "engine.compile_mode": "compile_mode", "engine.adam": "adam",
                  "engine.features_per_pass": "features_per_pass"}
 
 
@@ -126,8 +127,14 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network arithmetic: bf16 autocast or fp32 (default auto: bf16 where the device has it in "
                    "hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX; else fp32)")
-    p.add_argument("--compile", choices=["auto", "on", "off"],
-                   help="torch.compile the blocks before the hooked one (default auto: on for CUDA GPUs)")
+    p.add_argument("--compile", choices=["auto", "on", "off", "step"],
+                   help="on: torch.compile the blocks before the hooked one; step: compile the whole step around "
+                   "the network cut at the tap (falls back to on where a site cannot be cut); default auto: on "
+                   "for CUDA GPUs, off elsewhere")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode (reduce-overhead: CUDA graphs for the loop; default: default)")
+    p.add_argument("--adam", choices=["auto", "foreach", "fused"],
+                   help="Adam's kernels: foreach or one fused kernel per update (default auto: foreach)")
     p.add_argument("--features-per-pass", type=int,
                    help="features per forward/backward within a batch; same results, different speed "
                    "(default: 2 on CPU, as many as fit in memory on an accelerator)")
@@ -174,6 +181,7 @@ def sweep_config_from_args(args):
 
 def cmd_run(args) -> int:
     from sweep.core.validation import Count, Positive
+    from sweep.models.anatomy import anatomy_of
     from sweep.pipelines.feature_sweep import run_sweep
     from sweep.work.costs import check_gpu_type, describe, detect_gpu_type, estimate
     from sweep.work.plan import check_plan, expand, plan_summary
@@ -192,7 +200,11 @@ def cmd_run(args) -> int:
         print(f"{'total':45s} {'':>6} {len(tasks):>7} {sum(r['features'] for r in rows):>8} {total:>11.1f}")
         print(f"estimated cost: {total:.1f} TFLOP (forward to the hooked block + input gradient = 2x forward, "
               f"{config.recipe.copies} copies x {config.recipe.iterations} iterations per feature)")
-        print("\n".join(describe(estimate(total, gpu_type, args.assume_tflops, args.price_per_hour), how)))
+        by_family: dict[str, float] = {}
+        for r in rows:
+            family = anatomy_of(r["model"]).entry.family
+            by_family[family] = by_family.get(family, 0.0) + r["tflop"]
+        print("\n".join(describe(estimate(by_family, gpu_type, args.assume_tflops, args.price_per_hour), how)))
         return 0
     check_plan(config)  # a bad model, layer, feature or weights file: one line, before Ray starts
     connect_ray(args.address)

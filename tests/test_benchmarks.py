@@ -56,10 +56,11 @@ def test_check_engine_reports_per_feature_differences(tmp_path):
     out = tmp_path / "fidelity.csv"
     assert check_engine.main(["--cpu-model", "dev/vit-micro", "--model", "dev/vit-micro", "--cpu-layer", "1",
                               "--layer", "1", "--cpu-steps", "3", "--steps", "3", "--features", "2",
-                              "--device", "cpu", "--csv", str(out)]) == 0
+                              "--device", "cpu", "--variants", "bf16+compile", "bf16+step", "--csv", str(out)]) == 0
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
     checks = [r["check"] for r in rows]
-    assert checks.count("device-vs-cpu") == 2 and checks.count("bf16-vs-fp32") == 4
+    assert checks.count("device-vs-cpu") == 2 and checks.count("bf16-vs-fp32") == 3 * 2
+    assert {r["b"] for r in rows if r["check"] == "compile-vs-eager"} == {"bf16+compile", "bf16+step"}
     same = [r for r in rows if r["check"] == "device-vs-cpu"]
     assert all(float(r["image_max_abs_diff"]) == 0.0 for r in same)  # cpu against itself

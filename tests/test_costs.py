@@ -73,3 +73,18 @@ def test_dry_run_prints_the_rate_its_source_and_dollars(tmp_path, capsys):
     assert main([*base, "--gpu-type", "l4", "--price-per-hour", "0"]) == 2
     assert "--price-per-hour: input should be greater than 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_per_family_rates_divide_each_familys_work(monkeypatch):
+    """With a measured per-family table, each family's TFLOP goes at its own rate; a family without
+    a measured rate goes at the type's."""
+    table = {**costs.throughput_table()}
+    h200 = table["h200"]
+    table["h200"] = costs.Throughput(h200.gpu_type, h200.device_name, 200.0, h200.measured, "engine.csv",
+                                     families={"swin": 50.0, "vit": 200.0}, families_source="families.csv")
+    monkeypatch.setattr(costs, "throughput_table", lambda: table)
+    # vit 720,000 TFLOP at 200 = 3,600 s; swin 180,000 at 50 = 3,600 s; coat 360,000 at 200 (unmeasured) = 1,800 s.
+    est = costs.estimate({"vit": 720_000, "swin": 180_000, "coat": 360_000}, "h200")
+    assert est.gpu_hours == pytest.approx(2.5) and est.tflops == pytest.approx(1_260_000 / 9_000)
+    assert "per family: swin, vit from families.csv" in est.tflops_source and "200 from engine.csv" in est.tflops_source
+    assert costs.estimate({"vit": 720_000}, "h200").gpu_hours == pytest.approx(1.0)

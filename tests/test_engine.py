@@ -267,17 +267,21 @@ def test_planted_feature_is_found_and_shown(micro):
 def test_engine_settings_are_checked_and_resolved_per_device(monkeypatch):
     with pytest.raises(SweepError, match="Engine.precision: input should be 'auto', 'fp32' or 'bf16'; got 'fp16'"):
         Engine(precision="fp16")
-    with pytest.raises(SweepError, match="Engine.compile: input should be 'auto', 'on' or 'off'; got 'yes'"):
+    with pytest.raises(SweepError, match="Engine.compile: input should be 'auto', 'on', 'off' or 'step'; got 'yes'"):
         Engine(compile="yes")
     with pytest.raises(SweepError, match="Engine.features_per_pass: input should be greater than or equal to 1"):
         Engine(features_per_pass=0)
     monkeypatch.setattr("sweep.method.engine.native_bf16", lambda device: False)
-    assert Engine().resolved(torch.device("cpu")) == Engine("fp32", "off", CPU_FEATURES_PER_PASS)
-    assert Engine().resolved(torch.device("cuda")) == Engine("fp32", "on", None)
+    assert Engine().resolved(torch.device("cpu")) == Engine("fp32", "off", CPU_FEATURES_PER_PASS, adam="foreach")
+    assert Engine().resolved(torch.device("cuda")) == Engine("fp32", "on", None, adam="foreach")
     monkeypatch.setattr("sweep.method.engine.native_bf16", lambda device: True)
-    assert Engine().resolved(torch.device("cpu")) == Engine("bf16", "off", CPU_FEATURES_PER_PASS)
-    assert Engine().resolved(torch.device("cuda")) == Engine("bf16", "on", None)
-    assert Engine("fp32", "off", 8).resolved(torch.device("cuda")) == Engine("fp32", "off", 8)
+    assert Engine().resolved(torch.device("cpu")) == Engine("bf16", "off", CPU_FEATURES_PER_PASS, adam="foreach")
+    assert Engine().resolved(torch.device("cuda")) == Engine("bf16", "on", None, adam="foreach")
+    assert Engine("fp32", "off", 8).resolved(torch.device("cuda")) == Engine("fp32", "off", 8, adam="foreach")
+    step = Engine("bf16", "step", 8, compile_mode="reduce-overhead", adam="fused")
+    assert step.resolved(torch.device("cuda")) == step  # explicit choices are kept
+    with pytest.raises(SweepError, match="Engine.adam: input should be 'auto', 'foreach' or 'fused'; got 'sgd'"):
+        Engine(adam="sgd")
 
 
 def test_passes_that_fit_memory():

@@ -94,7 +94,7 @@ def test_engine_and_recipe_defaults_sections(tmp_path):
     assert cfg.engine == Engine("fp32", "auto", 3)
     assert cfg.recipe.defaults == "paper" and cfg.recipe.steps == 4  # the preset's recipe keys are kept
     assert SweepConfig.from_dict({"preset": "paper", "out": str(tmp_path)}).features_per_batch == 128
-    with pytest.raises(SweepError, match="engine.speed: unknown key; allowed: compile, "):
+    with pytest.raises(SweepError, match="engine.speed: unknown key; allowed: adam, compile, compile_mode, "):
         SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"speed": "max"}})
     with pytest.raises(SweepError, match="engine.precision: input should be 'auto', 'fp32' or 'bf16'; got 'fp16'"):
         SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "engine": {"precision": "fp16"}})

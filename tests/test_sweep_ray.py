@@ -71,8 +71,11 @@ def test_driver_interrupted_with_ctrl_c_then_resumed(tmp_path):
     args = ["--preset", "smoke", "--model", "dev/vit-micro", "--features", "8", "--steps", "100",
             "--workers", "2", "--out", str(out), "--quiet"]
     # The driver attaches to this test's Ray instance, as a job on a running cluster would.
+    # SIGINT back to its default in the child: a suite started in the background (`pytest &` in a
+    # script) runs with SIGINT ignored, which the driver would inherit and never see the Ctrl-C.
     driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "all_models.py"), *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and len(part_files(out)) < 3 and driver.poll() is None:
         time.sleep(0.05)

@@ -87,6 +87,11 @@ class Schedule:
     def to(self, device: torch.device | str) -> "Schedule":
         return Schedule(*(t.to(device) for t in (self.mu, self.sigma, self.offset, self.shift)))
 
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's draws (mu, sigma, offset, shift) for every feature, as `augment_with` takes them;
+        contiguous, so their strides do not depend on the number of steps (a compiled step guards on them)."""
+        return tuple(t[:, step].contiguous() for t in (self.mu, self.sigma, self.offset, self.shift))
+
 
 def draw_schedule(generators: Sequence[torch.Generator], recipe: Recipe) -> Schedule:
     """Draw all `recipe.iterations` steps for each feature, step after step per generator.
@@ -108,11 +113,18 @@ def draw_schedule(generators: Sequence[torch.Generator], recipe: Recipe) -> Sche
 def augment(x: torch.Tensor, step: int, schedule: Schedule) -> torch.Tensor:
     """(F, 3, S, S) images -> (F * copies, 3, S, S) augmented copies, grouped by feature.
 
-    `schedule` holds the F features' draws (already on x's device). The shared shift is applied
-    to each image before it is copied: a permutation commutes with per-channel constants.
+    `schedule` holds the F features' draws (already on x's device).
     """
-    f, copies = schedule.mu.shape[0], schedule.mu.shape[2]
-    x = roll(x, schedule.shift[:, step])
+    return augment_with(x, *schedule.at(step))
+
+
+def augment_with(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, offset: torch.Tensor,
+                 shift: torch.Tensor) -> torch.Tensor:
+    """`augment` from one step's draws: mu, sigma, offset (F, copies, 3), shift (F, 2); tensors
+    only, so a compiled step does not specialize on the step number. The shared shift is applied
+    to each image before it is copied: a permutation commutes with per-channel constants."""
+    f, copies = mu.shape[0], mu.shape[1]
+    x = roll(x, shift)
     z = x.repeat_interleave(copies, dim=0)
-    z = color_shift(z, schedule.mu[:, step].reshape(f * copies, 3), schedule.sigma[:, step].reshape(f * copies, 3))
-    return channel_offset(z, schedule.offset[:, step].reshape(f * copies, 3))
+    z = color_shift(z, mu.reshape(f * copies, 3), sigma.reshape(f * copies, 3))
+    return channel_offset(z, offset.reshape(f * copies, 3))

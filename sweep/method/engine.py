@@ -33,17 +33,25 @@ class Engine:
     precision: fp32, or bf16 autocast for the network (the image, loss, TV and Adam stay fp32);
         auto = bf16 where the device computes bf16 natively (CUDA GPUs from Ampere on, CPUs with
         AVX512-BF16 or AMX), fp32 elsewhere.
-    compile: torch.compile the blocks that run in full before the hooked one (regional
-        compilation; the hooked block stays eager so its tap can stop the pass); auto = on
-        for CUDA GPUs, off elsewhere.
+    compile: "on" compiles the blocks that run in full before the hooked one (regional
+        compilation; the hooked block stays eager so its tap can stop the pass); "step" compiles
+        the whole step (augmentation, a network cut at the tap, feature, TV, loss) as one graph
+        per layer, falling back to "on" with one log line where the site cannot be cut; auto = on
+        for CUDA GPUs (the measured default), off elsewhere.
+    compile_mode: torch.compile's mode: default, reduce-overhead (CUDA graphs for the static-shape
+        loop) or max-autotune-no-cudagraphs.
+    adam: the optimizer's kernels: foreach (one kernel per op over all images), fused (one kernel
+        for the whole update); auto = foreach, the measured default.
     features_per_pass: features whose images share one forward/backward; None = auto: 2 on
         CPUs, on accelerators as many as fit `memory_fraction` of the free memory.
     """
 
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off", "step"] = "auto"
     features_per_pass: Count | None = None
     memory_fraction: Fraction = 0.8
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    adam: Literal["auto", "foreach", "fused"] = "auto"
 
     def resolved(self, device: torch.device) -> "Engine":
         """This engine with "auto" replaced by the device's choice (features_per_pass stays None
@@ -57,7 +65,8 @@ class Engine:
             precision = "bf16" if native_bf16(device) else "fp32"
         return Engine(precision=precision,
                       compile=("on" if gpu else "off") if self.compile == "auto" else self.compile,
-                      features_per_pass=per_pass, memory_fraction=self.memory_fraction)
+                      features_per_pass=per_pass, memory_fraction=self.memory_fraction,
+                      compile_mode=self.compile_mode, adam="foreach" if self.adam == "auto" else self.adam)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The network's arithmetic: bf16 autocast, or nothing for fp32."""

@@ -7,23 +7,26 @@ and the numbers that describe how the optimization went.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sweep.method.augment import augment, draw_schedule
+from sweep.method.augment import draw_schedule
 from sweep.method.engine import Engine, compiled_trunk, fit_features_per_pass
-from sweep.method.objectives import feature_loss, total_variation
 from sweep.method.optimize import Trace, feature_chunks, optimize
 from sweep.method.param import feature_generators, init_pixels
 from sweep.method.recipe import Recipe
+from sweep.method.step import StepObjective, compiled_step, normalize
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block
 from sweep.models.taps import read_features
+from sweep.models.truncate import cut_at
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,13 +53,10 @@ class ModelInput:
         self._on: dict = {}  # (device, dtype) -> (mean, std) there: no host copy per call
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        if z.shape[-1] != self.size or z.shape[-2] != self.size:
-            z = F.interpolate(z, size=(self.size, self.size), mode="bilinear", align_corners=False)
         key = (z.device, z.dtype)
         if key not in self._on:
             self._on[key] = (self.mean.to(device=z.device, dtype=z.dtype), self.std.to(device=z.device, dtype=z.dtype))
-        mean, std = self._on[key]
-        return (z - mean) / std
+        return normalize(z, self.size, *self._on[key])
 
 
 def seeds_for(features: Sequence[int], base_seed: int = 0) -> list[int]:
@@ -91,14 +91,28 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     start = time.perf_counter()
     x0 = init_pixels(generators, recipe.image_size, device)
     schedule = draw_schedule(generators, recipe).to(device)
+    cut = None
+    if engine.compile == "step":
+        cut, why = cut_at(net, block, site)
+        if cut is None:
+            log.info("%s block %s site %s: whole-step compile not possible (%s); compiling the blocks before it",
+                     anatomy.entry.key, block.name, site, why)
+            engine = dataclasses.replace(engine, compile="on")
 
-    def loss_fn(x: torch.Tensor, step: int, part: slice):
-        z = augment(x, step, schedule.features(part))
+    def objective(features_of) -> StepObjective:
+        pre = anatomy.preprocess
+        return StepObjective(features_of, pre.input_size, pre.mean, pre.std, recipe.copies, recipe.reference_scale,
+                             recipe.tv_coef, lambda: engine.autocast(device), device)
+
+    eager_fn = objective(lambda z: read_features(net, block, site, z))
+    step_fn = eager_fn if cut is None else compiled_step(
+        net, (block.index, block.name, site, recipe.copies, recipe.reference_scale, recipe.tv_coef, engine.precision,
+              engine.compile_mode, str(device)),
+        lambda: objective(cut), None if engine.compile_mode == "default" else engine.compile_mode)
+
+    def loss_fn(x: torch.Tensor, step: int, part: slice, fn=None):
         which = copies_index[part.start * recipe.copies:part.stop * recipe.copies]
-        acts = activations(z, which, engine)
-        tv = total_variation(z).view(-1, recipe.copies).mean(1)
-        loss = feature_loss(acts, recipe.copies, recipe.reference_scale) + recipe.tv_coef * tv
-        return loss, acts.view(-1, recipe.copies).mean(1)
+        return (fn or step_fn)(x, *schedule.features(part).at(step), which)
 
     def clean_activations(images: torch.Tensor, per_pass: int | None) -> torch.Tensor:
         exact = Engine(precision="fp32", compile="off")
@@ -109,13 +123,13 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     if engine.features_per_pass is None:
         def probe(k: int) -> None:
             x = x0[:k].clone().requires_grad_(True)
-            loss_fn(x, 0, slice(0, k))[0].sum().backward()
+            loss_fn(x, 0, slice(0, k), eager_fn)[0].sum().backward()  # eager: no compile per probe shape
 
         engine = dataclasses.replace(engine, features_per_pass=fit_features_per_pass(
             probe, len(features), device, engine.memory_fraction))
     act_init = clean_activations(x0, engine.features_per_pass)
     with compiled_trunk(net, anatomy, block, engine.compile == "on"):
-        image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass)
+        image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass, engine.adam == "fused")
     act_final = clean_activations(image, engine.features_per_pass)
     images = image.cpu()
     wall = time.perf_counter() - start

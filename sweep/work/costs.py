@@ -21,13 +21,16 @@ DEFAULT_GPU_TYPE = "h200"
 
 @dataclass(frozen=True)
 class Throughput:
-    """A GPU type's sustained TFLOP/s (None: not measured) and the file it was measured in."""
+    """A GPU type's sustained TFLOP/s (None: not measured) and the file it was measured in; per
+    family where `benchmarks/bench_engine.py --families` measured one (others use `tflops`)."""
 
     gpu_type: str
     device_name: str
     tflops: float | None
     measured: str | None
     source: str | None
+    families: dict | None = None          # family -> sustained TFLOP/s
+    families_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,17 +103,28 @@ def check_gpu_type(gpu_type: str) -> str:
     return key
 
 
-def estimate(tflop: float, gpu_type: str, assume_tflops: float | None = None,
+def estimate(tflop: float | dict[str, float], gpu_type: str, assume_tflops: float | None = None,
              price_per_gpu_hour: float | None = None) -> Estimate:
     """GPU-hours = TFLOP / sustained TFLOP/s / 3600; dollars = GPU-hours x price per GPU-hour.
 
+    tflop is a total, or TFLOP per model family: each family's work is then divided by that
+    family's measured rate where the table has one (a Swin layer and a ViT layer of equal FLOPs
+    do not run equally fast), by the type's rate otherwise; the rate shown is the resulting mean.
     assume_tflops and price_per_gpu_hour override the tables (for unmeasured or unlisted GPUs).
     """
     row = throughput_table().get(gpu_type)
+    by_family = tflop if isinstance(tflop, dict) else {}
+    tflop = sum(by_family.values()) if by_family else tflop
     if assume_tflops is not None:
         rate, rate_source = assume_tflops, "--assume-tflops"
     elif row is not None and row.tflops is not None:
         rate, rate_source = row.tflops, row.source
+        measured = {f: t for f, t in (row.families or {}).items() if t and by_family.get(f)}
+        if measured:
+            seconds = sum(t / measured.get(f, row.tflops) for f, t in by_family.items())
+            rate = tflop / seconds if seconds else row.tflops
+            rate_source = (f"per family: {', '.join(sorted(measured))} from {row.families_source}; "
+                           f"other families {row.tflops:g} from {row.source}")
     else:
         rate, rate_source = None, "unmeasured"
     prices, as_of = price_table()
