@@ -14,6 +14,7 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     ablations/experiment=<e>/model=<m>/part-<n>.parquet      ABLATION_SCHEMA, one row per image x condition
     activation_maps/files/model=<m>/layer=<l>/<site>-<f>/<image>.{npy,png}
     activation_maps/table/model=<m>/layer=<l>/part-<site>-<hash>.parquet
+    labels/model=<m>/layer=<l>/part-<key>.parquet            LABEL_SCHEMA, the best concepts per unit
     tuning/model=<m>/trial-<key>.parquet                     TRIAL_SCHEMA, one row per (lr, tv) trial
     tuning_images/model=<m>/trial-<key>/...png
     runs/<run id>/manifest.json, driver.log                  what each sweep run did
@@ -76,6 +77,14 @@ FEATURE_SCHEMA = pa.schema([
 TOP_SCHEMA = pa.schema([("layer", pa.int32()), ("layer_name", pa.string()), ("site", pa.string()),
                         ("feature", pa.int32()), ("rank", pa.int32()), ("image_id", pa.string()),
                         ("activation", pa.float32())])
+
+#: A unit's concept at one rank (model and layer are the partition): the score of the method, the
+#: judge that embedded images and prompts, the vocabulary's hash, the split it was measured on.
+LABEL_SCHEMA = pa.schema([("layer_name", pa.string()), ("site", pa.string()), ("feature", pa.int32()),
+                          ("rank", pa.int32()), ("concept", pa.string()), ("score", pa.float32()),
+                          ("method", pa.string()), ("judge", pa.string()), ("vocabulary", pa.string()),
+                          ("vocabulary_hash", pa.string()), ("split", pa.string()), ("images", pa.int32()),
+                          ("weights", pa.string()), ("created_at", pa.string())])
 
 #: One classified image under one condition of an ablation (experiment and model are the partition).
 ABLATION_SCHEMA = pa.schema([
@@ -187,13 +196,14 @@ INVARIANCE = Dataset("invariance", ("split", "model"))
 ABLATIONS = Dataset("ablations", ("experiment", "model"), ABLATION_SCHEMA)
 MAP_FILES = Dataset("activation_maps/files", ("model", "layer"))
 MAP_TABLE = Dataset("activation_maps/table", ("model", "layer"))
+LABELS = Dataset("labels", ("model", "layer"), LABEL_SCHEMA)
 TUNING = Dataset("tuning", ("model",), TRIAL_SCHEMA)
 TUNING_IMAGES = Dataset("tuning_images", ("model",))
 RUNS = Dataset("runs", ())
 
 #: Every dataset, by name; the folders a results root reserves for its data.
 DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
-                                TUNING, TUNING_IMAGES, RUNS)}
+                                LABELS, TUNING, TUNING_IMAGES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
 
 

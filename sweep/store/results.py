@@ -229,7 +229,8 @@ class Results:
     """
 
     #: The datasets read here, with their partition keys (sweep.store.layout).
-    DATASETS = {name: DATASETS[name].keys for name in ("features", "ablations", "top_images", "invariance", "tuning")}
+    DATASETS = {name: DATASETS[name].keys
+                for name in ("features", "ablations", "top_images", "invariance", "labels", "tuning")}
 
     def __init__(self, root: str, storage_options: dict | None = None,
                  filesystem: fsspec.AbstractFileSystem | None = None):
@@ -311,6 +312,13 @@ class Results:
 
     def invariance(self, split: str | None = None, model: str | None = None) -> pd.DataFrame:
         return self._read("invariance", {"split": split, "model": model}, None)
+
+    def labels(self, model: str | None = None, layer: int | None = None, concept: str | None = None,
+               vocabulary_hash: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Concept labels per unit (`jobs/labels.py`): one row per (unit, rank) with the concept, its
+        score, the method, the judge and the vocabulary's hash; filter by concept to find its units."""
+        return self._read("labels", {"model": model, "layer": layer, "concept": concept,
+                                     "vocabulary_hash": vocabulary_hash}, columns)
 
     def tuning(self, model: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Recipe-tuning trials (`sweep tune`), one row per trial with its (lr, tv) and scores."""

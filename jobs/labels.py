@@ -1,0 +1,100 @@
+"""Concept labels for every unit of a model: one Ray Data pass over probe images, CLIP as the judge.
+
+    python jobs/labels.py --model B_16_imagenet1k --val /data/imagenet/val \
+        --val-solution /data/LOC_val_solution.csv --split val --out results/atlas
+    python jobs/labels.py --model dev/vit-micro --weights random --judge-weights random \
+        --images some/folder --split folder --vocabulary my-concepts.txt --out r
+
+Each unit gets its --k best concepts of the vocabulary, scored by the correlation of its activations
+with CLIP's image-concept similarity across the probe images (sweep/experiments/labels.py says why).
+Writes <out>/labels/model=<m>/layer=<l>/part-<key>.parquet; a layer labelled before with the same
+vocabulary, prompts and judge is skipped, so a re-run resumes.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_model_arg,
+    check_options,
+    connect_ray,
+    gather,
+    guarded,
+    setup_logging,
+)
+from sweep.core.validation import Count, parse  # noqa: E402
+from sweep.data.imagenet import image_folder  # noqa: E402
+from sweep.data.vocabulary import SHIPPED, load_vocabulary  # noqa: E402
+from sweep.experiments.judge import TEMPLATE_SETS, templates  # noqa: E402
+from sweep.experiments.labels import LabelsConfig  # noqa: E402
+from sweep.pipelines.ablations import DataSpec  # noqa: E402
+
+#: Where each option lands in LabelsConfig (field path -> argparse dest).
+FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "out", "split": "split", "k": "k",
+          "layers": "layers", "site": "site", "weights": "weights", "judge": "judge", "judge_weights": "judge_weights",
+          "vocabulary": "vocabulary", "templates": "templates", "batch_size": "batch_size", "actors": "actors"}
+
+
+def run(args) -> int:
+    from sweep.pipelines.labels import label_units
+
+    data, flags = gather(args, FIELDS)
+    config = parse(LabelsConfig, data, flags=flags)
+    check_options(args, {"limit": Count | None})
+    load_vocabulary(config.vocabulary)  # a bad vocabulary or prompt set: one line, before Ray starts
+    templates(config.templates)
+    from sweep.models.sources import OpenClip
+
+    OpenClip().entry(config.judge, ())  # an unknown judge architecture or tag: one line
+    if args.images:
+        listing = image_folder(args.images, limit=args.limit)
+    elif args.train:
+        listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
+    else:
+        listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
+    connect_ray(args.address)
+    summary = label_units(config, listing)
+    print(f"{config.model}: labelled layer(s) {summary['labelled'] or 'none'}, skipped {summary['skipped'] or 'none'} "
+          f"(already labelled), {summary['rows']} row(s), vocabulary hash {summary['vocabulary_hash']}; "
+          f"in {args.out}/labels")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="labels.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
+    p.add_argument("--out", required=True, help="the results root the labels are written to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="any folder of images (recursive): the probe set")
+    src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
+    src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
+    p.add_argument("--val-solution")
+    p.add_argument("--boxes")
+    p.add_argument("--split", default="val", help="name of the probe set in the output (val, train, ...)")
+    p.add_argument("--vocabulary", default="imagenet",
+                   help=f"concepts: {', '.join(SHIPPED)} (shipped) or a text file, one concept per line")
+    p.add_argument("--templates", default="simple", choices=TEMPLATE_SETS,
+                   help="prompt templates: open_clip's 7 simple ImageNet ones or OpenAI's 80 (default simple)")
+    p.add_argument("--judge", default="ViT-B-32/openai", help="the open_clip model that judges, ARCH/TAG")
+    p.add_argument("--judge-weights", default="pretrained", choices=["pretrained", "random"],
+                   help="pretrained (default) or random (test runs: the labels then mean nothing)")
+    p.add_argument("--k", type=int, default=5, help="concepts kept per unit (default 5)")
+    p.add_argument("--layers", nargs="+", help="block indices or names (default: all)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
+    p.add_argument("--weights", default="pretrained", help="the labelled model's weights")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--actors", type=int, help="scanner actors (default 1)")
+    p.add_argument("--limit", type=int, help="use at most this many probe images")
+    p.add_argument("--address", help=ADDRESS_HELP)
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    return guarded("labels.py", run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Concept labels for units: which words a unit's activations follow, with CLIP as the judge.
+
+Method `profile-correlation` (after CLIP-Dissect, Oikarinen & Weng, ICLR 2023, in its simplest
+form): over a probe set of N natural images, a unit's activation profile a (N,) and each concept's
+similarity profile s_c (N,), the cosine between the judge's embedding of the image and its
+embedding of the concept (text prompts averaged, as CLIP's zero-shot classifiers do). A concept's
+score is the Pearson correlation of the two profiles across the images: 1 when the unit rises and
+falls exactly with the judge's sense of the concept, about 0 when unrelated. Why this one: it uses
+the whole profile, not only the top images (a unit that fires on every picture of dogs and on
+nothing else gets "dog", not whatever its top 5 happen to share); it ignores the unit's scale and
+offset, so units of different layers and models compare; and it streams, one batch at a time, in
+sums the size of (units x concepts). Its limits: the labels are hypotheses about the probe set,
+bounded by the vocabulary (a unit about something no word names gets the nearest word) and by the
+judge's own biases (CLIP reads text in images, favours frequent web captions).
+
+The statistics are pure torch; `LabelScanner` is the Ray Data actor and `sweep.pipelines.labels`
+runs it over a dataset. No Ray import here, no files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
+from sweep.models.build import Weights
+from sweep.models.names import ModelArg, TapPath, with_args
+
+METHOD = "profile-correlation"
+
+
+class ProfileStats:
+    """Running sums over images of unit activations (B, U) and concept similarities (B, C), enough to
+    give every (unit, concept) Pearson correlation at the end; float64 so sums of many batches stay exact."""
+
+    def __init__(self, units: int, concepts: int):
+        self.n = 0
+        self.sum_a = torch.zeros(units, dtype=torch.float64)
+        self.sum_a2 = torch.zeros(units, dtype=torch.float64)
+        self.sum_s = torch.zeros(concepts, dtype=torch.float64)
+        self.sum_s2 = torch.zeros(concepts, dtype=torch.float64)
+        self.sum_as = torch.zeros(units, concepts, dtype=torch.float64)
+
+    def update(self, acts: torch.Tensor, sims: torch.Tensor) -> None:
+        a, s = acts.double(), sims.double()
+        if a.shape[0] != s.shape[0]:
+            raise ValueError(f"{a.shape[0]} images of activations but {s.shape[0]} of similarities")
+        self.n += a.shape[0]
+        self.sum_a += a.sum(0)
+        self.sum_a2 += (a * a).sum(0)
+        self.sum_s += s.sum(0)
+        self.sum_s2 += (s * s).sum(0)
+        self.sum_as += a.T @ s
+
+    def correlation(self) -> torch.Tensor:
+        """(U, C) Pearson correlations; 0 where a unit or a concept is constant over the images."""
+        n = max(self.n, 1)
+        cov = self.sum_as / n - torch.outer(self.sum_a / n, self.sum_s / n)
+        var_a = (self.sum_a2 / n - (self.sum_a / n) ** 2).clamp_min(0)
+        var_s = (self.sum_s2 / n - (self.sum_s / n) ** 2).clamp_min(0)
+        denom = torch.outer(var_a.sqrt(), var_s.sqrt())
+        return torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov)).float()
+
+
+def top_concepts(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, the k best concepts: (values (U, k), concept indices (U, k)), best first; ties go to
+    the earlier concept, so the order does not depend on the device."""
+    k = min(k, scores.shape[1])
+    order = torch.sort(scores, dim=1, descending=True, stable=True)
+    return order.values[:, :k], order.indices[:, :k]
+
+
+def vocabulary_hash(concepts: Sequence[str], templates: Sequence[str], judge: str, judge_weights: str) -> str:
+    """Identifies what the scores mean: the concepts in order, the prompts and the judge. Any change
+    gives a new hash, so labels are made again rather than mixed."""
+    blob = json.dumps({"concepts": list(concepts), "templates": list(templates), "judge": judge,
+                       "judge_weights": judge_weights, "method": METHOD}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- the job's parts (the Ray pipeline is sweep.pipelines.labels) -----------------------------------
+
+
+@config_dataclass
+class LabelsConfig:
+    """What to label and how: the model's units (layers, site), the probe images' split name, the
+    judge (an open_clip ARCH/TAG and its weights), the vocabulary (shipped name or file), the prompt
+    templates and how many concepts to keep per unit."""
+
+    model: Text
+    out: Text
+    model_args: tuple[ModelArg, ...] = ()
+    taps: tuple[TapPath, ...] = ()
+    split: Text = "val"
+    layers: tuple[Layer, ...] | None = None
+    site: Text | None = None
+    weights: Weights = "pretrained"
+    judge: Text = "ViT-B-32/openai"
+    judge_weights: Literal["pretrained", "random"] = "pretrained"
+    vocabulary: Text = "imagenet"
+    templates: Text = "simple"
+    k: Count = 5
+    batch_size: Count = 32
+    actors: Count | None = None
+    actor_cpus: Positive = 0.5
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", with_args(self.model, self.model_args, self.taps))
+        object.__setattr__(self, "model_args", ())
+        object.__setattr__(self, "taps", ())
+
+
+class LabelScanner:
+    """Ray Data actor: per image, the reduced features of the requested blocks (concatenated) and
+    its similarity to every concept (the judge's image embedding against the text embeddings)."""
+
+    def __init__(self, model: str, weights: str, layers: list[int], site: str, judge: str, judge_weights: str,
+                 concepts: tuple[str, ...], prompt_templates: tuple[str, ...]):
+        from sweep.core.devices import assigned_gpus, resolve_device
+        from sweep.experiments.judge import ClipJudge
+        from sweep.experiments.top_images import ActivationScanner
+
+        self.units = ActivationScanner(model, weights, layers, site)
+        self.device = resolve_device(None, gpu_ids=assigned_gpus())
+        self.judge = ClipJudge(judge, judge_weights, self.device)
+        self.text = self.judge.text(concepts, prompt_templates)  # (C, d), once per actor
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        out = self.units(batch)
+        ok = np.asarray(batch["status"]) == "ok"
+        sims = np.full((len(ok), self.text.shape[0]), np.nan, np.float32)
+        if ok.any():
+            sims[ok] = (self.judge.images(np.asarray(batch["image"])[ok]) @ self.text.T).cpu().numpy()
+        return {**out, "sims": sims}

@@ -1,0 +1,105 @@
+"""Concept labels for every unit of a model on Ray Data: decode and resize as tasks, an actor pool that
+reads the units and asks the judge, the driver folding each batch into the correlation sums.
+
+One Parquet part per layer, `labels/model=<m>/layer=<l>/part-<key>.parquet`, whose key hashes
+everything the labels depend on (vocabulary, prompts, judge and its weights, method, split, site,
+the model's weights): a layer whose part is there is skipped (resume), a changed vocabulary or
+judge gives a new key and labels again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import posixpath
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sweep.core.errors import SweepError
+from sweep.data.imagenet import Listing
+from sweep.data.vocabulary import load_vocabulary
+from sweep.experiments.judge import templates
+from sweep.experiments.labels import METHOD, LabelScanner, LabelsConfig, ProfileStats, top_concepts, vocabulary_hash
+from sweep.experiments.top_images import unit_table
+from sweep.pipelines.images import gpus_per_actor, prepared_images
+from sweep.store.layout import LABEL_SCHEMA, LABELS
+from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
+
+log = logging.getLogger(__name__)
+
+
+def part_key(config: LabelsConfig, vocab_hash: str, site: str) -> str:
+    blob = json.dumps({"vocabulary": vocab_hash, "split": config.split, "site": site, "weights": config.weights,
+                       "method": METHOD}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def label_units(config: LabelsConfig, listing: Listing) -> dict:
+    """Label every unit of the requested layers over `listing`; returns a summary
+    {"labelled": [layers], "skipped": [layers], "rows": n, "vocabulary_hash": h}."""
+    anatomy, blocks, site, _ = unit_table(config)
+    for b in blocks:
+        b.site(site)
+    name, concepts = load_vocabulary(config.vocabulary, config.storage_options)
+    prompts = templates(config.templates)
+    vhash = vocabulary_hash(concepts, prompts, config.judge, config.judge_weights)
+    fs, root = open_root(config.out, config.storage_options)
+    check_writable(fs, root, config.out)
+    key = part_key(config, vhash, site)
+    model = anatomy.entry.key
+    parts = {b.index: posixpath.join(root, LABELS.part(f"part-{key}.parquet", model=model, layer=b.index))
+             for b in blocks}
+    done = [b.index for b in blocks if fs.exists(parts[b.index])]
+    todo = [b for b in blocks if b.index not in done]
+    if done:
+        log.info("%s: layer(s) %s already labelled with this vocabulary and judge (%s), skipped", model,
+                 ", ".join(map(str, done)), vhash)
+    if not todo:
+        return {"labelled": [], "skipped": done, "rows": 0, "vocabulary_hash": vhash}
+    records = listing.records
+    if not records:
+        raise SweepError("no probe images to label with")
+    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options,
+                         preprocess=anatomy.preprocess)
+    ds = ds.map_batches(LabelScanner, fn_constructor_args=(model, config.weights, [b.index for b in todo], site,
+                                                           config.judge, config.judge_weights, concepts, prompts),
+                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
+                        num_cpus=config.actor_cpus)
+    widths = [b.width(site) for b in todo]
+    stats = ProfileStats(sum(widths), len(concepts))
+    seen = skipped = 0
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
+        acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
+        sims = torch.as_tensor(np.stack(batch["sims"]) if batch["sims"].dtype == object else batch["sims"])
+        ok = ~(torch.isnan(acts).any(dim=1) | torch.isnan(sims).any(dim=1))
+        for error in np.asarray(batch["error"])[~ok.numpy()]:
+            log.warning("image skipped: %s", error)
+        skipped += int((~ok).sum())
+        stats.update(acts[ok], sims[ok])
+        seen += len(ok)
+    if seen != len(records):
+        raise SweepError(f"scanned {seen} images, expected {len(records)}")
+    if stats.n < 2:
+        raise SweepError(f"{stats.n} readable probe image(s): a correlation needs at least 2")
+    values, index = top_concepts(stats.correlation(), config.k)
+    created = dt.datetime.now(dt.timezone.utc).isoformat()
+    start, total = 0, 0
+    for block, width in zip(todo, widths):
+        v, i = values[start:start + width], index[start:start + width]
+        start += width
+        k = v.shape[1]
+        rows = pd.DataFrame({
+            "layer_name": block.name, "site": site, "feature": np.repeat(np.arange(width, dtype=np.int32), k),
+            "rank": np.tile(np.arange(k, dtype=np.int32), width),
+            "concept": [concepts[c] for c in i.reshape(-1).tolist()], "score": v.reshape(-1).numpy(),
+            "method": METHOD, "judge": config.judge, "vocabulary": name, "vocabulary_hash": vhash,
+            "split": config.split, "images": stats.n, "weights": config.weights, "created_at": created})
+        atomic_write(fs, parts[block.index], frame_parquet_bytes(rows, LABEL_SCHEMA))
+        total += len(rows)
+    log.info("%s: labelled %d unit(s) of layer(s) %s with %d concept(s) of %s over %d image(s) (%d unreadable)",
+             model, sum(widths), ", ".join(str(b.index) for b in todo), len(concepts), name, stats.n, skipped)
+    return {"labelled": [b.index for b in todo], "skipped": done, "rows": total, "vocabulary_hash": vhash}

@@ -1,0 +1,136 @@
+"""Concept labels for units: the profile correlation on planted data, vocabularies, the hash that
+separates vocabularies and judges, and the Ray Data job end to end with resume (random weights)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+from PIL import Image
+
+from sweep.core.errors import SweepError
+from sweep.data.imagenet import image_folder
+from sweep.data.vocabulary import load_vocabulary
+from sweep.experiments.judge import templates
+from sweep.experiments.labels import LabelsConfig, ProfileStats, top_concepts, vocabulary_hash
+from sweep.store.results import Results
+
+CONCEPTS = ["music", "morbidity", "dog", "from above", "many", "before and after", "red", "water"]
+
+
+def test_a_unit_that_follows_a_concept_gets_it_first():
+    """Unit 0's activations are an affine copy of concept 5's similarity profile: correlation 1, ranked
+    first; streaming the images in batches gives the one-shot numbers."""
+    gen = torch.Generator().manual_seed(0)
+    sims = torch.rand(300, len(CONCEPTS), generator=gen)
+    acts = torch.randn(300, 4, generator=gen)
+    acts[:, 0] = 3.0 * sims[:, 5] - 1.0
+    acts[:, 1] = -sims[:, 2]  # anti-correlated with "dog": dog comes last for it
+    whole = ProfileStats(4, len(CONCEPTS))
+    whole.update(acts, sims)
+    batched = ProfileStats(4, len(CONCEPTS))
+    for i in range(0, 300, 64):
+        batched.update(acts[i:i + 64], sims[i:i + 64])
+    torch.testing.assert_close(batched.correlation(), whole.correlation())
+    values, index = top_concepts(whole.correlation(), 3)
+    assert index[0, 0] == 5 and values[0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert whole.correlation()[1].argmin() == 2
+    expected = np.corrcoef(acts[:, 3].numpy(), sims[:, 7].numpy())[0, 1]
+    assert whole.correlation()[3, 7] == pytest.approx(expected, abs=1e-5)
+    flat = ProfileStats(1, 2)
+    flat.update(torch.ones(10, 1), torch.rand(10, 2, generator=gen))
+    assert (flat.correlation() == 0).all()  # a constant unit follows nothing
+
+
+def test_vocabulary_and_judge_change_the_hash(tmp_path):
+    simple, openai = templates("simple"), templates("openai")
+    base = vocabulary_hash(CONCEPTS, simple, "ViT-B-32/openai", "pretrained")
+    assert base == vocabulary_hash(list(CONCEPTS), simple, "ViT-B-32/openai", "pretrained")
+    others = {vocabulary_hash(CONCEPTS[:-1], simple, "ViT-B-32/openai", "pretrained"),
+              vocabulary_hash(CONCEPTS[::-1], simple, "ViT-B-32/openai", "pretrained"),
+              vocabulary_hash(CONCEPTS, openai, "ViT-B-32/openai", "pretrained"),
+              vocabulary_hash(CONCEPTS, simple, "ViT-B-16/openai", "pretrained"),
+              vocabulary_hash(CONCEPTS, simple, "ViT-B-32/openai", "random")}
+    assert len(others) == 5 and base not in others
+    assert len(simple) == 7 and all("{}" in t for t in simple) and len(openai) == 80
+
+
+def test_vocabularies_shipped_and_from_a_file(tmp_path):
+    name, concepts = load_vocabulary("imagenet")
+    assert name == "imagenet" and len(concepts) == 1000 and concepts[0] == "tench"
+    path = tmp_path / "mine.txt"
+    path.write_text("# my concepts\nmusic\n\n  morbidity \nmusic\nfrom above\n")
+    assert load_vocabulary(str(path)) == ("mine.txt", ("music", "morbidity", "from above"))
+    for text, message in [("", "no concepts"), ("ok\n" + "x" * 101 + "\n", "line 2"), ("a\x07b\n", "line 1")]:
+        path.write_text(text)
+        with pytest.raises(SweepError, match=message):
+            load_vocabulary(str(path))
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SweepError, match="not UTF-8"):
+        load_vocabulary(str(path))
+    with pytest.raises(SweepError, match="cannot read it"):
+        load_vocabulary(str(tmp_path / "missing.txt"))
+    with pytest.raises(SweepError, match="allowed: simple, openai"):
+        templates("fancy")
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(root / f"img{i:02d}.png")
+    (root / "broken.png").write_bytes(b"not a png")
+    vocab = tmp_path_factory.mktemp("vocab") / "concepts.txt"
+    vocab.write_text("\n".join(CONCEPTS) + "\n")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield root, vocab
+    ray.shutdown()
+
+
+def test_job_labels_every_unit_resumes_and_relabels_for_a_new_vocabulary(probe, tmp_path):
+    from sweep.pipelines.labels import label_units
+
+    images, vocab = probe
+    listing = image_folder(str(images))
+    config = LabelsConfig("dev/vit-micro", str(tmp_path), split="probe", layers=(0, 2), weights="random",
+                          judge="ViT-B-32/openai", judge_weights="random", vocabulary=str(vocab), k=3, batch_size=8)
+    first = label_units(config, listing)
+    assert first["labelled"] == [0, 2] and first["skipped"] == [] and first["rows"] == 2 * 64 * 3
+    rows = Results(str(tmp_path)).labels(model="dev/vit-micro")
+    assert len(rows) == 2 * 64 * 3 and set(rows["layer"].astype(int)) == {0, 2}
+    assert set(rows["concept"]) <= set(CONCEPTS) and (rows["images"] == 24).all()  # the broken file is skipped
+    assert (rows.groupby(["layer", "feature"])["rank"].apply(list) == pd.Series([[0, 1, 2]] * 128).values).all()
+    assert (rows.sort_values(["layer", "feature", "rank"]).groupby(["layer", "feature"])["score"]
+            .apply(lambda s: s.is_monotonic_decreasing)).all()
+    assert (rows["judge"] == "ViT-B-32/openai").all() and rows["vocabulary"].eq("concepts.txt").all()
+    again = label_units(config, listing)
+    assert again["labelled"] == [] and again["skipped"] == [0, 2]
+    more = LabelsConfig("dev/vit-micro", str(tmp_path), split="probe", layers=(0, 1), weights="random",
+                        judge="ViT-B-32/openai", judge_weights="random", vocabulary=str(vocab), k=3, batch_size=8)
+    assert label_units(more, listing)["labelled"] == [1]  # only the layer not labelled yet
+    vocab2 = tmp_path / "other.txt"
+    vocab2.write_text("music\ndog\n")
+    other = LabelsConfig("dev/vit-micro", str(tmp_path), split="probe", layers=(0,), weights="random",
+                         judge="ViT-B-32/openai", judge_weights="random", vocabulary=str(vocab2), k=1, batch_size=8)
+    relabel = label_units(other, listing)
+    assert relabel["labelled"] == [0] and relabel["vocabulary_hash"] != first["vocabulary_hash"]
+    music = Results(str(tmp_path)).labels(model="dev/vit-micro", concept="music")
+    assert len(music) > 0 and set(music["concept"]) == {"music"}
+    assert len(Results(str(tmp_path)).labels(vocabulary_hash=relabel["vocabulary_hash"])) == 64
+
+
+def test_bad_vocabulary_is_one_line_before_any_work(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("labels_job", Path(__file__).resolve().parents[1] / "jobs" / "labels.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ok\n" + "y" * 200 + "\n")
+    code = job.main(["--model", "dev/vit-micro", "--images", str(tmp_path), "--out", str(tmp_path / "out"),
+                     "--vocabulary", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("labels.py: error: --vocabulary") and "line 2" in err[0]
+    assert not (tmp_path / "out").exists()
