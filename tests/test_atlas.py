@@ -46,6 +46,16 @@ def site(tmp_path_factory):
     thumb = results / TOP_THUMBS.part(thumb_name("example"), split="val")  # as the top images job makes them
     thumb.parent.mkdir(parents=True)
     Image.new("RGB", (128, 128), (40, 160, 90)).save(thumb)
+    from sweep.store.layout import LABEL_SCHEMA, LABELS
+
+    labels = pd.DataFrame({"layer_name": "blocks.0", "site": "mlp", "feature": [0, 0, 1, 2, 3], "rank": [0, 1, 0, 0, 0],
+                           "concept": ["music", "dog", "morbidity", "music", "dog"],
+                           "score": [0.9, 0.4, 0.7, 0.8, 0.6], "method": "profile-correlation",
+                           "judge": "ViT-B-32/openai", "vocabulary": "mine.txt", "vocabulary_hash": "abc",
+                           "split": "val", "images": 24, "weights": "random", "created_at": "2026-11-27T00:00:00"})
+    label_part = results / LABELS.part("part-abc.parquet", model="dev/vit-micro", layer=0)
+    label_part.parent.mkdir(parents=True)
+    label_part.write_bytes(frame_parquet_bytes(labels, LABEL_SCHEMA))
     out = tmp_path_factory.mktemp("site")
     first = build_atlas(str(results), str(out), page_size=2)
     return results, out, first
@@ -235,6 +245,37 @@ def test_layer_sorted_across_pages_with_deep_links(site):
         assert errors == [], errors
 
 
+def test_concept_labels_shown_and_searchable_across_models(site):
+    """Labels under the feature and in the layer grid; the concept search lists the units whose best
+    concept matches, strongest first, each linking to its feature page."""
+    from selenium.webdriver.common.by import By
+
+    _, out, _ = site
+    m = "dev_vit_micro-" + _slug_suffix(out)
+    feature = (out / "features" / m / "0" / "mlp-0.html").read_text()
+    assert "<h2>Concepts</h2>" in feature and "music" in feature and "morbidity" not in feature
+    with browsing(out) as (base, driver):
+        driver.get(urljoin(base, "index.html"))
+        driver.find_element(By.ID, "concepts-link").click()
+        assert driver.title.startswith("Concepts: 3 labels")
+        box = driver.find_element(By.ID, "concept-query")
+        box.send_keys("mus")
+        driver.find_element(By.ID, "concept-search").submit()
+        _wait(driver, lambda d: "1 concept(s) match" in d.find_element(By.ID, "status").text)
+        units = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#concept-results .cell a")]
+        assert units == ["dev/vit-micro L0 mlp 0", "dev/vit-micro L0 mlp 2"]  # score 0.9, then 0.8
+        _check_page(driver, base)
+        assert driver.current_url.endswith("#q=mus")
+        driver.find_elements(By.CSS_SELECTOR, "#concept-results .cell a")[1].click()
+        _wait(driver, lambda d: "L0 mlp 2" in d.title)
+        driver.get(urljoin(base, "concepts.html#q=zebra"))
+        _wait(driver, lambda d: "No concept matches" in d.find_element(By.ID, "status").text)
+        driver.get(urljoin(base, f"models/{m}/layer-0-0.html"))
+        assert [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#cells .concept")] == ["music", "morbidity"]
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+
+
 def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
     """axe-core (the accessibility engine browsers' audits use) finds no violation on any page kind;
     Tab reaches the skip link first and a feature cell opens with Enter."""
@@ -245,7 +286,7 @@ def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
     _, out, _ = site
     m = "dev_vit_micro-" + _slug_suffix(out)
     pages = ["index.html", f"models/{m}/index.html", f"models/{m}/layer-0-1.html",
-             f"models/{m}/layer-0-0.html#sort=act", f"features/{m}/0/mlp-0.html"]
+             f"models/{m}/layer-0-0.html#sort=act", f"features/{m}/0/mlp-0.html", "concepts.html#q=o"]
     with browsing(out) as (base, driver):
         for page in pages:
             driver.get(urljoin(base, page))

@@ -19,7 +19,7 @@ from PIL import Image
 from test_atlas import browsing
 
 from sweep.core.errors import SweepError
-from sweep.store.layout import FEATURE_SCHEMA, TOP_SCHEMA, partition_value
+from sweep.store.layout import FEATURE_SCHEMA, LABEL_SCHEMA, LABELS, TOP_SCHEMA, partition_value
 from sweep.views.atlas import SiteWriter, build_atlas, slug
 
 SCRIPT = "<script>alert(1)</script>"
@@ -101,6 +101,15 @@ def hostile(tmp_path_factory):
     pq.write_table(pa.Table.from_pylist([{"layer": 0, "layer_name": SCRIPT, "site": ONERROR, "feature": 0,
                                           "rank": 0, "image_id": ONERROR, "activation": 1.5}], schema=TOP_SCHEMA),
                    top / "part-00000.parquet")
+    # Concept labels whose concepts, vocabulary and judge are payloads (the concept search shows them).
+    labels = results / LABELS.part("part-x.parquet", model=SCRIPT, layer=0)
+    labels.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"layer_name": SCRIPT, "site": SITES[0], "feature": 0, "rank": r,
+                                          "concept": text, "score": 0.5 - r / 10, "method": SCRIPT, "judge": ONERROR,
+                                          "vocabulary": "javascript:alert(1)", "vocabulary_hash": SCRIPT,
+                                          "split": ONERROR, "images": 3, "weights": SCRIPT, "created_at": ""}
+                                         for r, text in enumerate([SCRIPT, ONERROR, "'\"><svg onload=alert(1)>"])],
+                                        schema=LABEL_SCHEMA), labels)
     site = base / "sitebox" / "site"
     before = _snapshot(base)
     logger = logging.getLogger("sweep")
@@ -145,7 +154,7 @@ class _Markup(HTMLParser):
 
 #: A marker of each script the templates hold.
 OUR_SCRIPTS = ("function filterRows", "getElementById('layer-info')", "addEventListener('keydown'",
-               "addEventListener('submit'", "getElementById('sort').addEventListener")
+               "addEventListener('submit'", "getElementById('sort').addEventListener", "window.atlasConcepts")
 
 
 def _pages(site: Path) -> list[Path]:
@@ -185,7 +194,7 @@ def test_no_payload_became_markup(hostile):
         assert tags <= {"html", "head", "meta", "link", "title", "style", "script", "body", "nav", "main", "a", "h1",
                         "h2", "input", "label", "select", "option", "form", "button", "table", "tr", "th", "td", "div",
                         "span", "p", "b", "br", "img", "svg", "rect", "line", "text", "polyline", "figure",
-                        "figcaption", "ul", "li", "thead", "tbody"}, (page, tags)
+                        "figcaption", "ul", "li", "thead", "tbody", "datalist", "code"}, (page, tags)
         for script in parser.scripts:  # only the templates' own scripts, and the index's data as inert JSON
             if script.lstrip().startswith("{"):
                 assert "<" not in script and isinstance(json.loads(script), dict), page
@@ -200,13 +209,13 @@ def test_no_payload_became_markup(hostile):
                     assert value != "x"
         shown += "".join(parser.text)
     data = sorted(site.rglob("*.js"))  # each layer's data: one inert assignment, no markup, no way out
-    assert len(data) >= len(MODELS)
+    assert len(data) >= len(MODELS) and (site / "concepts.js").exists()
     for path in data:
         body = path.read_text()
-        got = re.fullmatch(r'\(window\["atlasLayers"\]=window\["atlasLayers"\]\|\|\{\}\)\[("[a-z0-9_/-]+")\]=(.*);\n',
-                           body, re.I | re.S)
-        assert got and "<" not in body and ">" not in got[2] and "&" not in body, path
-        assert isinstance(json.loads(got[2]), dict), path
+        got = re.fullmatch(r'\(window\["(atlasLayers|atlasConcepts)"\]=window\["\1"\]\|\|\{\}\)\[("[a-z0-9_/-]+")\]='
+                           r'(.*);\n', body, re.I | re.S)
+        assert got and "<" not in body and ">" not in got[3] and "&" not in body, path
+        assert isinstance(json.loads(got[3]), dict), path
     # The payloads are there, as text.
     for text in (SCRIPT, ONERROR, "javascript:alert(1)", "../../../../escaped", "<img src=x onerror=alert(1)>"):
         assert text in shown, text
@@ -247,7 +256,8 @@ def test_browser_runs_no_script(hostile):
         pages = _pages(site)
         sorted_views = [p for p in pages if p.name.startswith("layer-")]
         assert sorted_views
-        for page, view in [(p, "") for p in pages] + [(p, "#sort=act") for p in sorted_views]:
+        searches = [(site / "concepts.html", q) for q in ("#q=script", "#q=img", "#q=svg")]  # payload concepts shown
+        for page, view in [(p, "") for p in pages] + [(p, "#sort=act") for p in sorted_views] + searches:
             driver.get(base + page.relative_to(site).as_posix() + view)
             driver.execute_script("document.querySelectorAll('img').forEach(function(i){i.loading='eager';});")
             with pytest.raises(NoAlertPresentException):

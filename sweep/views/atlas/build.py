@@ -8,7 +8,10 @@
     models/<m>/layer-<l>.js              the layer's features as data, for sorting across pages and the
                                          go-to box (a script, so it loads from file:// as from a bucket)
     features/<m>/<l>/<site>-<f>.html     one feature: image, previous/next feature and layer, curves with
-                                         axes, top natural images, activation maps, the row's provenance
+                                         axes, concept labels, top natural images, activation maps, the
+                                         row's provenance
+    concepts.html, concepts.js           search the concept labels across models (`jobs/labels.py`): the
+                                         units whose best concept a word is, strongest first
     img/<m>/<l>/<site>-<f>[-thumb].png   images copied from the results root
     _atlas/state.json, _atlas/models/    what the site holds, keyed by the inputs' fingerprints
 
@@ -45,6 +48,7 @@ from sweep.views.atlas.inputs import (
     list_inputs,
     map_files,
     read_feature_parts,
+    read_labels,
     read_top_images,
 )
 from sweep.views.atlas.publish import SiteWriter, digest, inside
@@ -72,10 +76,19 @@ SITE_FOLDERS = ("models", "features", "img", "_atlas")
 POOL_MIN_FEATURES = 4000
 #: Strongest features shown per layer on the model page.
 TOP_PER_LAYER = 8
+#: Units kept per concept for the concept search (per layer, per model and for the whole site).
+UNITS_PER_CONCEPT = 24
+CONCEPTS_DATA = "concepts.js"
 
 
 def _model_state_path(model: str) -> str:
     return f"_atlas/models/{slug(model)}.json"
+
+
+def _model_concepts_path(model: str) -> str:
+    """The model's units per concept (for the site's concept search), apart from its state: the search
+    is rebuilt from these files without reading the models' states."""
+    return f"_atlas/models/{slug(model)}.concepts.json"
 
 
 def _layer_state_path(model: str, layer) -> str:
@@ -100,6 +113,7 @@ class LayerTask:
     maps: dict   # (layer, site, feature) -> [(root-relative png, fingerprint)]
     salt: str = ""  # the site's format and templates: pages made with others are rendered again
     thumbs: dict = field(default_factory=dict)  # top_image_thumbs/... png -> fingerprint
+    labels: dict = field(default_factory=dict)  # (layer, site, feature) -> [concept labels]
 
 
 def _row_key(r) -> str:
@@ -168,11 +182,12 @@ def build_layer(task: LayerTask) -> dict:
         labels = [names[j] if 0 <= j < len(rows) else None for j in (i - 1, i + 1)]
         tops = [{**t, "thumb": _top_thumb(t, task, images, held, files, put, img_dir)}
                 for t in task.tops.get((layer, site, feature), [])]
+        concepts = task.labels.get((layer, site, feature), [])
         page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
         page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
                                       text(r.part), shown, map_srcs, labels, i // task.page_size,
-                                      fmt(tops)]).encode())
+                                      fmt(tops), fmt(concepts)]).encode())
         if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
@@ -195,11 +210,14 @@ def build_layer(task: LayerTask) -> dict:
                           image=href(*up, *img_dir, f"{stem}.png") if shown else None,
                           unavailable=r.status == "ok" and not shown,
                           metrics=[(k, fmt(v)) for k, v in metrics.items()],
-                          tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs)
+                          tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs,
+                          concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts])
             put(page_rel, page, page_key)
         act = acts[i]
         rel_act = act / best if act is not None and best not in (None, 0) else None
         cells.append({"label": f"{site} {feature}", "href": feature_href, "feature": feature, "stem": stem,
+                      "concept": concepts[0]["concept"] if concepts else "",
+                      "concept_score": concepts[0]["score"] if concepts else None,
                       "thumb": href("..", "..", *img_dir, f"{stem}-thumb.png") if shown else None,
                       "act": fmt(act, ".3g") if act is not None else "", "act_value": act if act is not None else "",
                       "rel": f"{rel_act:.2f}" if rel_act is not None else "", "failed": r.status != "ok"})
@@ -208,7 +226,7 @@ def build_layer(task: LayerTask) -> dict:
     put(posixpath.join("models", m, f"layer-{layer}.js"), script_data("atlasLayers", f"{m}/{layer}", {
         "size": task.page_size,
         "cells": [[c["label"], c["stem"], c["act_value"] if c["act_value"] != "" else None,
-                   number(c["rel"]), int(c["failed"]), int(c["thumb"] is not None), c["act"], c["rel"]]
+                   number(c["rel"]), int(c["failed"]), int(c["thumb"] is not None), c["act"], c["rel"], c["concept"]]
                   for c in cells]}))
     for p in range(n_pages):
         page = render(env, "layer.html", 2, search=True, title=f"{model}: layer {layer} ({name})",
@@ -220,10 +238,16 @@ def build_layer(task: LayerTask) -> dict:
     for rel in sorted(set(held) - set(files)):  # features that left the root, pages no longer needed
         writer.delete(rel)
     strongest = sorted((c for c in cells if c["act_value"] != ""), key=lambda c: -c["act_value"])[:TOP_PER_LAYER]
+    by_concept: dict[str, list] = {}  # a unit under its best concept: [score, layer, stem, label, shown]
+    for c in cells:
+        if c["concept"] and c["concept_score"] is not None:
+            by_concept.setdefault(c["concept"], []).append(
+                [round(c["concept_score"], 4), layer, c["stem"], c["label"], int(c["thumb"] is not None)])
+    concept_units = {k: sorted(v, key=lambda e: -e[0])[:UNITS_PER_CONCEPT] for k, v in sorted(by_concept.items())}
     ok = sum(not c["failed"] for c in cells)
     summary = {"layer": layer, "name": name, "count": len(cells), "ok": ok, "failed": len(cells) - ok,
                "pages": pages, "best": fmt(best, ".3g") if best is not None else "", "best_value": best,
-               "sites": sorted({text(s) for s in rows["site"]}),
+               "sites": sorted({text(s) for s in rows["site"]}), "concepts": concept_units,
                "top": [{k: c[k] for k in ("label", "href", "thumb", "act")} for c in strongest]}
     writer.write_json(_layer_state_path(model, layer), {"files": files})
     return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
@@ -336,23 +360,48 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
         for rel in (_model_state_path(model), posixpath.join("models", slug(model), "index.html")):
             writer.delete(rel)
         writer.deleted.pop(-2)
+        writer.discard(_model_concepts_path(model), report=False)
     deleted += writer.deleted
+    has_concepts = bool(state.get("concepts"))
     if changed or removed or not state:
+        has_concepts = _write_concept_search(writer, env, {m: s for m, s in summaries.items()
+                                                            if s["index"].get("concepts")})
         models = [{"name": m, "href": href("models", slug(m), "index.html"), "slug": slug(m), **summaries[m]["index"]}
                   for m in sorted(summaries) if summaries[m]["index"]["layers"]]  # a model with no readable row: none
-        page = render(env, "index.html", 0, search=True, models=models,
+        page = render(env, "index.html", 0, search=True, models=models, concepts=has_concepts,
                       title=f"Atlas: {len(models)} models, {sum(m['ok'] + m['failed'] for m in models)} features",
                       catalog={m["name"]: {"slug": m["slug"], "layers": m["sites"]} for m in models})
         if digest(page) != state.get("index"):
             writer.write("index.html", page)
         index_digest = digest(page)
-        writer.write_json(STATE, {"salt": salt, "index": index_digest, "models": summaries})
+        writer.write_json(STATE, {"salt": salt, "index": index_digest, "models": summaries, "concepts": has_concepts})
     written = sorted(set(written + writer.written))
-    held = sum(int(v.get("files", 0)) for v in summaries.values()) + 1
+    held = sum(int(v.get("files", 0)) for v in summaries.values()) + 1 + (2 if has_concepts else 0)
     log.info("atlas: %d model(s) read of %d, %d file(s) written, %d deleted", len(changed), len(inputs),
              len(written), len(deleted))
     return {"written": written, "unchanged": max(0, max(total_files, held) - len(written)),
             "deleted": sorted(set(deleted)), "models_read": changed}
+
+
+def _write_concept_search(writer: SiteWriter, env, models: dict) -> bool:
+    """concepts.js (concept -> the units whose best concept it is, strongest first, across models) and
+    concepts.html, from the models' concept files; both removed when no model has labels."""
+    merged: dict[str, list] = {}
+    for model in sorted(models):
+        got = writer.read_json(_model_concepts_path(model)) or {}
+        for concept, units in got.get("concepts", {}).items():
+            merged.setdefault(concept, []).extend([model, got.get("slug", slug(model)), *u[1:], u[0]] for u in units)
+    if not merged:
+        for rel in (CONCEPTS_DATA, "concepts.html"):
+            writer.discard(rel)
+        return False
+    data = {k: sorted(v, key=lambda e: -e[-1])[:UNITS_PER_CONCEPT] for k, v in sorted(merged.items())}
+    for rel, body in ((CONCEPTS_DATA, script_data("atlasConcepts", "all", data)),
+                      ("concepts.html", render(env, "concepts.html", 0, search=False,
+                                               title=f"Concepts: {len(data)} labels over {len(models)} model(s)"))):
+        if writer.read_bytes(rel) != body:
+            writer.write(rel, body)
+    return True
 
 
 def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_root, storage_options,
@@ -371,7 +420,7 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
     layers = tuple(sorted({lay for ls in part_layers.values() for lay in ls}))
     old_layers = tuple(sorted(int(k) for k in mstate.get("layers", {})))
     side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items()),
-                              sorted(inputs.thumbs.items())]).encode())
+                              sorted(inputs.thumbs.items()), sorted(inputs.labels.items())]).encode())
     if side != mstate.get("side"):
         affected = set(layers)
     else:
@@ -388,6 +437,7 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             ["layer", "site", "feature"], keep="last")
     tops = read_top_images(fs, root, list(inputs.tops)) if affected and inputs.tops else {}
     maps = {k: [(rel, inputs.maps[rel]) for rel in v] for k, v in map_files(inputs.maps).items()} if affected else {}
+    labels = read_labels(fs, root, list(inputs.labels)) if affected and inputs.labels else {}
     tasks = []
     for layer in sorted(affected):
         lrows = rows[rows["layer"] == layer]
@@ -395,7 +445,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
             continue
         tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
-                               {k: v for k, v in maps.items() if k[0] == layer}, salt, inputs.thumbs))
+                               {k: v for k, v in maps.items() if k[0] == layer}, salt, inputs.thumbs,
+                               {k: v for k, v in labels.items() if k[0] == layer}))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
                "model_page": mstate.get("model_page")}
@@ -431,7 +482,16 @@ def _finish_model(writer: SiteWriter, env, model: str, context: dict, built: dic
     entry = REGISTRY.get(model) if model in REGISTRY else None
     anatomy = anatomy_of(model) if entry else None
     ok = sum(s["ok"] for s in summaries)
-    index = {"source": source_of(model), "family": entry.family if entry else "",
+    merged: dict[str, list] = {}
+    for s in summaries:
+        for concept, units in s.get("concepts", {}).items():
+            merged.setdefault(concept, []).extend(units)
+    concepts = {k: sorted(v, key=lambda e: -e[0])[:UNITS_PER_CONCEPT] for k, v in sorted(merged.items())}
+    if concepts:
+        writer.write_json(_model_concepts_path(model), {"slug": m, "concepts": concepts})
+    else:
+        writer.discard(_model_concepts_path(model), report=False)
+    index = {"source": source_of(model), "family": entry.family if entry else "", "concepts": len(concepts),
              "input": anatomy.preprocess.input_size if anatomy else "",
              "blocks": len(anatomy.blocks) if anatomy else "", "layers": len(summaries), "ok": ok,
              "failed": sum(s["failed"] for s in summaries),

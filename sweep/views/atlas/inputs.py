@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import one_line
-from sweep.store.layout import FEATURE_SCHEMA, FEATURES, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
+from sweep.store.layout import FEATURE_SCHEMA, FEATURES, LABELS, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
 from sweep.store.outputs import is_local, under_root
 from sweep.views.atlas.publish import inside
 
@@ -43,10 +43,11 @@ class ModelInputs:
     tops: dict[str, str] = field(default_factory=dict)    # top_images/... part -> fingerprint
     maps: dict[str, str] = field(default_factory=dict)    # activation_maps/files/... png -> fingerprint
     thumbs: dict[str, str] = field(default_factory=dict)  # top_image_thumbs/... png of its splits -> fingerprint
+    labels: dict[str, str] = field(default_factory=dict)  # labels/... part -> fingerprint
 
     def digest(self, salt: str) -> str:
         h = hashlib.sha256(salt.encode())
-        for kind in (self.parts, self.tops, self.maps, self.thumbs):
+        for kind in (self.parts, self.tops, self.maps, self.thumbs, self.labels):
             for rel in sorted(kind):
                 h.update(f"{rel}\0{kind[rel]}\n".encode())
             h.update(b"|")
@@ -87,6 +88,7 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     add("parts", FEATURES)
     add("tops", TOP_IMAGES)
     add("maps", MAP_FILES, ".png")
+    add("labels", LABELS, ".parquet")
     base = posixpath.join(root, TOP_THUMBS.folder())
     thumbs: dict[str, dict[str, str]] = {}  # split -> {png: fingerprint}
     for path, info in _listing(fs, base).items():
@@ -156,6 +158,33 @@ def read_top_images(fs, root: str, rels: list[str]) -> dict:
             found.setdefault((int(r.layer), "" if r.site is None else str(r.site), int(r.feature)), []).append(
                 {"split": split, "rank": int(r.rank) + 1, "image": "" if r.image_id is None else str(r.image_id),
                  "activation": _float(r.activation)})
+    return found
+
+
+def read_labels(fs, root: str, rels: list[str]) -> dict:
+    """(layer, site, feature) -> [{concept, score, rank, vocabulary, judge}] from one model's label parts,
+    by vocabulary then rank; a part that cannot be read is left out with one warning."""
+    found: dict = {}
+    for rel in sorted(rels):
+        layer = LABELS.keys_of(rel).get("layer")
+        try:
+            with fs.open(posixpath.join(root, rel), "rb") as fh:
+                rows = pq.read_table(fh).to_pandas()
+            layer = int(layer)
+        except (*READ_ERRORS, TypeError, ValueError) as exc:
+            log.warning("atlas: labels %r cannot be read (%s); left out", rel, one_line(exc))
+            continue
+        if not {"feature", "rank", "concept", "score"} <= set(rows.columns):
+            log.warning("atlas: labels %r have no feature/rank/concept/score columns; left out", rel)
+            continue
+        rows = rows.assign(**{c: "" for c in ("site", "vocabulary", "judge") if c not in rows})
+        for c in ("feature", "rank", "score"):
+            rows[c] = pd.to_numeric(rows[c], errors="coerce")
+        rows = rows.dropna(subset=["feature", "rank"])
+        for r in rows.sort_values(["vocabulary", "rank"], kind="stable").itertuples(index=False):
+            found.setdefault((layer, "" if r.site is None else str(r.site), int(r.feature)), []).append(
+                {"concept": "" if r.concept is None else str(r.concept), "score": _float(r.score),
+                 "rank": int(r.rank) + 1, "vocabulary": str(r.vocabulary or ""), "judge": str(r.judge or "")})
     return found
 
 

@@ -101,6 +101,22 @@ class SiteWriter:
             raise SweepError(f"atlas: cannot delete {rel!r} from {self.site!r}: {one_line(exc)}") from None
         self.deleted.append(rel)
 
+    def discard(self, rel: str, report: bool = True) -> None:
+        """Delete a file if the site has it; recorded in `deleted` only then, and only if `report`
+        (bookkeeping files are not pages)."""
+        if self.read_bytes(rel) is not None:
+            self.delete(rel)
+            if not report:
+                self.deleted.pop()
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """A file of the site, or None when it is missing or unreadable."""
+        try:
+            with self.fs.open(self.path(rel), "rb") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
     def read_json(self, rel: str) -> dict | None:
         """A state file of the site, or None when it is missing or unreadable (then the part of the
         site it describes is simply built again)."""
