@@ -40,7 +40,8 @@ FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "ou
 
 
 def run(args) -> int:
-    from sweep.pipelines.labels import label_units
+    from sweep.core.errors import SweepError
+    from sweep.pipelines.labels import label_units, label_visualizations
 
     data, flags = gather(args, FIELDS)
     config = parse(LabelsConfig, data, flags=flags)
@@ -50,18 +51,42 @@ def run(args) -> int:
     from sweep.models.sources import OpenClip
 
     OpenClip().entry(config.judge, ())  # an unknown judge architecture or tag: one line
-    if args.images:
+    profile = args.method in ("profile", "both")
+    if profile and not (args.images or args.val or args.train):
+        raise SweepError(f"--method {args.method}: give the probe images (--images, --val or --train); "
+                         "--method visualization needs none")
+    if not profile:
+        listing = None
+    elif args.images:
         listing = image_folder(args.images, limit=args.limit)
     elif args.train:
         listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
     else:
         listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
     connect_ray(args.address)
-    summary = label_units(config, listing)
-    print(f"{config.model}: labelled layer(s) {summary['labelled'] or 'none'}, skipped {summary['skipped'] or 'none'} "
-          f"(already labelled), {summary['rows']} row(s), vocabulary hash {summary['vocabulary_hash']}; "
-          f"in {args.out}/labels")
+    runs = ([("units", label_units, (config, listing))] if profile else []) + (
+        [("visualizations", label_visualizations, (config,))] if args.method in ("visualization", "both") else [])
+    for what, fn, fn_args in runs:
+        summary = fn(*fn_args)
+        print(f"{config.model} {what}: labelled layer(s) {summary['labelled'] or 'none'}, skipped "
+              f"{summary['skipped'] or 'none'} (already labelled), {summary['rows']} row(s), vocabulary hash "
+              f"{summary['vocabulary_hash']}; in {args.out}/labels")
+    if args.class_agreement and runs:
+        report_agreement(config, summary["vocabulary_hash"])
     return 0
+
+
+def report_agreement(config: LabelsConfig, vocabulary_hash: str) -> None:
+    """Per labelled layer whose units are classes: how often a unit's label is its own class name."""
+    from sweep.experiments.labels import class_agreement
+    from sweep.store.results import Results
+
+    _, concepts = load_vocabulary(config.vocabulary, config.storage_options)
+    rows = Results(config.out, config.storage_options).labels(model=config.model, vocabulary_hash=vocabulary_hash)
+    for (layer, method), mine in rows.groupby(["layer", "method"]):
+        got = class_agreement(mine, concepts, k=5)
+        print(f"class agreement, layer {layer} ({method}): {got['units']} class unit(s), top-1 {got['top1']:.3f}, "
+              f"top-5 {got['top5']:.3f}")
 
 
 def main(argv=None) -> int:
@@ -69,7 +94,11 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     add_model_arg(p)
     p.add_argument("--out", required=True, help="the results root the labels are written to")
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--method", choices=["profile", "visualization", "both"], default="profile",
+                   help="profile: correlate each unit's activations over the probe images with CLIP's similarity "
+                   "to each concept (default); visualization: CLIP's zero-shot scores of each unit's visualization "
+                   "in --out (no probe images needed); both")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--images", help="any folder of images (recursive): the probe set")
     src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
     src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
@@ -84,6 +113,9 @@ def main(argv=None) -> int:
     p.add_argument("--judge-weights", default="pretrained", choices=["pretrained", "random"],
                    help="pretrained (default) or random (test runs: the labels then mean nothing)")
     p.add_argument("--k", type=int, default=5, help="concepts kept per unit (default 5)")
+    p.add_argument("--class-agreement", action="store_true",
+                   help="units are classes (a classifier's logits, e.g. --tap head with --vocabulary imagenet): "
+                   "print how often a unit's label is its own class name (top-1, top-5)")
     p.add_argument("--layers", nargs="+", help="block indices or names (default: all)")
     p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained", help="the labelled model's weights")

@@ -134,3 +134,46 @@ def test_bad_vocabulary_is_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("labels.py: error: --vocabulary") and "line 2" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_visualizations_labelled_from_the_root(probe, tmp_path):
+    """Each unit's visualization PNG gets its k concepts by the judge's cosine; a missing or hostile image
+    path is left out with a warning; a re-run skips the layer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.pipelines.labels import label_visualizations
+    from sweep.store.layout import FEATURE_SCHEMA, FEATURES, image_relpath
+
+    _, vocab = probe
+    rng = np.random.default_rng(1)
+    rows = []
+    for f in range(4):
+        rel = image_relpath("dev/vit-micro", 1, "mlp", f)
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / rel)
+        rows.append({"layer": 1, "layer_name": "blocks.1", "site": "mlp", "feature": f, "status": "ok",
+                     "image_path": rel})
+    rows.append({"layer": 1, "layer_name": "blocks.1", "site": "mlp", "feature": 9, "status": "ok",
+                 "image_path": "../../etc/hostname"})
+    part = tmp_path / FEATURES.part("part-x.parquet", model="dev/vit-micro")
+    part.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURE_SCHEMA), part)
+    config = LabelsConfig("dev/vit-micro", str(tmp_path), layers=(1,), weights="random", judge="ViT-B-32/openai",
+                          judge_weights="random", vocabulary=str(vocab), k=2, batch_size=4)
+    got = label_visualizations(config)
+    assert got["labelled"] == [1] and got["rows"] == 4 * 2
+    labels = Results(str(tmp_path)).labels(model="dev/vit-micro", layer=1)
+    assert sorted(set(labels["feature"])) == [0, 1, 2, 3] and (labels["method"] == "visualization-zero-shot").all()
+    assert set(labels["concept"]) <= set(CONCEPTS) and labels["score"].between(-1, 1).all()
+    assert label_visualizations(config)["skipped"] == [1]
+
+
+def test_class_agreement_counts_units_labelled_with_their_own_class():
+    from sweep.experiments.labels import class_agreement
+
+    names = ["tench", "goldfish", "shark", "hen"]
+    rows = pd.DataFrame({"feature": [0, 0, 1, 1, 2, 2, 3, 3], "rank": [0, 1, 0, 1, 1, 0, 0, 1],
+                         "concept": ["tench", "hen", "shark", "goldfish", "hen", "tench", "goldfish", "shark"]})
+    got = class_agreement(rows, names, k=2)
+    assert got == {"units": 4, "top1": 0.25, "top2": 0.5}  # unit 0 top-1; unit 1 second; units 2, 3 never

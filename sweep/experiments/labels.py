@@ -139,3 +139,63 @@ class LabelScanner:
         if ok.any():
             sims[ok] = (self.judge.images(np.asarray(batch["image"])[ok]) @ self.text.T).cpu().numpy()
         return {**out, "sims": sims}
+
+
+#: Method of the visualization labels: the judge's cosine between a unit's visualization and each
+#: concept's prompts, as CLIP's zero-shot classification scores an image.
+VISUALIZATION_METHOD = "visualization-zero-shot"
+
+
+class VisualizationJudge:
+    """Ray Data actor: per visualization image (a root-relative PNG), its k best concepts by the
+    judge's cosine similarity; an image that cannot be read gets no concepts and its error."""
+
+    def __init__(self, root: str, storage_options: dict | None, judge: str, judge_weights: str,
+                 concepts: tuple[str, ...], prompt_templates: tuple[str, ...], k: int):
+        from sweep.core.devices import assigned_gpus, resolve_device
+        from sweep.experiments.judge import ClipJudge
+
+        self.root, self.storage_options, self.k = root, storage_options, k
+        self.judge = ClipJudge(judge, judge_weights, resolve_device(None, gpu_ids=assigned_gpus()))
+        self.text = self.judge.text(concepts, prompt_templates)
+
+    def __call__(self, batch: dict) -> dict:
+        from sweep.core.errors import one_line
+        from sweep.experiments.ablations import decode
+        from sweep.store.outputs import under_root
+
+        k = min(self.k, self.text.shape[0])
+        scores = np.full((len(batch["image_path"]), k), np.nan, np.float32)
+        index = np.full((len(batch["image_path"]), k), -1, np.int64)
+        errors = [""] * len(batch["image_path"])
+        for i, rel in enumerate(batch["image_path"]):
+            path = under_root(self.root, str(rel))
+            try:
+                if path is None:
+                    raise ValueError(f"image path {rel!r} leaves the results root")
+                image = decode(path, self.storage_options)
+            except ValueError as exc:
+                errors[i] = one_line(exc, 200)
+                continue
+            sims = (self.judge.images(image[None]) @ self.text.T)[0].cpu()
+            v, c = top_concepts(sims[None], k)
+            scores[i], index[i] = v[0].numpy(), c[0].numpy()
+        return {**{key: batch[key] for key in ("layer", "layer_name", "site", "feature")},
+                "scores": scores, "concepts": index, "error": np.asarray(errors, dtype=object)}
+
+
+def class_agreement(labels, class_names: Sequence[str], k: int = 5) -> dict:
+    """For units that are classes (a classifier's logits read with `--tap head`: unit i is class i),
+    how often a unit's best concept is its own class name (top-1) and how often the name is among its
+    k best (top-k). `labels` holds one method and vocabulary's rows (feature, rank, concept)."""
+    units = 0
+    top1 = topk = 0
+    for feature, rows in labels.groupby("feature"):
+        if not 0 <= int(feature) < len(class_names):
+            continue
+        ranked = rows.sort_values("rank")["concept"].tolist()
+        units += 1
+        top1 += int(bool(ranked) and ranked[0] == class_names[int(feature)])
+        topk += int(class_names[int(feature)] in ranked[:k])
+    return {"units": units, "top1": top1 / units if units else float("nan"),
+            f"top{k}": topk / units if units else float("nan")}

@@ -23,7 +23,16 @@ from sweep.core.errors import SweepError
 from sweep.data.imagenet import Listing
 from sweep.data.vocabulary import load_vocabulary
 from sweep.experiments.judge import templates
-from sweep.experiments.labels import METHOD, LabelScanner, LabelsConfig, ProfileStats, top_concepts, vocabulary_hash
+from sweep.experiments.labels import (
+    METHOD,
+    VISUALIZATION_METHOD,
+    LabelScanner,
+    LabelsConfig,
+    ProfileStats,
+    VisualizationJudge,
+    top_concepts,
+    vocabulary_hash,
+)
 from sweep.experiments.top_images import unit_table
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.layout import LABEL_SCHEMA, LABELS
@@ -32,9 +41,9 @@ from sweep.store.outputs import atomic_write, check_writable, frame_parquet_byte
 log = logging.getLogger(__name__)
 
 
-def part_key(config: LabelsConfig, vocab_hash: str, site: str) -> str:
-    blob = json.dumps({"vocabulary": vocab_hash, "split": config.split, "site": site, "weights": config.weights,
-                       "method": METHOD}, sort_keys=True)
+def part_key(config: LabelsConfig, vocab_hash: str, site: str, method: str = METHOD) -> str:
+    blob = json.dumps({"vocabulary": vocab_hash, "split": config.split if method == METHOD else "", "site": site,
+                       "weights": config.weights, "method": method}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -73,8 +82,8 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
     stats = ProfileStats(sum(widths), len(concepts))
     seen = skipped = 0
     for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
-        acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
-        sims = torch.as_tensor(np.stack(batch["sims"]) if batch["sims"].dtype == object else batch["sims"])
+        acts = torch.from_numpy(np.array(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"]))
+        sims = torch.from_numpy(np.array(np.stack(batch["sims"]) if batch["sims"].dtype == object else batch["sims"]))
         ok = ~(torch.isnan(acts).any(dim=1) | torch.isnan(sims).any(dim=1))
         for error in np.asarray(batch["error"])[~ok.numpy()]:
             log.warning("image skipped: %s", error)
@@ -103,3 +112,65 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
     log.info("%s: labelled %d unit(s) of layer(s) %s with %d concept(s) of %s over %d image(s) (%d unreadable)",
              model, sum(widths), ", ".join(str(b.index) for b in todo), len(concepts), name, stats.n, skipped)
     return {"labelled": [b.index for b in todo], "skipped": done, "rows": total, "vocabulary_hash": vhash}
+
+
+def label_visualizations(config: LabelsConfig) -> dict:
+    """Label each unit's visualization (the sweep's PNG in the same root) with its k best concepts by
+    the judge's cosine similarity; one part per layer like `label_units`, method
+    `visualization-zero-shot`. Units without a visualization are left out."""
+    import ray
+
+    from sweep.store.results import Results
+
+    anatomy, blocks, site, _ = unit_table(config)
+    name, concepts = load_vocabulary(config.vocabulary, config.storage_options)
+    prompts = templates(config.templates)
+    vhash = vocabulary_hash(concepts, prompts, config.judge, config.judge_weights)
+    fs, root = open_root(config.out, config.storage_options)
+    check_writable(fs, root, config.out)
+    model = anatomy.entry.key
+    key = part_key(config, vhash, site, VISUALIZATION_METHOD)
+    try:
+        rows = Results(config.out, config.storage_options).features(model=model)
+    except SweepError:
+        rows = pd.DataFrame(columns=["layer", "site", "feature", "status", "image_path", "layer_name"])
+    rows = rows[(rows["status"] == "ok") & (rows["site"] == site) & rows["image_path"].notna()
+                & rows["layer"].isin([b.index for b in blocks])]
+    rows = rows.drop_duplicates(["layer", "feature"], keep="last")
+    parts = {b.index: posixpath.join(root, LABELS.part(f"part-{key}.parquet", model=model, layer=b.index))
+             for b in blocks}
+    done = [b.index for b in blocks if fs.exists(parts[b.index])]
+    todo = sorted(set(int(x) for x in rows["layer"]) - set(done))
+    if not todo:
+        return {"labelled": [], "skipped": done, "rows": 0, "vocabulary_hash": vhash}
+    items = [{"layer": int(r.layer), "layer_name": str(r.layer_name), "site": site, "feature": int(r.feature),
+              "image_path": str(r.image_path)} for r in rows[rows["layer"].isin(todo)].itertuples(index=False)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 16, 200)))
+    ds = ds.map_batches(VisualizationJudge, fn_constructor_args=(config.out, config.storage_options, config.judge,
+                                                                 config.judge_weights, concepts, prompts, config.k),
+                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
+                        num_cpus=config.actor_cpus)
+    got = ds.to_pandas()
+    for error in got.loc[got["error"] != "", "error"]:
+        log.warning("visualization not labelled: %s", error)
+    got = got[got["error"] == ""]
+    created = dt.datetime.now(dt.timezone.utc).isoformat()
+    total = 0
+    for layer in todo:
+        mine = got[got["layer"] == layer].sort_values("feature")
+        if mine.empty:
+            continue
+        k = len(mine.iloc[0]["scores"])
+        frame = pd.DataFrame({
+            "layer_name": np.repeat(mine["layer_name"].to_numpy(), k), "site": site,
+            "feature": np.repeat(mine["feature"].to_numpy().astype(np.int32), k),
+            "rank": np.tile(np.arange(k, dtype=np.int32), len(mine)),
+            "concept": [concepts[int(c)] for cs in mine["concepts"] for c in cs],
+            "score": np.concatenate([np.asarray(v, np.float32) for v in mine["scores"]]),
+            "method": VISUALIZATION_METHOD, "judge": config.judge, "vocabulary": name, "vocabulary_hash": vhash,
+            "split": "visualization", "images": 1, "weights": config.weights, "created_at": created})
+        atomic_write(fs, parts[layer], frame_parquet_bytes(frame, LABEL_SCHEMA))
+        total += len(frame)
+    log.info("%s: labelled the visualizations of layer(s) %s with %d concept(s) of %s", model,
+             ", ".join(map(str, todo)), len(concepts), name)
+    return {"labelled": todo, "skipped": done, "rows": total, "vocabulary_hash": vhash}
