@@ -207,6 +207,7 @@ class _Workers:
         self.unstaffed_since: float | None = None  # since when no worker has been healthy
         self.dead: set[str] = set()
         self.dead_at = 0.0
+        self.watch_at = 0.0
         self.dispatcher = Dispatcher(tasks)
         self.ledger = Ledger(config.max_attempts)
         self.slots: list[_Slot] = []
@@ -250,6 +251,7 @@ class _Workers:
     def loop(self) -> None:
         while self._busy():
             self.scale()
+            self._watch_restarts()
             self._probe_lost()
             if self.calls:
                 ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=PROBE_INTERVAL_S)
@@ -331,6 +333,23 @@ class _Workers:
                 self._drop(i, f"it did not come back within {self.restart_timeout:g} s ({slot.lost_cause})")
             elif slot.call is None and now >= slot.probe_at:
                 self._call(i, "info", slot.handle.info.remote())
+
+    def _watch_restarts(self) -> None:
+        """A worker whose process died between two batches gets its next run() queued by Ray until the
+        restart finishes; a restart that hangs (a process stuck in __init__) would hold that call, and
+        the sweep, forever. So every SCALE_INTERVAL_S the GCS is asked for the state of each worker with
+        a call in flight: one that is restarting counts as lost from then on, and `_probe_lost` drops
+        it after restart_timeout like any other (a worker that comes back in time just goes on)."""
+        if time.monotonic() < self.watch_at:
+            return
+        self.watch_at = time.monotonic() + SCALE_INTERVAL_S
+        for slot in self.slots:
+            if slot.dropped or slot.lost_at is not None or slot.call is None or slot.incarnation is None:
+                continue
+            state = _actor_state(slot.handle)
+            if state in ("RESTARTING", "PENDING_CREATION", "DEPENDENCIES_UNREADY"):
+                slot.lost_at = time.monotonic()
+                slot.lost_cause = f"its process died and Ray is restarting it (state {state})"
 
     def _dead_nodes(self) -> set[str]:
         """Ids of the nodes the cluster has seen die (looked up at most every SCALE_INTERVAL_S)."""
@@ -463,6 +482,16 @@ class _Workers:
         self.report.per_model[sub.model]["failed"] += len(rows)
         for f, err in errors.items():
             log.error("%s layer %d %s %d failed for good: %s", sub.model, sub.layer, sub.site, f, err)
+
+
+def _actor_state(handle) -> str | None:
+    """The GCS's state of an actor (ALIVE, RESTARTING, ...), or None when it cannot be read."""
+    try:
+        from ray._private import state
+
+        return state.actors(actor_id=handle._actor_id.hex()).get("State")
+    except Exception:  # noqa: BLE001 - a private API: without it, the watch is skipped, nothing else
+        return None
 
 
 def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport, progress: bool,
