@@ -58,6 +58,9 @@ def test_vocabulary_and_judge_change_the_hash(tmp_path):
 def test_vocabularies_shipped_and_from_a_file(tmp_path):
     name, concepts = load_vocabulary("imagenet")
     assert name == "imagenet" and len(concepts) == 1000 and concepts[0] == "tench"
+    name, common = load_vocabulary("common")  # wonderwords' nouns and adjectives (MIT), profanity removed
+    assert name == "common" and len(common) > 7000 and len(set(common)) == len(common)
+    assert {"music", "morbidity", "many", "cemetery", "speaker"} <= set(common)
     path = tmp_path / "mine.txt"
     path.write_text("# my concepts\nmusic\n\n  morbidity \nmusic\nfrom above\n")
     assert load_vocabulary(str(path)) == ("mine.txt", ("music", "morbidity", "from above"))

@@ -2,6 +2,10 @@
 
     imagenet    the 1,000 ImageNet class names (open_clip's cleaned list, the one its zero-shot
                 classifiers use)
+    common      common English nouns and adjectives: the word lists of the `wonderwords` package
+                (MIT licence; 6,782 nouns and 912 adjectives), without its profanity list, nouns
+                first, each kept once: the paper's concepts ("music", "morbidity", "many") are words
+                like these, not object classes
     PATH / URL  a text file, one concept per line; blank lines and lines starting with # are
                 skipped, repeats kept once (first place)
 
@@ -14,7 +18,7 @@ import fsspec
 
 from sweep.core.errors import SweepError, one_line
 
-SHIPPED = ("imagenet",)
+SHIPPED = ("imagenet", "common")
 MAX_CONCEPTS = 50_000
 MAX_LENGTH = 100
 
@@ -25,6 +29,8 @@ def load_vocabulary(spec: str, storage_options: dict | None = None) -> tuple[str
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
         return "imagenet", tuple(IMAGENET_CLASSNAMES)
+    if spec == "common":
+        return "common", common_words()
     if not isinstance(spec, str) or not spec.strip():
         raise SweepError(f"--vocabulary: give a shipped vocabulary ({', '.join(SHIPPED)}) or a file of concepts")
     try:
@@ -51,3 +57,16 @@ def load_vocabulary(spec: str, storage_options: dict | None = None) -> tuple[str
     if len(concepts) > MAX_CONCEPTS:
         raise SweepError(f"--vocabulary {spec!r}: {len(concepts)} concepts; at most {MAX_CONCEPTS}")
     return spec.rstrip("/").rsplit("/", 1)[-1], tuple(concepts)
+
+
+def common_words() -> tuple[str, ...]:
+    """wonderwords' nouns then adjectives, minus its profanity list, each once, in the lists' order."""
+    from importlib.resources import files
+
+    assets = files("wonderwords") / "assets"
+
+    def words(name: str) -> list[str]:
+        return [w.strip() for w in (assets / name).read_text(encoding="utf-8").splitlines() if w.strip()]
+
+    banned = {w.lower() for w in words("profanitylist.txt")}
+    return tuple(dict.fromkeys(w for w in words("nounlist.txt") + words("adjectivelist.txt") if w.lower() not in banned))
