@@ -180,3 +180,12 @@ def test_class_agreement_counts_units_labelled_with_their_own_class():
                          "concept": ["tench", "hen", "shark", "goldfish", "hen", "tench", "goldfish", "shark"]})
     got = class_agreement(rows, names, k=2)
     assert got == {"units": 4, "top1": 0.25, "top2": 0.5}  # unit 0 top-1; unit 1 second; units 2, 3 never
+
+
+def test_top_concepts_in_chunks_equal_the_whole():
+    gen = torch.Generator().manual_seed(3)
+    stats = ProfileStats(10, 6)
+    stats.update(torch.randn(50, 10, generator=gen), torch.rand(50, 6, generator=gen))
+    whole = top_concepts(stats.correlation(), 3)
+    chunked = stats.top(3, chunk=4)
+    assert torch.equal(whole[1], chunked[1]) and torch.allclose(whole[0], chunked[0])

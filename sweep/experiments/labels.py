@@ -57,14 +57,22 @@ class ProfileStats:
         self.sum_s2 += (s * s).sum(0)
         self.sum_as += a.T @ s
 
-    def correlation(self) -> torch.Tensor:
-        """(U, C) Pearson correlations; 0 where a unit or a concept is constant over the images."""
+    def correlation(self, units: slice = slice(None)) -> torch.Tensor:
+        """(U, C) Pearson correlations (of the units in `units`); 0 where a unit or a concept is
+        constant over the images."""
         n = max(self.n, 1)
-        cov = self.sum_as / n - torch.outer(self.sum_a / n, self.sum_s / n)
-        var_a = (self.sum_a2 / n - (self.sum_a / n) ** 2).clamp_min(0)
-        var_s = (self.sum_s2 / n - (self.sum_s / n) ** 2).clamp_min(0)
+        mean_a, mean_s = self.sum_a[units] / n, self.sum_s / n
+        cov = self.sum_as[units] / n - torch.outer(mean_a, mean_s)
+        var_a = (self.sum_a2[units] / n - mean_a ** 2).clamp_min(0)
+        var_s = (self.sum_s2 / n - mean_s ** 2).clamp_min(0)
         denom = torch.outer(var_a.sqrt(), var_s.sqrt())
         return torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov)).float()
+
+    def top(self, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """`top_concepts` of the correlations, computed a chunk of units at a time: the sums are
+        units x concepts x 8 bytes, the temporaries of one chunk come on top of that, not of all."""
+        parts = [top_concepts(self.correlation(slice(i, i + chunk)), k) for i in range(0, len(self.sum_a), chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def top_concepts(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

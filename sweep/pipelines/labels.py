@@ -30,7 +30,6 @@ from sweep.experiments.labels import (
     LabelsConfig,
     ProfileStats,
     VisualizationJudge,
-    top_concepts,
     vocabulary_hash,
 )
 from sweep.experiments.top_images import unit_table
@@ -79,6 +78,8 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
                         batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
                         num_cpus=config.actor_cpus)
     widths = [b.width(site) for b in todo]
+    log.info("%s: %d unit(s) x %d concept(s): %.2f GB of running sums on the driver (label fewer --layers at a "
+             "time for less)", model, sum(widths), len(concepts), sum(widths) * len(concepts) * 8 / 1e9)
     stats = ProfileStats(sum(widths), len(concepts))
     seen = skipped = 0
     for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
@@ -94,7 +95,7 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
         raise SweepError(f"scanned {seen} images, expected {len(records)}")
     if stats.n < 2:
         raise SweepError(f"{stats.n} readable probe image(s): a correlation needs at least 2")
-    values, index = top_concepts(stats.correlation(), config.k)
+    values, index = stats.top(config.k)
     created = dt.datetime.now(dt.timezone.utc).isoformat()
     start, total = 0, 0
     for block, width in zip(todo, widths):
