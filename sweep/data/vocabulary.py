@@ -14,6 +14,8 @@ A concept is one line of printable text of at most 100 characters; a file has at
 
 from __future__ import annotations
 
+import urllib.parse
+
 import fsspec
 
 from sweep.core.errors import SweepError, one_line
@@ -56,7 +58,8 @@ def load_vocabulary(spec: str, storage_options: dict | None = None) -> tuple[str
         raise SweepError(f"--vocabulary {spec!r}: no concepts in it (one per line)")
     if len(concepts) > MAX_CONCEPTS:
         raise SweepError(f"--vocabulary {spec!r}: {len(concepts)} concepts; at most {MAX_CONCEPTS}")
-    return spec.rstrip("/").rsplit("/", 1)[-1], tuple(concepts)
+    # Its name in rows and pages: the file's base name, never a URL's query (which may carry a token).
+    return urllib.parse.urlsplit(spec).path.rstrip("/").rsplit("/", 1)[-1] or "file", tuple(concepts)
 
 
 def common_words() -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from sweep.core.errors import SweepError
+from sweep.core.redact import secret_values
 from sweep.data.imagenet import Listing
 from sweep.data.vocabulary import load_vocabulary
 from sweep.experiments.judge import templates
@@ -108,7 +109,7 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
             "concept": [concepts[c] for c in i.reshape(-1).tolist()], "score": v.reshape(-1).numpy(),
             "method": METHOD, "judge": config.judge, "vocabulary": name, "vocabulary_hash": vhash,
             "split": config.split, "images": stats.n, "weights": config.weights, "created_at": created})
-        atomic_write(fs, parts[block.index], frame_parquet_bytes(rows, LABEL_SCHEMA))
+        atomic_write(fs, parts[block.index], frame_parquet_bytes(rows, LABEL_SCHEMA, secret_values(config.storage_options)))
         total += len(rows)
     log.info("%s: labelled %d unit(s) of layer(s) %s with %d concept(s) of %s over %d image(s) (%d unreadable)",
              model, sum(widths), ", ".join(str(b.index) for b in todo), len(concepts), name, stats.n, skipped)
@@ -170,7 +171,7 @@ def label_visualizations(config: LabelsConfig) -> dict:
             "score": np.concatenate([np.asarray(v, np.float32) for v in mine["scores"]]),
             "method": VISUALIZATION_METHOD, "judge": config.judge, "vocabulary": name, "vocabulary_hash": vhash,
             "split": "visualization", "images": 1, "weights": config.weights, "created_at": created})
-        atomic_write(fs, parts[layer], frame_parquet_bytes(frame, LABEL_SCHEMA))
+        atomic_write(fs, parts[layer], frame_parquet_bytes(frame, LABEL_SCHEMA, secret_values(config.storage_options)))
         total += len(frame)
     log.info("%s: labelled the visualizations of layer(s) %s with %d concept(s) of %s", model,
              ", ".join(map(str, todo)), len(concepts), name)
