@@ -107,20 +107,18 @@ def test_job_labels_every_unit_resumes_and_relabels_for_a_new_vocabulary(probe, 
     assert (rows.sort_values(["layer", "feature", "rank"]).groupby(["layer", "feature"])["score"]
             .apply(lambda s: s.is_monotonic_decreasing)).all()
     assert (rows["judge"] == "ViT-B-32/openai").all() and rows["vocabulary"].eq("concepts.txt").all()
-    again = label_units(config, listing)
-    assert again["labelled"] == [] and again["skipped"] == [0, 2]
-    more = LabelsConfig("dev/vit-micro", str(tmp_path), split="probe", layers=(0, 1), weights="random",
-                        judge="ViT-B-32/openai", judge_weights="random", vocabulary=str(vocab), k=3, batch_size=8)
-    assert label_units(more, listing)["labelled"] == [1]  # only the layer not labelled yet
+    assert label_units(config, listing)["skipped"] == [0, 2]  # resumed: nothing to do
+    # A new vocabulary labels layer 0 again, beside the old rows; layer 2 keeps its labels of the first.
     vocab2 = tmp_path / "other.txt"
     vocab2.write_text("music\ndog\n")
     other = LabelsConfig("dev/vit-micro", str(tmp_path), split="probe", layers=(0,), weights="random",
                          judge="ViT-B-32/openai", judge_weights="random", vocabulary=str(vocab2), k=1, batch_size=8)
     relabel = label_units(other, listing)
     assert relabel["labelled"] == [0] and relabel["vocabulary_hash"] != first["vocabulary_hash"]
+    assert len(Results(str(tmp_path)).labels(vocabulary_hash=relabel["vocabulary_hash"])) == 64
+    assert len(Results(str(tmp_path)).labels(vocabulary_hash=first["vocabulary_hash"])) == 2 * 64 * 3
     music = Results(str(tmp_path)).labels(model="dev/vit-micro", concept="music")
     assert len(music) > 0 and set(music["concept"]) == {"music"}
-    assert len(Results(str(tmp_path)).labels(vocabulary_hash=relabel["vocabulary_hash"])) == 64
 
 
 def test_bad_vocabulary_is_one_line_before_any_work(tmp_path, capsys):
