@@ -12,7 +12,7 @@ from sweep.models.zoo import ENTRIES
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])
-def test_taps_on_every_block(entry):
+def test_taps_on_every_block_and_the_forward_stops_after_the_hooked_one(entry):
     anatomy = describe(entry)
     net = build(entry, "random")
     size = anatomy.preprocess.input_size
@@ -37,12 +37,10 @@ def test_taps_on_every_block(entry):
         # ... and the reduction averages those patches only.
         expected = tokens[:, block.prefix_tokens:].mean(1)
         torch.testing.assert_close(reduced, expected)
+    forward_stops_after_hooked_block(anatomy, net)  # the same network: one build per model
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])
-def test_forward_stops_after_hooked_block(entry):
-    anatomy = describe(entry)
-    net = build(entry, "random")
+def forward_stops_after_hooked_block(anatomy, net):
     modules = dict(net.named_modules())
     first, last = anatomy.blocks[0], anatomy.blocks[-1]
     fired = []
