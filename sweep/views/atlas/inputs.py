@@ -162,8 +162,9 @@ def read_top_images(fs, root: str, rels: list[str]) -> dict:
 
 
 def read_labels(fs, root: str, rels: list[str]) -> dict:
-    """(layer, site, feature) -> [{concept, score, rank, vocabulary, judge}] from one model's label parts,
-    by vocabulary then rank; a part that cannot be read is left out with one warning."""
+    """(layer, site, feature) -> [{concept, score, rank, method, vocabulary, judge}] from one model's label
+    parts: the profile-correlation labels first (the unit's best concept is its first), then by method,
+    vocabulary and rank; a part that cannot be read is left out with one warning."""
     found: dict = {}
     for rel in sorted(rels):
         layer = LABELS.keys_of(rel).get("layer")
@@ -177,14 +178,17 @@ def read_labels(fs, root: str, rels: list[str]) -> dict:
         if not {"feature", "rank", "concept", "score"} <= set(rows.columns):
             log.warning("atlas: labels %r have no feature/rank/concept/score columns; left out", rel)
             continue
-        rows = rows.assign(**{c: "" for c in ("site", "vocabulary", "judge") if c not in rows})
+        rows = rows.assign(**{c: "" for c in ("site", "vocabulary", "judge", "method") if c not in rows})
         for c in ("feature", "rank", "score"):
             rows[c] = pd.to_numeric(rows[c], errors="coerce")
         rows = rows.dropna(subset=["feature", "rank"])
-        for r in rows.sort_values(["vocabulary", "rank"], kind="stable").itertuples(index=False):
+        for r in rows.itertuples(index=False):
             found.setdefault((layer, "" if r.site is None else str(r.site), int(r.feature)), []).append(
                 {"concept": "" if r.concept is None else str(r.concept), "score": _float(r.score),
-                 "rank": int(r.rank) + 1, "vocabulary": str(r.vocabulary or ""), "judge": str(r.judge or "")})
+                 "rank": int(r.rank) + 1, "method": str(r.method or ""), "vocabulary": str(r.vocabulary or ""),
+                 "judge": str(r.judge or "")})
+    for labels in found.values():
+        labels.sort(key=lambda c: (c["method"] != "profile-correlation", c["method"], c["vocabulary"], c["rank"]))
     return found
 
 
