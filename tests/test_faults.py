@@ -64,13 +64,24 @@ def in_thread(func) -> tuple[threading.Thread, list]:
     return thread, errors
 
 
-def kill_running_worker() -> tuple[int, int]:
-    """SIGKILL a worker while it runs a batch; returns its pid and its replacement's (once started)."""
+def kill_running_worker(done: threading.Event | None = None) -> tuple[int, int | None]:
+    """SIGKILL a worker while it runs a batch; returns its pid and its replacement's once started, or
+    None when `done` is set first (the sweep ended before Ray started a replacement)."""
     victim = min(wait_for(lambda: sweep_workers(running=True)))
     others = sweep_workers() - {victim}
     os.kill(victim, signal.SIGKILL)
-    replacement = min(wait_for(lambda: sweep_workers() - others - {victim}))
-    return victim, replacement
+    found = wait_for(lambda: (sweep_workers() - others - {victim}) or (done is not None and done.is_set()))
+    return victim, (min(found) if isinstance(found, set) else None)
+
+
+def continue_stopped_workers() -> None:
+    """SIGCONT every worker process of this test's Ray: a paused one must not outlive its test (it
+    holds its CPU share, and the next test's worker would wait for it)."""
+    for pid in sweep_workers():
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def huge_weights(path, fine: bool = False):
@@ -97,8 +108,11 @@ def test_killed_twice_with_a_paused_replacement_counts_two_deaths_and_loses_noth
         os.kill(replacement, signal.SIGKILL)
 
     thread, errors = in_thread(chaos)
-    report = run_sweep(cfg, progress=False)
-    thread.join(timeout=10)
+    try:
+        report = run_sweep(cfg, progress=False)
+    finally:
+        thread.join(timeout=60)
+        continue_stopped_workers()
     assert not errors, errors
     assert paused, "the replacement was never paused"
     assert report.worker_failures == 2
@@ -111,11 +125,13 @@ def test_killed_twice_with_a_paused_replacement_counts_two_deaths_and_loses_noth
 def test_a_worker_that_does_not_come_back_is_dropped(tmp_path, caplog, workers):
     cfg = micro(tmp_path, workers=workers)
     stopped = []
+    done = threading.Event()
 
     def chaos():
-        _, replacement = kill_running_worker()
-        os.kill(replacement, signal.SIGSTOP)  # never comes back within restart_timeout
-        stopped.append(replacement)
+        _, replacement = kill_running_worker(done)
+        if replacement is not None and not done.is_set():
+            os.kill(replacement, signal.SIGSTOP)  # never comes back within restart_timeout
+            stopped.append(replacement)
 
     thread, errors = in_thread(chaos)
     try:
@@ -128,12 +144,9 @@ def test_a_worker_that_does_not_come_back_is_dropped(tmp_path, caplog, workers):
             assert (report.done, report.failed, report.worker_failures) == (4, 0, 1)
             assert_exactly_once(cfg)
     finally:
-        thread.join(timeout=10)
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        done.set()  # the chaos thread stops waiting for a replacement, then nothing is left paused
+        thread.join(timeout=60)
+        continue_stopped_workers()
     assert not errors, errors
     drops = [r for r in caplog.records if r.getMessage().startswith("dropping worker")]
     assert len(drops) == 1 and "its batch goes to another worker" in drops[0].getMessage()
@@ -210,8 +223,4 @@ def test_a_worker_that_dies_idle_and_hangs_restarting_is_dropped(tmp_path):
         assert time.monotonic() - started < 30
     finally:
         workers.stop()
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        continue_stopped_workers()
