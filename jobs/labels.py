@@ -19,19 +19,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from sweep.cli import (  # noqa: E402
     ADDRESS_HELP,
     MODEL_HELP,
+    add_image_source,
     add_model_arg,
     check_options,
     connect_ray,
     gather,
     guarded,
+    image_listing,
     setup_logging,
 )
 from sweep.core.validation import Count, parse  # noqa: E402
-from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.data.vocabulary import SHIPPED, load_vocabulary  # noqa: E402
 from sweep.experiments.judge import TEMPLATE_SETS, templates  # noqa: E402
 from sweep.experiments.labels import LabelsConfig  # noqa: E402
-from sweep.pipelines.ablations import DataSpec  # noqa: E402
 
 #: Where each option lands in LabelsConfig (field path -> argparse dest).
 FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "out", "split": "split", "k": "k",
@@ -55,14 +55,7 @@ def run(args) -> int:
     if profile and not (args.images or args.val or args.train):
         raise SweepError(f"--method {args.method}: give the probe images (--images, --val or --train); "
                          "--method visualization needs none")
-    if not profile:
-        listing = None
-    elif args.images:
-        listing = image_folder(args.images, limit=args.limit)
-    elif args.train:
-        listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
-    else:
-        listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
+    listing = image_listing(args) if profile else None
     connect_ray(args.address)
     runs = ([("units", label_units, (config, listing))] if profile else []) + (
         [("visualizations", label_visualizations, (config,))] if args.method in ("visualization", "both") else [])
@@ -98,12 +91,7 @@ def main(argv=None) -> int:
                    help="profile: correlate each unit's activations over the probe images with CLIP's similarity "
                    "to each concept (default); visualization: CLIP's zero-shot scores of each unit's visualization "
                    "in --out (no probe images needed); both")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--images", help="any folder of images (recursive): the probe set")
-    src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
-    src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
-    p.add_argument("--val-solution")
-    p.add_argument("--boxes")
+    add_image_source(p, required=False, what=": the probe set")
     p.add_argument("--split", default="val", help="name of the probe set in the output (val, train, ...)")
     p.add_argument("--vocabulary", default="imagenet",
                    help=f"concepts: {', '.join(SHIPPED)} (shipped) or a text file, one concept per line")

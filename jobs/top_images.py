@@ -16,17 +16,17 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from sweep.cli import (  # noqa: E402
     ADDRESS_HELP,
     MODEL_HELP,
+    add_image_source,
     add_model_arg,
     check_options,
     connect_ray,
     gather,
     guarded,
+    image_listing,
     setup_logging,
 )
 from sweep.core.validation import Count, parse  # noqa: E402
-from sweep.data.imagenet import image_folder  # noqa: E402
 from sweep.experiments.top_images import TopImagesConfig
-from sweep.pipelines.ablations import DataSpec  # noqa: E402
 from sweep.pipelines.top_images import scan_top_images  # noqa: E402
 
 #: Where each option lands in TopImagesConfig (field path -> argparse dest).
@@ -39,12 +39,7 @@ def run(args) -> int:
     data, flags = gather(args, FIELDS)
     config = parse(TopImagesConfig, data, flags=flags)
     check_options(args, {"limit": Count | None})
-    if args.images:
-        listing = image_folder(args.images, limit=args.limit)
-    elif args.train:
-        listing = DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
-    else:
-        listing = DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
+    listing = image_listing(args)
     connect_ray(args.address)
     rows = scan_top_images(config, listing)
     print(f"{len(rows)} rows: top-{args.k} images of {rows.groupby(['layer', 'feature']).ngroups} units "
@@ -57,12 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     add_model_arg(p)
     p.add_argument("--out", required=True)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="any folder of images (recursive)")
-    src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
-    src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
-    p.add_argument("--val-solution")
-    p.add_argument("--boxes")
+    add_image_source(p)
     p.add_argument("--split", default="val", help="name of this dataset in the output (val, train, ...)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--layers", nargs="+", help="block indices or names (default: all)")

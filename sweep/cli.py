@@ -274,6 +274,28 @@ MODEL_HELP = ("a zoo key or alias (`sweep models`), any timm name (arch, arch.ta
               "as NAME[key=value,...]")
 
 
+def add_image_source(p: argparse.ArgumentParser, required: bool = True, what: str = "") -> None:
+    """--images, --val (+ --val-solution) or --train (+ --boxes): the natural images a job scans."""
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--images", help=f"any folder of images (recursive){what}")
+    src.add_argument("--val", help="ILSVRC2012 val folder (with --val-solution)")
+    src.add_argument("--train", help="ILSVRC2012 train folder (with --boxes)")
+    p.add_argument("--val-solution")
+    p.add_argument("--boxes")
+
+
+def image_listing(args):
+    """The Listing of the images `add_image_source` named, at most --limit of them."""
+    from sweep.data.imagenet import image_folder
+    from sweep.pipelines.ablations import DataSpec
+
+    if args.images:
+        return image_folder(args.images, limit=args.limit)
+    if args.train:
+        return DataSpec("train_boxes", args.train, boxes=args.boxes, limit=args.limit).listing("frequency")
+    return DataSpec("val_solution", args.val, solution=args.val_solution, limit=args.limit).listing("frequency")
+
+
 def add_model_arg(p: argparse.ArgumentParser, taps: bool = True) -> None:
     """--model-arg and --tap: what, besides its name, says which network is built and where it is read."""
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
