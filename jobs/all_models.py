@@ -2,7 +2,7 @@
 
     ray submit cluster.yaml jobs/all_models.py                        # results root: SWEEP_OUT (cluster.yaml)
     ray submit cluster.yaml jobs/all_models.py --out s3://BUCKET/vit-atlas
-    python jobs/all_models.py --preset smoke --out results/smoke      # a small one on a laptop
+    python jobs/all_models.py --preset demo --out results/demo        # a small one on a laptop
 
 The results root is --out, else the SWEEP_OUT environment variable (which cluster.yaml and
 infra/rayjob.yaml set), else results/<preset> on a laptop's own local Ray; on a cluster a root on

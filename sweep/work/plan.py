@@ -1,7 +1,7 @@
 """A sweep's configuration and its deterministic expansion into batches of (model, layer, feature).
 
 Pure Python: no Ray here. The config is a typed dataclass, loadable from YAML or a dict, with
-presets ("paper", "smoke") as starting points that explicit values override.
+presets ("paper", "smoke", "demo") as starting points that explicit values override.
 """
 
 from __future__ import annotations
@@ -72,6 +72,29 @@ class Resources:
 
 
 @config_dataclass
+class ModelSettings:
+    """What one model of a sweep does differently from the sweep (`per_model`); None keeps the sweep's.
+    A recipe here is merged key by key over the sweep's (`recipe: {steps: 40}` keeps the rest)."""
+
+    weights: Weights | None = None
+    layers: tuple[Layer, ...] | None = None
+    features: FeatureSelection | None = None
+    site: Text | None = None
+    recipe: Recipe | None = None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """The settings one model of a sweep runs with: its per_model values over the sweep's."""
+
+    weights: str
+    layers: tuple[int | str, ...] | None
+    features: FeatureSelection
+    site: str | None
+    recipe: Recipe
+
+
+@config_dataclass
 class SweepConfig:
     """Everything a sweep needs; `out` is a path or fsspec URL (file://, s3://...). Models and
     layers listed twice are kept once, in the order first given."""
@@ -91,13 +114,20 @@ class SweepConfig:
     resources: Resources = field(default_factory=Resources)
     max_attempts: Count = 3
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
-    preset: Literal["paper", "smoke"] | None = None
+    preset: Literal["paper", "smoke", "demo"] | None = None
+    per_model: dict[Text, ModelSettings] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if not self.models:
             raise ValueError(f"the sweep names no models; give 'models' or a preset ({', '.join(PRESETS)})")
         models = (with_args(m, self.model_args, self.taps) for m in self.models)
         object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
+        per_model = {with_args(m, self.model_args, self.taps): s for m, s in self.per_model.items()}
+        stray = [m for m in per_model if m not in self.models]
+        if stray:
+            raise ValueError(f"per_model names {stray[0]!r}, which is not one of the sweep's models "
+                             f"({', '.join(self.models)})")
+        object.__setattr__(self, "per_model", per_model)
         object.__setattr__(self, "model_args", ())  # now part of each model's name
         object.__setattr__(self, "taps", ())
         if self.layers is not None:
@@ -105,6 +135,12 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def plan_for(self, model: str) -> ModelPlan:
+        """The settings `model` (as named in `models`) runs with."""
+        own = self.per_model.get(model) or ModelSettings()
+        return ModelPlan(own.weights or self.weights, own.layers if own.layers is not None else self.layers,
+                         own.features or self.features, own.site or self.site, own.recipe or self.recipe)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], flags: dict[str, str] | None = None,
@@ -118,7 +154,12 @@ class SweepConfig:
             if not isinstance(preset, str) or preset not in PRESETS:
                 raise SweepError(f"{source + ': ' if source else ''}preset: input should be "
                                  f"{' or '.join(map(repr, PRESETS))}; got {preset!r}")
-            data = merged(shorthand(PRESETS[preset]()), data)
+            base = shorthand(PRESETS[preset]())
+            if "models" in data:  # the preset's per-model settings for the models still in the sweep
+                named = set(data["models"]) if isinstance(data["models"], (list, tuple)) else set()
+                base["per_model"] = {m: s for m, s in base.get("per_model", {}).items() if m in named}
+            data = merged(base, data)
+        data = _per_model_recipes(data)
         if "out" not in data:
             raise SweepError(f"{source + ': ' if source else ''}out: the sweep has no results root; "
                              "give --out or 'out' in the config")
@@ -141,6 +182,23 @@ def merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in given.items() if v is not None}
     return {**base, **given, **{k: {**base[k], **given[k]} for k in base
                                 if isinstance(base[k], dict) and isinstance(given.get(k), dict)}}
+
+
+def _per_model_recipes(data: dict[str, Any]) -> dict[str, Any]:
+    """Each per_model section in full spelling, its recipe merged over the sweep's (a per-model
+    `recipe: {steps: 40}` keeps the sweep's lr, TV and jitter)."""
+    per_model = data.get("per_model")
+    if not isinstance(per_model, dict):
+        return data
+    base = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+    out = {}
+    for model, settings in per_model.items():
+        if isinstance(settings, dict):
+            settings = shorthand(dict(settings))
+            if isinstance(settings.get("recipe"), dict):
+                settings["recipe"] = {**base, **settings["recipe"]}
+        out[model] = settings
+    return {**data, "per_model": out}
 
 
 def shorthand(data: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +233,21 @@ def _smoke_preset() -> dict:
             "recipe": {"steps": 4, "jitter": 4}, "resources": {"num_gpus": 0, "num_cpus": 0.5}}
 
 
-PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset}
+#: The trained model of the demo preset: real images without a weight hub (sweep.models.packaged).
+DEMO_MODEL = "demo/dinov2-vits14"
+
+
+def _demo_preset() -> dict:
+    """The smoke preset plus four units of a trained ViT-S/14 whose weights a package on the index
+    ships (blocks 1 and 5, two features each, 40 steps of the paper's recipe): a newcomer's first
+    results hold real feature visualizations, made in a few minutes on a laptop CPU."""
+    smoke = _smoke_preset()
+    return {**smoke, "models": [*smoke["models"], DEMO_MODEL],
+            "per_model": {DEMO_MODEL: {"weights": "pretrained", "layers": [1, 5], "features": 2,
+                                       "recipe": {"steps": 40, "jitter": 32}}}}
+
+
+PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset, "demo": _demo_preset}
 
 
 @dataclass(frozen=True)
@@ -204,19 +276,21 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
     tasks = []
     # A model named by key and by alias, or a layer by index and by name, is planned once.
     anatomies = {a.entry.key: a for a in map(anatomy_of, config.models)}
+    plans = {a.entry.key: config.plan_for(m) for m, a in zip(config.models, map(anatomy_of, config.models))}
     for key, anatomy in anatomies.items():
-        site = config.site or anatomy.default_site
-        blocks = anatomy.blocks if config.layers is None else list(
-            {b.index: b for b in (anatomy.block(l) for l in config.layers)}.values())
+        plan = plans[key]
+        site = plan.site or anatomy.default_site
+        blocks = anatomy.blocks if plan.layers is None else list(
+            {b.index: b for b in (anatomy.block(l) for l in plan.layers)}.values())
         cost_per_image = flops_to_block(key)
         for block in blocks:
             block.site(site)
-            feats = config.features.pick(block.width(site), key, block.index)
+            feats = plan.features.pick(block.width(site), key, block.index)
             anatomy.check_features(block, site, feats)
             todo = [f for f in feats if (key, block.index, site, f) not in skip]
             for i in range(0, len(todo), config.features_per_batch):
                 chunk = tuple(todo[i:i + config.features_per_batch])
-                batch = Batch(key, block.index, site, chunk, config.weights, config.base_seed, config.recipe)
+                batch = Batch(key, block.index, site, chunk, plan.weights, config.base_seed, plan.recipe)
                 tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
     if tasks:
         check_batch(tasks[0].batch)
@@ -225,21 +299,25 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
 
 def check_plan(config: SweepConfig) -> list[Task]:
     """The whole plan, with everything checked that can be checked before a worker starts: models,
-    layers, sites and features (`expand`), pretrained weights' availability, and weights from a file,
-    loaded once per model on the CPU (readable, of the right shape, finite). Pure: no Ray, no writes."""
+    layers, sites and features (`expand`), pretrained weights' availability (weights a package ships
+    are downloaded and converted here, once), and weights from a file, loaded once per model on the
+    CPU (readable, of the right shape, finite). No Ray, and no writes but the weights cache."""
     from sweep.models.build import build
+    from sweep.models.sources import source
 
     tasks = expand(config)
     if not tasks:
         raise SweepError("the sweep plan is empty: no (model, layer, feature) to visualize")
-    models = list(dict.fromkeys(t.batch.model for t in tasks))
-    if config.weights == "pretrained":
-        lacking = [m for m in models if not anatomy_of(m).entry.has_pretrained]
-        if lacking:
-            raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
-    elif config.weights != "random":
-        for m in models:
-            build(anatomy_of(m).entry, config.weights, "cpu")
+    weights = {t.batch.model: t.batch.weights for t in tasks}
+    lacking = [m for m, w in weights.items() if w == "pretrained" and not anatomy_of(m).entry.has_pretrained]
+    if lacking:
+        raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
+    for m, w in weights.items():
+        entry = anatomy_of(m).entry
+        if w == "pretrained":
+            source(entry).prepare(entry)
+        elif w != "random":
+            build(entry, w, "cpu")
     return tasks
 
 
@@ -260,9 +338,9 @@ def plan_summary(config: SweepConfig, tasks: list[Task]) -> list[dict]:
     the hooked block plus an input gradient (weights are frozen: no weight gradient), counted as
     STEP_FLOPS_PER_FORWARD times the forward FLOPs.
     """
-    recipe = config.recipe
     out: dict[str, dict] = {}
     for t in tasks:
+        recipe = t.batch.recipe
         row = out.setdefault(t.batch.model, {"model": t.batch.model, "layers": set(), "batches": 0,
                                              "features": 0, "tflop": 0.0})
         row["layers"].add(t.batch.layer)

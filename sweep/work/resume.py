@@ -76,10 +76,14 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     existing = {(row.model, int(row.layer), row.site, int(row.feature)): row.config_hash
                 for row in index.itertuples(index=False)}
     clash = [tr for tr, h in wanted_hash.items() if tr in existing and existing[tr] != h]
-    stale = stale_weights(index, config.weights, set(clash))
-    if stale:
-        log.warning("%d result(s) were made from an earlier version of the weights file %s: recomputing them",
-                    len(stale), split_pin(config.weights)[0])
+    weights_of = {t.batch.model: t.batch.weights for t in full}
+    stale: set[Triple] = set()
+    for weights in set(weights_of.values()):
+        mine = stale_weights(index, weights, {tr for tr in clash if weights_of[tr[0]] == weights})
+        if mine:
+            log.warning("%d result(s) were made from an earlier version of the weights file %s: recomputing them",
+                        len(mine), split_pin(weights)[0])
+        stale |= mine
         clash = [tr for tr in clash if tr not in stale]
     if clash and not force:
         m, layer, site, f = clash[0]

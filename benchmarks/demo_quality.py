@@ -1,0 +1,85 @@
+"""Real-weight quality of the recipe on the demo model (the trained ViT-S/14 a package ships).
+
+For a seeded sample of units per block (the sweep's own `sample` feature selection), renders each
+unit's image with the given recipe and judges it without a human (sweep/work/quality.py): its clean
+activation against its initial image and against each of scikit-image's 15 natural photos, and the
+fraction of it that survives random shifts. Prints one line per unit and the fraction of units whose
+image beats every photo, per block and in all; appends the rows to --csv.
+
+    .venv/bin/python benchmarks/demo_quality.py --layers 1 4 8 11 --count 2 --steps 40 \\
+        --csv benchmarks/results/2026-12-06-demo-quality-cpu.csv --label paper --recipe paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import platform
+import time
+
+import torch
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="demo/dinov2-vits14")
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 4, 8, 11])
+    parser.add_argument("--count", type=int, default=2, help="units sampled per block (default 2)")
+    parser.add_argument("--unit-seed", type=int, default=0, help="seed of the unit sample")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--lr", type=float, help="default: the family's (see --recipe)")
+    parser.add_argument("--tv", type=float, help="default: the family's (see --recipe)")
+    parser.add_argument("--recipe", choices=("tuned", "paper"), default="tuned",
+                        help="where lr and tv not given come from (default tuned: the family's stored values)")
+    parser.add_argument("--label", default="", help="a name for this configuration in the CSV")
+    parser.add_argument("--csv", help="append the per-unit rows here")
+    parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from sweep.data.photos import photos
+    from sweep.method.recipe import Recipe
+    from sweep.models.anatomy import anatomy_of
+    from sweep.models.build import build
+    from sweep.work.plan import FeatureSelection
+    from sweep.work.quality import judge_units
+
+    anatomy = anatomy_of(args.model)
+    net = build(anatomy.entry, "pretrained")
+    site = anatomy.default_site
+    pick = FeatureSelection(mode="sample", count=args.count, seed=args.unit_seed)
+    units = [(layer, f) for layer in args.layers
+             for f in pick.pick(anatomy.block(layer).width(site), anatomy.entry.key, layer)]
+    recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe)
+    start = time.perf_counter()
+    judged, _images = judge_units(net, anatomy, units, recipe, photos(), site)
+    wall = time.perf_counter() - start
+    rows = []
+    for q in judged:
+        row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key, "site": site,
+               **q.row(), "unit_seed": args.unit_seed, "host": platform.node(), "device": "cpu",
+               "threads": args.threads}
+        rows.append(row)
+        print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "
+              f"best photo {q.best_photo_act:7.3f} ({q.best_photo}) shift {q.shift_ratio:5.2f} "
+              f"{'beats every photo' if q.beats_photos else 'below a photo'}")
+    for layer in args.layers:
+        mine = [q for q in judged if q.layer == layer]
+        print(f"block {layer}: {sum(q.beats_photos for q in mine)}/{len(mine)} beat every photo")
+    total = sum(q.beats_photos for q in judged)
+    print(f"{args.label or 'all'}: lr {judged[0].lr:g} tv {judged[0].tv:g} steps {args.steps}: {total}/{len(judged)} "
+          f"units beat every photo ({total / len(judged):.0%}); {wall:.0f} s")
+    if args.csv:
+        new = not os.path.exists(args.csv)
+        with open(args.csv, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Natural photos that ship inside scikit-image's wheel: a reference set that needs no download.
+
+Feature visualizations are judged against natural images (does the optimized image excite its
+unit more than any photo does?); on machines without datasets these 15 photos are the natural
+images at hand: people, animals, objects, scenes, micrographs and textures (grass, gravel, brick).
+Grey photos are repeated over three channels. `python -m sweep.data.photos OUT` writes them as PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+#: skimage.data loaders whose files are in the wheel itself (no pooch download).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+          "camera", "coins", "moon", "grass", "gravel", "brick", "motorcycle_left", "motorcycle_right")
+
+
+def _load(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name.startswith("motorcycle_"):
+        left, right, _disparity = skimage.data.stereo_motorcycle()
+        image = left if name.endswith("left") else right
+    else:
+        image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def photos() -> dict[str, np.ndarray]:
+    """{name: (H, W, 3) uint8}; needs scikit-image (`pip install 'sweep[demo]'`)."""
+    try:
+        import skimage.data  # noqa: F401
+    except ImportError:
+        from sweep.core.errors import SweepError
+
+        raise SweepError("the natural photos come from scikit-image: pip install 'sweep[demo]' "
+                         "(or pip install scikit-image)") from None
+    return {name: _load(name) for name in PHOTOS}
+
+
+def write_photos(folder: str | Path) -> list[Path]:
+    """The photos as PNG files in `folder` (a reference folder for `sweep tune --reference`)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in photos().items():
+        paths.append(folder / f"{name}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweep.data.photos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="folder to write the photos into (PNG, one per photo)")
+    args = parser.parse_args(argv)
+    for path in write_photos(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Does a visualization show what its unit responds to? Checks that need no human, on real weights.
+
+For each unit: its activation on the optimized image (clean: no augmentation) against its own
+initial image and against every natural photo of a reference set, and how much of it survives
+random shifts of the image (torch.roll, up to the recipe's jitter, wrapping as the recipe's own
+jitter does). A unit whose image beats every photo is said to be *visualized*; the fraction of
+visualized units is the number the tuning and the quality tests report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from sweep.method.engine import Engine
+from sweep.method.recipe import Recipe
+from sweep.method.render import render, seeds_for
+from sweep.models.anatomy import Anatomy
+from sweep.work.tuning import unit_activations
+
+#: Shifts of each image tried for the shift robustness, from a generator seeded base_seed + feature + this.
+SHIFT_SEED_OFFSET = 2_000_003
+
+
+@dataclass(frozen=True)
+class UnitQuality:
+    layer: int
+    feature: int
+    seed: int
+    act_init: float
+    act_final: float
+    best_photo: str
+    best_photo_act: float
+    shift_ratio: float   # mean activation over random shifts / clean activation of the final image
+    steps: int
+    lr: float
+    tv: float
+
+    @property
+    def beats_photos(self) -> bool:
+        return self.act_final > self.best_photo_act
+
+    def row(self) -> dict:
+        return {**asdict(self), "beats_photos": self.beats_photos}
+
+
+def photo_batch(photos: Mapping[str, np.ndarray], size: int, resize: int, interpolation: str) -> torch.Tensor:
+    """(N, 3, size, size) in [0, 1]: each photo through the model's evaluation transform."""
+    from sweep.experiments.conditions import resize_center_crop
+
+    return torch.from_numpy(np.stack([resize_center_crop(p, size, resize, interpolation) for p in photos.values()])
+                            ).permute(0, 3, 1, 2).contiguous().float()
+
+
+def shift_ratio(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature: int, image: torch.Tensor,
+                clean: float, max_shift: int, draws: int, seed: int) -> float:
+    """Mean activation of `image` rolled by `draws` seeded shifts in [-max_shift, max_shift] / `clean`."""
+    if clean <= 0:
+        return 0.0
+    gen = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(-max_shift, max_shift + 1, (draws, 2), generator=gen).tolist()
+    rolled = torch.stack([torch.roll(image, (dy, dx), dims=(1, 2)) for dy, dx in shifts])
+    return float(unit_activations(net, anatomy, layer, site, [feature], rolled).mean()) / clean
+
+
+def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], recipe: Recipe,
+                photos: Mapping[str, np.ndarray], site: str | None = None, base_seed: int = 0,
+                shift_draws: int = 8, device: str | torch.device = "cpu",
+                engine: Engine = Engine(precision="fp32", compile="off")) -> tuple[list[UnitQuality], torch.Tensor]:
+    """Render every (layer, feature) unit with `recipe` and judge its image; also returns the images."""
+    from sweep.method.tuned import resolve_recipe
+
+    site = site or anatomy.default_site
+    pre = anatomy.preprocess
+    refs = photo_batch(photos, pre.input_size, pre.resize_size, pre.interpolation).to(device)
+    names = list(photos)
+    resolved, _ = resolve_recipe(recipe, anatomy.entry, pre.input_size)
+    out, images = [], []
+    for layer in sorted({layer for layer, _ in units}):
+        feats = [f for l, f in units if l == layer]
+        seeds = seeds_for(feats, base_seed)
+        made = render(net, anatomy, anatomy.block(layer), site, feats, recipe, seeds, device, engine=engine)
+        on_photos = unit_activations(net, anatomy, layer, site, feats, refs).cpu()
+        for i, f in enumerate(feats):
+            best = int(on_photos[:, i].argmax())
+            act = float(made.act_final[i])
+            ratio = shift_ratio(net, anatomy, layer, site, f, made.images[i].to(device), act, resolved.jitter,
+                                shift_draws, base_seed + f + SHIFT_SEED_OFFSET)
+            out.append(UnitQuality(layer, f, seeds[i], float(made.act_init[i]), act, names[best],
+                                   float(on_photos[best, i]), ratio, resolved.steps, float(resolved.lr),
+                                   float(resolved.tv)))
+            images.append(made.images[i])
+    return out, torch.stack(images)
