@@ -65,7 +65,7 @@ def _hooked(net, module_path: str, kind: str):
 
 
 @pytest.mark.parametrize("name, layer, module_path, kind, family, prefix", [
-    (DINO, 3, "blocks.3.mlp.act", "output", "vit", 1),                       # timm ViT, non-default size
+    (DINO, 3, "blocks.3.mlp.act", "output", "vit_ssl", 1),                   # timm DINOv2 ViT, non-default size
     ("convnext_atto", 3, "stages.1.blocks.1.mlp.fc2", "input", "auto", 0),    # ConvNeXt: conv MLP, channels
     ("eva02_tiny_patch14_224", 2, "blocks.2.mlp.fc2", "input", "auto", 1),   # EVA: SwiGLU, other naming
     ("open_clip:ViT-B-32", 5, "transformer.resblocks.5.mlp.gelu", "output", "clip", 1),
@@ -152,7 +152,7 @@ def test_model_options_are_named_by_their_flag(tmp_path, capsys):
 def test_each_source_owns_its_preprocessing_and_says_where_it_came_from():
     from sweep.models.sources import SOURCES
 
-    assert set(SOURCES) == {"timm", "open_clip", "torchvision", "module"}
+    assert set(SOURCES) == {"timm", "open_clip", "torchvision", "module", "package"}
     micro = anatomy_of("dev/vit-micro").preprocess
     assert micro.origin == "timm defaults for vit_tiny_patch16_224 (no pretrained tag)"
     tv = anatomy_of("torchvision:resnet18").preprocess

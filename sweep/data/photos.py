@@ -33,13 +33,13 @@ def _load(name: str) -> np.ndarray:
 
 def photos() -> dict[str, np.ndarray]:
     """{name: (H, W, 3) uint8}; needs scikit-image (`pip install 'sweep[demo]'`)."""
-    try:
-        import skimage.data  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("skimage") is None:
         from sweep.core.errors import SweepError
 
         raise SweepError("the natural photos come from scikit-image: pip install 'sweep[demo]' "
-                         "(or pip install scikit-image)") from None
+                         "(or pip install scikit-image)")
     return {name: _load(name) for name in PHOTOS}
 
 

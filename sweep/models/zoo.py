@@ -178,7 +178,8 @@ class Registry:
         self._entries[entry.key] = entry
         for alias in entry.aliases:
             self._aliases.setdefault(alias, entry.key)
-        if entry.has_pretrained:  # a dev model's arch name means the real, pretrained model
+        # A bare architecture name means the library's model: not a dev model, nor weights a package ships.
+        if entry.has_pretrained and entry.source != "package":
             self._archs.setdefault(entry.arch, []).append(entry.key)
         return entry
 

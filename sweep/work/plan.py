@@ -276,7 +276,11 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
     tasks = []
     # A model named by key and by alias, or a layer by index and by name, is planned once.
     anatomies = {a.entry.key: a for a in map(anatomy_of, config.models)}
-    plans = {a.entry.key: config.plan_for(m) for m, a in zip(config.models, map(anatomy_of, config.models))}
+    plans: dict[str, ModelPlan] = {}
+    for m in config.models:  # a model named twice runs with the settings per_model gives either name
+        key = anatomy_of(m).entry.key
+        if key not in plans or m in config.per_model:
+            plans[key] = config.plan_for(m)
     for key, anatomy in anatomies.items():
         plan = plans[key]
         site = plan.site or anatomy.default_site
