@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model zoo with layers and features per layer")
-    p.add_argument("--family", help="only this family (deit, coat, convit, pit, swin, twins, vit, clip, "
+    p.add_argument("--family", help="only this family (deit, coat, convit, pit, swin, twins, vit, vit_ssl, clip, "
                    "clip_resnet, cnn)")
     p.add_argument("--model", nargs="+", help=f"describe these models instead (zoo or not): {MODEL_HELP}")
     add_model_arg(p)

