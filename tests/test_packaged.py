@@ -140,11 +140,9 @@ def test_wheel_is_downloaded_once_and_its_file_checked(tmp_path, monkeypatch):
 
 
 def test_not_a_dinov2_graph_is_one_line():
-    import onnx
     from onnx import helper
 
     graph = helper.make_graph([], "empty", [], [])
     with pytest.raises(SweepError, match="no backbone.encoder.layer"):
         packaged.dinov2_state_from_onnx(helper.make_model(graph), 224)
-    assert onnx  # the converter reads graphs through the onnx package
 
