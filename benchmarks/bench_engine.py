@@ -19,9 +19,13 @@ included) and is given as a fraction of the device's datasheet bf16 dense peak a
     python benchmarks/bench_engine.py --models vit_base_patch16_224 --features 128            # on a GPU
     python benchmarks/bench_engine.py --families --variants bf16+compile bf16+step            # per family
 
---families measures one model of each family of the paper preset (its first, middle and last
-block) and prints per family the features/hour, % of the bf16 peak and the achieved TFLOP/s as a
-fraction of the best family's (the target: none below 25 %).
+--families measures one model of each family of the paper preset (or the --models given) at its
+first, middle and last block (or the --layers given: first, middle, last or indices) and prints per
+family the features/hour, % of the bf16 peak and the achieved TFLOP/s as a fraction of the best
+family's (the target: none below 25 %). Every row goes to --csv as soon as it is measured and
+carries its model and family, so a run cut short (benchmarks/run_gpu.sh's time box) keeps its
+per-family numbers even though the --families-csv table is written only at the end; a model that
+fails is reported and skipped, so one family's error does not cost the others' measurements.
 """
 
 from __future__ import annotations
@@ -226,14 +230,28 @@ def summarize(rows: list[dict]) -> list[str]:
 
 
 def family_models() -> list[str]:
-    """The first model of each family in the paper preset (the 38 variants, the original ViTs, CLIP)."""
+    """The first model of each family in the paper preset (the 38 variants, the original ViTs, CLIP).
+
+    Read from the zoo's entries, not their anatomies: describing every model of the preset (~47
+    meta-device builds) would cost start-up time that a time-boxed GPU run needs for measuring."""
+    from sweep.models.zoo import get_entry
     from sweep.work.plan import SweepConfig
 
     models = SweepConfig.from_dict({"preset": "paper", "out": "unused"}).models
     first: dict[str, str] = {}
     for m in models:
-        first.setdefault(anatomy_of(m).entry.family, anatomy_of(m).entry.key)
+        entry = get_entry(m)
+        first.setdefault(entry.family, entry.key)
     return list(first.values())
+
+
+def pick_layers(spec: list[str], depth: int) -> list[int]:
+    """Block indices from 'all', or names first / middle / last and integers (kept as given, so
+    -1 still means the last block); a block named twice is measured once."""
+    if spec == ["all"]:
+        return list(range(depth))
+    named = {"first": 0, "middle": depth // 2, "last": depth - 1}
+    return list(dict.fromkeys(named[x] if x in named else int(x) for x in spec))
 
 
 def family_table(rows: list[dict]) -> list[dict]:
@@ -262,12 +280,15 @@ def family_table(rows: list[dict]) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--models", nargs="+", default=["vit_tiny_patch16_224"])
+    parser.add_argument("--models", nargs="+",
+                        help="default: vit_tiny_patch16_224; with --families one model per family of the paper preset")
     parser.add_argument("--families", action="store_true",
-                        help="one model per family of the paper preset, first/middle/last block (overrides "
-                             "--models and --layers)")
+                        help="per-family table over --models (default: one model per family of the paper preset), "
+                             "at --layers (default: first middle last)")
     parser.add_argument("--families-csv", help="write the per-family table to this CSV")
-    parser.add_argument("--layers", nargs="+", default=["-1"], help="block indices, or 'all' (default: the last)")
+    parser.add_argument("--layers", nargs="+",
+                        help="block indices, first / middle / last, or 'all' (default: the last; with --families "
+                             "first middle last)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         help="engine variants (default: fp32 on CPU; fp32 bf16 bf16+compile on GPUs)")
     parser.add_argument("--features", type=int, help="features per engine batch (default 16 on CPU, 128 on GPUs)")
@@ -294,14 +315,20 @@ def main(argv=None) -> int:
                        device, name, datasheet_bf16_peak_tflops=peaks["datasheet"],
                        measured_matmul_tflops=round(peaks["measured"], 2))
 
-    rows = []
-    for model in (family_models() if args.families else args.models):
-        depth = len(anatomy_of(model).blocks)
-        if args.families:
-            layers = sorted({0, depth // 2, depth - 1})
-        else:
-            layers = list(range(depth)) if args.layers == ["all"] else [int(x) for x in args.layers]
-        rows += bench(model, layers, variants, features, args.warmup, args.iters, device, peaks, write)
+    rows, failed = [], []
+    models = args.models or (family_models() if args.families else ["vit_tiny_patch16_224"])
+    spec = args.layers or (["first", "middle", "last"] if args.families else ["-1"])
+    if spec != ["all"] and not all(x in ("first", "middle", "last") or x.lstrip("-").isdigit() for x in spec):
+        parser.error(f"--layers: give block indices, first / middle / last, or all; got {' '.join(spec)}")
+    for model in models:
+        try:
+            layers = pick_layers(spec, len(anatomy_of(model).blocks))
+            rows += bench(model, layers, variants, features, args.warmup, args.iters, device, peaks, write)
+        except Exception as exc:  # noqa: BLE001 - per family, the others still measured (see the docstring)
+            if not args.families:
+                raise
+            failed.append(model)
+            print(f"failed: {model}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", flush=True)
     for line in summarize(rows):
         print(line)
     if args.families:
@@ -311,10 +338,10 @@ def main(argv=None) -> int:
             print(f"{r['variant']:<18} {r['family']:<12} {r['model']:<44} {r['features_per_hour']:10.1f} features/h "
                   f"{r['achieved_tflops']:8.2f} TFLOP/s {pct} {r['pct_of_best_family']:5.1f}% of the best family "
                   f"(compile {r['compile_s']:.0f} s, {r['compiled']})")
-        if args.families_csv:
+        if args.families_csv and table:
             append_csv(args.families_csv, [{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()}
                                            for r in table], device, name)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 
 For each feature: the activation reached on the final image (measured in fp32 without
 augmentation, as the result rows record it), its relative difference, and the image difference.
+Each comparison's rows go to --csv as soon as it is measured (one header for all of them), so a run
+cut short (benchmarks/run_gpu.sh's time box) keeps the checks it finished.
 
     python benchmarks/check_engine.py --csv benchmarks/results/<date>-engine-fidelity-h200.csv
 """
@@ -32,6 +34,11 @@ from sweep.method.recipe import Recipe  # noqa: E402
 from sweep.method.render import Rendered, render, seeds_for  # noqa: E402
 from sweep.models.anatomy import anatomy_of  # noqa: E402
 from sweep.models.build import build  # noqa: E402
+
+#: The CSV's columns after append_csv's lead (date, device...): every row has all of them, so rows
+#: appended check by check share the header the first ones wrote.
+FIELDS = ("check", "model", "layer", "feature", "a", "b", "act_init", "act_final_a", "act_final_b",
+          "rel_diff_act_final", "image_max_abs_diff", "image_mean_abs_diff", "syncs_in_loop")
 
 
 def run(net, anatomy, layer, features, recipe, device, engine, progress=None) -> Rendered:
@@ -102,7 +109,13 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     name = device_name(device)
     print(f"device: {device} ({name}); torch {torch.__version__}", flush=True)
-    rows: list[dict] = []
+
+    def keep(new: list[dict]) -> list[dict]:
+        """Append one comparison's rows to the CSV as soon as it is measured."""
+        if args.csv and new:
+            append_csv(args.csv, [{k: r.get(k) for k in FIELDS} for r in new], device, name)
+        return new
+
     if "device-vs-cpu" in args.checks:
         anatomy = anatomy_of(args.cpu_model)
         cpu_net = build(anatomy.entry, "random", "cpu")
@@ -111,39 +124,31 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         on_cpu = run(cpu_net, anatomy, args.cpu_layer, args.features, recipe, torch.device("cpu"), fp32)
         on_dev = run(dev_net, anatomy, args.cpu_layer, args.features, recipe, device, fp32)
-        new = compare("device-vs-cpu", anatomy.entry.key, anatomy.block(args.cpu_layer).index,
-                      "cpu:fp32", on_cpu, f"{device.type}:fp32", on_dev)
-        rows += new
+        new = keep(compare("device-vs-cpu", anatomy.entry.key, anatomy.block(args.cpu_layer).index,
+                           "cpu:fp32", on_cpu, f"{device.type}:fp32", on_dev))
         print(summary(new), f"({time.perf_counter() - t:.0f} s)", flush=True)
     if "bf16-vs-fp32" in args.checks:
         anatomy = anatomy_of(args.model)
         net = build(anatomy.entry, "random", device)
         recipe = Recipe(steps=args.steps)
+        layer = anatomy.block(args.layer).index
         results = {}
-        for v in ("fp32", "bf16", *args.variants):
+        for v in ("fp32", "bf16", *args.variants):  # each variant compared as soon as it has run
             t = time.perf_counter()
             results[v] = run(net, anatomy, args.layer, args.features, recipe, device, VARIANTS[v])
             sync(device)
             print(f"  {v}: {time.perf_counter() - t:.1f} s", flush=True)
-        layer = anatomy.block(args.layer).index
-        for v in ("bf16", *args.variants):
-            new = compare("bf16-vs-fp32", anatomy.entry.key, layer, "fp32", results["fp32"], v, results[v])
-            rows += new
-            print(summary(new), flush=True)
-        for v in args.variants:
-            new = compare("compile-vs-eager", anatomy.entry.key, layer, "bf16", results["bf16"], v, results[v])
-            rows += new
-            print(summary(new), flush=True)
+            for ref in {"fp32": [], "bf16": ["fp32"]}.get(v, ["fp32", "bf16"]):
+                check = "bf16-vs-fp32" if ref == "fp32" else "compile-vs-eager"
+                new = keep(compare(check, anatomy.entry.key, layer, ref, results[ref], v, results[v]))
+                print(summary(new), flush=True)
     if "host-syncs" in args.checks and device.type == "cuda":
         anatomy = anatomy_of(args.model)
         net = build(anatomy.entry, "random", device)
         for v in ("bf16", *args.variants):
             n = host_syncs(net, anatomy, args.layer, device, VARIANTS[v])
             print(f"host-syncs {anatomy.entry.key} {v}: {n} synchronising call(s) inside the step loop", flush=True)
-            rows.append({"check": "host-syncs", "model": anatomy.entry.key, "layer": args.layer, "b": v,
-                         "syncs_in_loop": n})
-    if args.csv and rows:
-        append_csv(args.csv, rows, device, name)
+            keep([{"check": "host-syncs", "model": anatomy.entry.key, "layer": args.layer, "b": v, "syncs_in_loop": n}])
     return 0
 
 
