@@ -35,7 +35,7 @@ def anatomy_record(anatomy) -> dict:
 
 
 def cmd_models(args) -> int:
-    from sweep.models.anatomy import anatomy_of, describe
+    from sweep.models.anatomy import anatomy_of
     from sweep.models.zoo import REGISTRY
 
     if args.model:  # any model, zoo or not: what its inferred anatomy offers
@@ -43,7 +43,7 @@ def cmd_models(args) -> int:
             raise SweepError("--family lists the zoo; give it or --model, not both")
         records = [anatomy_record(anatomy_of(model_name(args, m))) for m in args.model]
     else:
-        records = [anatomy_record(describe(e)) for e in REGISTRY.entries(args.family)]
+        records = [anatomy_record(anatomy_of(e.key)) for e in REGISTRY.entries(args.family)]
     if args.format == "json":
         print(json.dumps(records, indent=2))
         return 0

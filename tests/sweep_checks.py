@@ -55,27 +55,24 @@ def own_ray_processes() -> dict[int, str]:
     return found
 
 
+def job_main(name: str):
+    """The main() of jobs/<name>.py, loaded as a module (jobs/ is a folder of scripts, not a package):
+    a test runs the job in its own process, where connect_ray finds the test's Ray already started."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"job_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def smoke_sweep(out) -> None:
-    """The smoke preset run into `out` on a local Ray instance started and stopped for it."""
-    import ray
-
-    from sweep.pipelines.feature_sweep import run_sweep
-    from sweep.work.plan import SweepConfig
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_sweep(SweepConfig.from_dict({"preset": "smoke", "out": str(out),
-                                         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}}),
-                  progress=False)
-    finally:
-        ray.shutdown()
 
 
 def start_ray_head(temp_dir: str, port: int, env: dict, *extra: str):
@@ -98,13 +95,16 @@ def start_ray_head(temp_dir: str, port: int, env: dict, *extra: str):
 
 
 def stop_process_group(proc) -> None:
-    """End the process group `proc` leads (a Ray head and all it started): SIGTERM, then SIGKILL."""
+    """End the process group `proc` leads (a Ray head and all it started): SIGTERM, then SIGKILL.
+
+    The grace is short: the group's Ray processes end within a second of SIGTERM, but `ray start
+    --block` itself did not exit within 10 s of it (measured), so a longer wait only idles."""
     import os
     import signal
     import subprocess
     import time
 
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

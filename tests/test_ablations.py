@@ -4,8 +4,8 @@ import imagenet_fixture as fx
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import ray.cloudpickle
+from sweep_checks import job_main
 
 from sweep.core.errors import SweepError
 from sweep.data.imagenet import parse_voc, train_with_boxes, val_from_solution
@@ -16,11 +16,6 @@ from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation
 ray.cloudpickle.register_pickle_by_value(fx)  # Ray workers cannot import the tests folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 # --- geometry -----------------------------------------------------------------------------------
@@ -109,7 +104,7 @@ def config(tmp_path, data, **over):
     return AblationConfig("foreground_background", str(tmp_path / "out"), spec, batch_size=16, **over)
 
 
-def test_pipeline_accuracy_equals_hand_computation(tmp_path):
+def test_pipeline_accuracy_equals_hand_computation(tmp_path, ray_local):
     data = fx.make_train(tmp_path)
     spec = ModelSpec("handbuilt", fx.make_center_net)
     summary = run_ablation(config(tmp_path, data), [spec])["handbuilt"]
@@ -134,7 +129,7 @@ def test_pipeline_accuracy_equals_hand_computation(tmp_path):
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("part-*.parquet")) == first
 
 
-def test_val_solution_and_frequency_experiment(tmp_path):
+def test_val_solution_and_frequency_experiment(tmp_path, ray_local):
     data = fx.make_val(tmp_path)
     spec = DataSpec("val_solution", data["val"], solution=data["solution"])
     cfg = AblationConfig("frequency", str(tmp_path / "out"), spec,
@@ -147,7 +142,7 @@ def test_val_solution_and_frequency_experiment(tmp_path):
     assert summary["conditions"]["original"]["top1"] == pytest.approx(100 * top1 / 24)
 
 
-def test_bad_inputs(tmp_path):
+def test_bad_inputs(tmp_path, ray_local):
     data = fx.make_train(tmp_path)
     with pytest.raises(SweepError, match="AblationConfig.experiment: input should be 'foreground_background', 'frequency' or 'tokens'; got 'colour'"):
         run_ablation(AblationConfig("colour", str(tmp_path), DataSpec("train_boxes", data["train"],
@@ -161,19 +156,15 @@ def test_bad_inputs(tmp_path):
         registry_model("B_16")
 
 
-def test_job_with_a_model_outside_the_zoo(tmp_path):
+def test_job_with_a_model_outside_the_zoo(tmp_path, ray_local, capsys):
     """jobs/ablations.py end to end with a timm classifier the zoo does not list (random weights)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     data = fx.make_train(tmp_path)
-    job = Path(__file__).resolve().parents[1] / "jobs" / "ablations.py"
-    cmd = [sys.executable, str(job), "--experiment", "foreground_background", "--train", data["train"],
-           "--boxes", data["boxes"], "--models", "tf_efficientnet_lite0", "--weights", "random", "--out", str(tmp_path / "o")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tf_efficientnet_lite0: 72 rows, 1 corrupt image(s), 2 listing problem(s)" in proc.stdout
+    code = job_main("ablations")(["--experiment", "foreground_background", "--train", data["train"], "--boxes",
+                                  data["boxes"], "--models", "tf_efficientnet_lite0", "--weights", "random",
+                                  "--out", str(tmp_path / "o")])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    assert "tf_efficientnet_lite0: 72 rows, 1 corrupt image(s), 2 listing problem(s)" in out.out
     rows = pd.read_parquet(tmp_path / "o" / "ablations")
     assert len(rows) == 75 and set(rows["model"].astype(str)) == {"tf_efficientnet_lite0"}
     ok = rows[rows["status"] == "ok"]
@@ -198,7 +189,7 @@ def test_devkit_ground_truth(tmp_path):
     assert [p["stage"] for p in listing.problems] == ["image"]
 
 
-def test_token_experiments_on_ray_data(tmp_path):
+def test_token_experiments_on_ray_data(tmp_path, ray_local):
     """Every image through every token variant; variants that equal the intact model score the same."""
     data = fx.make_val(tmp_path)
     cfg = AblationConfig("tokens", str(tmp_path / "out"), DataSpec("val_solution", data["val"],

@@ -13,7 +13,6 @@ from urllib.parse import urljoin, urlparse
 
 import numpy as np
 import pytest
-from sweep_checks import smoke_sweep
 
 from sweep.experiments.activation_maps import save_map
 from sweep.views.atlas import build_atlas
@@ -24,9 +23,9 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, smoke_root):
     results = tmp_path_factory.mktemp("results")
-    smoke_sweep(results)
+    shutil.copytree(smoke_root, results, dirs_exist_ok=True)  # this module adds to it
     rng = np.random.default_rng(0)
     save_map(str(results), "dev/vit-micro", 0, "mlp", 0, "example", rng.random((32, 32, 3)), rng.random((4, 4)))
     import pandas as pd
@@ -120,6 +119,7 @@ def browsing(folder):
         server.shutdown()
 
 
+@pytest.mark.browser
 def test_browse_index_model_layer_feature_and_back(site):
     """index -> model -> layer (page 2) -> feature -> next feature -> back to the right layer page."""
     _, out, _ = site
@@ -183,6 +183,7 @@ def _wait(driver, condition, timeout=10):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d))
 
 
+@pytest.mark.browser
 def test_go_to_box_finds_features_and_layers_and_says_what_is_missing(site):
     """The index's go-to box: a feature opens its page, an empty feature the layer, a feature the layer
     does not hold stays on the index with a message (no 404); layers and sites come from the data."""
@@ -210,6 +211,7 @@ def _labels(driver):
     return [c.get_attribute("data-key") for c in driver.find_elements(By.CSS_SELECTOR, "#cells .cell")]
 
 
+@pytest.mark.browser
 def test_layer_sorted_across_pages_with_deep_links(site):
     """Sorting a layer page sorts the whole layer (not just the page's cells); the sort travels in the
     address (#sort=act) and along the pager; the model page sorts its layers."""
@@ -245,6 +247,7 @@ def test_layer_sorted_across_pages_with_deep_links(site):
         assert errors == [], errors
 
 
+@pytest.mark.browser
 def test_concept_labels_shown_and_searchable_across_models(site):
     """Labels under the feature and in the layer grid; the concept search lists the units whose best
     concept matches, strongest first, each linking to its feature page."""
@@ -276,6 +279,7 @@ def test_concept_labels_shown_and_searchable_across_models(site):
         assert errors == [], errors
 
 
+@pytest.mark.browser
 def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
     """axe-core (the accessibility engine browsers' audits use) finds no violation on any page kind;
     Tab reaches the skip link first and a feature cell opens with Enter."""

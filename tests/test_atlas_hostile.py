@@ -248,6 +248,7 @@ def test_damaged_part_does_not_break_the_atlas(hostile):
     assert any("skipping 1 row(s) without a model or a whole layer and feature number" in w for w in warnings)
 
 
+@pytest.mark.browser
 def test_browser_runs_no_script(hostile):
     from selenium.common.exceptions import NoAlertPresentException
 

@@ -70,7 +70,7 @@ class Foreign:
 
 
 @pytest.fixture(scope="module")
-def foreign():
+def foreign(own_ray):
     """Another program's private Ray head: its own temp dir (short: Ray's socket paths), ports, group,
     auth token."""
     temp_dir = tempfile.mkdtemp(prefix="ray-foreign-", dir="/tmp")

@@ -141,14 +141,9 @@ def test_second_box_named_and_other_class_boxes_ignored(tmp_path):
     assert record["box_error"] == f"{xml}: box 2 ({sample.wnid}): xmin 20 >= xmax 4"
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
-def test_pipeline_runs_through_bad_boxes(tmp_path, local_ray):
+def test_pipeline_runs_through_bad_boxes(tmp_path, ray_local):
     """The whole Ray Data pipeline: three images with bad boxes are corrupt rows, the rest are scored."""
     data = fx.make_val(tmp_path)
     path = Path(data["solution"])
@@ -357,7 +352,7 @@ def test_reference_images_skip_unreadable_files(tmp_path, caplog):
         folder_references(str(ref), count=8, size=16)
 
 
-def test_activation_maps_mark_an_empty_image_corrupt(tmp_path, local_ray):
+def test_activation_maps_mark_an_empty_image_corrupt(tmp_path, ray_local):
     from sweep.data.imagenet import image_folder
     from sweep.pipelines.activation_maps import run_activation_maps
 

@@ -52,10 +52,11 @@ def test_bench_engine_writes_one_row_per_variant(tmp_path, capsys):
     assert "mean speedup" in capsys.readouterr().out
 
 
+@pytest.mark.compile
 def test_check_engine_reports_per_feature_differences(tmp_path):
     out = tmp_path / "fidelity.csv"
-    assert check_engine.main(["--cpu-model", "dev/vit-micro", "--model", "dev/vit-micro", "--cpu-layer", "1",
-                              "--layer", "1", "--cpu-steps", "3", "--steps", "3", "--features", "2",
+    assert check_engine.main(["--cpu-model", "dev/vit-micro", "--model", "dev/vit-micro", "--cpu-layer", "0",
+                              "--layer", "0", "--cpu-steps", "3", "--steps", "3", "--features", "2",
                               "--device", "cpu", "--variants", "bf16+compile", "bf16+step", "--csv", str(out)]) == 0
     with open(out) as fh:
         rows = list(csv.DictReader(fh))

@@ -139,6 +139,7 @@ def test_pretrained_offline_is_one_clear_line(tmp_path):
     assert "--weights random or --weights PATH" in errors[0]
 
 
+@pytest.mark.zoo
 def test_models_listing(capsys):
     code, out, _ = run_cli(["models", "--format", "json"], capsys)
     assert code == 0

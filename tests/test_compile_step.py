@@ -50,6 +50,7 @@ def _render(engine, features=(0, 1, 2), steps=3, block=1):
                        seeds_for(features), "cpu", engine=engine)
 
 
+@pytest.mark.compile
 def test_compiled_step_gives_the_eager_images_and_compiles_once_per_layer():
     from torch._dynamo.utils import counters
 
@@ -69,6 +70,7 @@ def test_compiled_step_gives_the_eager_images_and_compiles_once_per_layer():
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
+@pytest.mark.compile
 def test_a_site_that_cannot_be_cut_falls_back_with_one_log_line(caplog):
     anatomy = anatomy_of("dev/vit-micro")
     net = build(anatomy.entry, "random")

@@ -31,7 +31,7 @@ ADMIN = {"aws_access_key_id": "admin", "aws_secret_access_key": "admin", "region
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(own_ray):
     """moto on loopback with a `cred-results` bucket (moto keeps one store per process: other tests
     own `results`), fake credentials in the environment (Ray workers inherit them), and a local Ray
     instance that the CLI commands attach to."""
@@ -103,12 +103,13 @@ def leaked(name: str, data: bytes) -> list[str]:
     return [s for s in SECRETS if any(s.encode() in t for t in texts)]
 
 
-def bucket_objects(client) -> dict[str, bytes]:
+def bucket_objects(client, bucket: str = "cred-results") -> dict[str, bytes]:
+    """Every object of this module's bucket (moto's store is per process: other modules' buckets,
+    made before or after this one, are theirs)."""
     found = {}
-    for bucket in (b["Name"] for b in client.list_buckets()["Buckets"]):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                found[f"s3://{bucket}/{obj['Key']}"] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            found[f"s3://{bucket}/{obj['Key']}"] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
     return found
 
 

@@ -9,7 +9,6 @@ import shutil
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import ray
 from PIL import Image
 from sweep_checks import assert_exactly_once, stored
 
@@ -30,15 +29,11 @@ def config(out) -> SweepConfig:
 
 
 @pytest.fixture(scope="module")
-def sweep_root(tmp_path_factory):
+def sweep_root(tmp_path_factory, ray_local):
     """A finished tiny sweep; tests work on copies of it."""
     root = tmp_path_factory.mktemp("sweep") / "root"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        assert run_sweep(config(root), progress=False).done == 8
-        yield root
-    finally:
-        ray.shutdown()
+    assert run_sweep(config(root), progress=False).done == 8
+    return root
 
 
 @pytest.fixture

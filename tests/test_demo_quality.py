@@ -25,6 +25,7 @@ from sweep.models.build import build
 from sweep.work.plan import DEMO_MODEL, FeatureSelection
 from sweep.work.quality import judge_units
 
+pytestmark = pytest.mark.weights
 LAYERS = (1, 4)
 STEPS = 60
 #: Floor of (mean activation over shifts) / (clean activation); measured minimum 0.53 (module docstring).

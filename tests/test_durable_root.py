@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
-from ray.cluster_utils import Cluster
 
 from sweep.core.errors import SweepError
 from sweep.pipelines.feature_sweep import cluster_facts, run_sweep
@@ -49,16 +47,6 @@ def test_rule(out, local, facts, shared, refused):
     message = str(err.value)
     assert "\n" not in message and refused in message and repr(out) in message
     assert "s3://" in message and "file:///mnt/shared/" in message
-
-
-@pytest.fixture(scope="module")
-def two_nodes():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def tiny(out: str) -> SweepConfig:

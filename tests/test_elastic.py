@@ -18,7 +18,7 @@ from sweep.pipelines.feature_sweep import run_sweep
 from sweep.work.plan import SweepConfig
 
 
-def test_sweep_scales_to_gpu_nodes_survives_a_lost_node_and_releases_them(tmp_path):
+def test_sweep_scales_to_gpu_nodes_survives_a_lost_node_and_releases_them(tmp_path, own_ray):
     # 3 blocks x 10 features, one per batch, 120 steps: long enough for 3 nodes to join and one to die.
     config = SweepConfig.from_dict({
         "out": str(tmp_path / "out"), "models": ["dev/vit-micro"], "weights": "random",

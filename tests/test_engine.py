@@ -307,6 +307,7 @@ def test_bf16_autocast_on_cpu_records_fp32_clean_activations(micro):
     assert 0 < diff.mean() < 0.01, diff.mean()  # a few pixels move, the image stays
 
 
+@pytest.mark.compile
 def test_compiled_trunk_matches_eager_and_restores_the_network(micro):
     anatomy, net = micro
     block = anatomy.block(2)

@@ -20,7 +20,8 @@ from sweep.work.plan import SweepConfig
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(own_ray):
+    """A Ray of this module's own: its tests kill, pause and restart workers."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

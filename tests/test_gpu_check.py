@@ -59,7 +59,7 @@ def test_resolve_device_refuses_an_unusable_gpu_or_falls_back_with_one_warning(c
     assert resolve_device(None) == torch.device("cpu")  # no GPU given: the CPU, no check
 
 
-def test_fake_gpu_worker_stops_the_sweep_at_start_unless_cpu_fallback(tmp_path, capsys):
+def test_fake_gpu_worker_stops_the_sweep_at_start_unless_cpu_fallback(tmp_path, capsys, own_ray):
     import ray
 
     from sweep.pipelines.feature_sweep import run_sweep

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ray_head():
+def ray_head(own_ray):
     """A head started with `ray start`, with Ray's token authentication and a fresh token, in its own
     process group, temp dir and ports; only that group is ended (never `ray stop`: it ends every Ray
     on the host)."""

@@ -4,7 +4,6 @@ separates vocabularies and judges, and the Ray Data job end to end with resume (
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 from PIL import Image
 
@@ -78,7 +77,7 @@ def test_vocabularies_shipped_and_from_a_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory):
+def probe(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("probe")
     rng = np.random.default_rng(0)
     for i in range(24):
@@ -86,9 +85,7 @@ def probe(tmp_path_factory):
     (root / "broken.png").write_bytes(b"not a png")
     vocab = tmp_path_factory.mktemp("vocab") / "concepts.txt"
     vocab.write_text("\n".join(CONCEPTS) + "\n")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root, vocab
-    ray.shutdown()
+    return root, vocab
 
 
 def test_job_labels_every_unit_resumes_and_relabels_for_a_new_vocabulary(probe, tmp_path):
@@ -122,15 +119,11 @@ def test_job_labels_every_unit_resumes_and_relabels_for_a_new_vocabulary(probe, 
 
 
 def test_bad_vocabulary_is_one_line_before_any_work(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+    from sweep_checks import job_main
 
-    spec = importlib.util.spec_from_file_location("labels_job", Path(__file__).resolve().parents[1] / "jobs" / "labels.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     bad = tmp_path / "bad.txt"
     bad.write_text("ok\n" + "y" * 200 + "\n")
-    code = job.main(["--model", "dev/vit-micro", "--images", str(tmp_path), "--out", str(tmp_path / "out"),
+    code = job_main("labels")(["--model", "dev/vit-micro", "--images", str(tmp_path), "--out", str(tmp_path / "out"),
                      "--vocabulary", str(bad)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("labels.py: error: --vocabulary") and "line 2" in err[0]

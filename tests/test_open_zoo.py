@@ -165,9 +165,8 @@ def test_each_source_owns_its_preprocessing_and_says_where_it_came_from():
     assert (own.input_size, own.mean) == (32, (0.485, 0.456, 0.406)) and "defaults for mean, std" in own.origin
 
 
-def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path):
+def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path, ray_local):
     """Workers rebuild the model from its name alone: nothing registered in the driver's memory."""
-    import ray
     from sweep_checks import assert_exactly_once
 
     from sweep.pipelines.feature_sweep import run_sweep
@@ -179,11 +178,7 @@ def test_sweep_on_ray_with_a_model_outside_the_zoo(tmp_path):
         "features": {"count": 2}, "features_per_batch": 1, "recipe": {"steps": 3},
         "resources": {"num_gpus": 0, "num_cpus": 0.5, "workers": 2}})
     assert config.models == ("vit_small_patch14_dinov2[depth=2,embed_dim=32,img_size=28,num_heads=2]",)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        report = run_sweep(config, progress=False)
-    finally:
-        ray.shutdown()
+    report = run_sweep(config, progress=False)
     assert report.done == 4 and report.failed == 0
     rows = assert_exactly_once(config)
     assert set(rows["model"]) == set(config.models)

@@ -13,6 +13,7 @@ from sweep.models.anatomy import anatomy_of
 from sweep.models.build import build
 from sweep.models.names import resolve
 
+pytestmark = pytest.mark.weights
 DEMO = "demo/dinov2-vits14"
 #: Tensors of the ONNX graph compared with the converted network: the embeddings (patches, CLS and
 #: the resampled position table), the output of block 3, and the backbone's final LayerNorm.

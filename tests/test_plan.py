@@ -24,6 +24,7 @@ def test_skip_removes_done_triples(tmp_path):
     assert len(left) == 24 - 3 and not done & set(left)
 
 
+@pytest.mark.zoo
 def test_paper_preset_and_summary(tmp_path):
     cfg = SweepConfig.from_dict({"preset": "paper", "out": str(tmp_path), "features": {"count": 2}})
     rows = {r["model"]: r for r in plan_summary(cfg, expand(cfg))}

@@ -3,7 +3,6 @@
 import fsspec
 import pytest
 from fsspec.implementations.local import LocalFileSystem
-from sweep_checks import smoke_sweep
 
 from sweep.core.errors import SweepError
 from sweep.store.layout import FEATURE_SCHEMA
@@ -26,10 +25,8 @@ class RecordingFS(LocalFileSystem):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("results")
-    smoke_sweep(out)
-    return str(out)
+def root(smoke_root):
+    return str(smoke_root)
 
 
 def test_reading_one_model_opens_only_its_files(root):

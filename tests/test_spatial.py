@@ -4,9 +4,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 from PIL import Image
+from sweep_checks import job_main
 from test_engine import PLANTED, plant_redness_unit
 
 from sweep.data.imagenet import image_folder
@@ -48,15 +48,7 @@ def image_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """This test's Ray; the job subprocesses join it (`--address`) instead of starting one each."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def test_top_images_one_or_two_workers_equal_brute_force(image_dir, tmp_path, local_ray):
+def test_top_images_one_or_two_workers_equal_brute_force(image_dir, tmp_path, ray_local):
     listing = image_folder(str(image_dir))
     assert len(listing.records) == 41
     results = []
@@ -113,35 +105,27 @@ def test_activation_map_finds_the_planted_pattern(tmp_path):
     np.testing.assert_allclose(saved, amap.numpy())
 
 
-def test_jobs_for_a_folder_of_images(image_dir, tmp_path, local_ray):
-    """Top images, activation maps and then unit invariance (which reads the top images), as commands."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    jobs = Path(__file__).resolve().parents[1] / "jobs"
-    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir), "--address", local_ray]
-    top = subprocess.run([sys.executable, str(jobs / "top_images.py"), *common, "--out", str(tmp_path),
-                          "--split", "folder", "--k", "2", "--layers", "0", "2"], capture_output=True, text=True,
-                         timeout=600)
-    assert top.returncode == 0, top.stderr[-2000:]
-    assert "256 rows: top-2 images of 128 units over 41 images" in top.stdout
-    maps = subprocess.run([sys.executable, str(jobs / "activation_maps.py"), *common, "--out", str(tmp_path),
-                           "--layer", "1", "--feature", "3", "4", "--limit", "3"], capture_output=True, text=True,
-                          timeout=600)
-    assert maps.returncode == 0, maps.stderr[-2000:]
-    assert "6 activation map(s)" in maps.stdout
+def test_jobs_for_a_folder_of_images(image_dir, tmp_path, ray_local, capsys):
+    """Top images, activation maps and then unit invariance (which reads the top images), as the
+    jobs' commands (their main(), on the test's Ray)."""
+    common = ["--model", "dev/vit-micro", "--weights", "random", "--images", str(image_dir)]
+    assert job_main("top_images")([*common, "--out", str(tmp_path), "--split", "folder", "--k", "2",
+                                   "--layers", "0", "2"]) == 0
+    assert "256 rows: top-2 images of 128 units over 41 images" in capsys.readouterr().out
+    assert job_main("activation_maps")([*common, "--out", str(tmp_path), "--layer", "1", "--feature", "3", "4",
+                                        "--limit", "3"]) == 0
+    assert "6 activation map(s)" in capsys.readouterr().out
     assert len(list((tmp_path / "activation_maps").rglob("*.npy"))) == 6
     maps_table = pd.read_parquet(tmp_path / "activation_maps" / "table")
     assert len(maps_table) == 6 and (maps_table["side"] == 4).all()
     assert maps_table["values"].map(len).eq(16).all() and set(maps_table["feature"]) == {3, 4}
-    inv = subprocess.run([sys.executable, str(jobs / "unit_invariance.py"), *common, "--results", str(tmp_path),
-                          "--split", "folder", "--features-per-layer", "5"], capture_output=True, text=True, timeout=600)
-    assert inv.returncode == 0, inv.stderr[-2000:]
+    assert job_main("unit_invariance")([*common, "--results", str(tmp_path), "--split", "folder",
+                                        "--features-per-layer", "5"]) == 0
+    out = capsys.readouterr().out
     frame = pd.read_parquet(tmp_path / "invariance")
     assert len(frame) == 2 * 5 and set(frame["layer"]) == {0, 2}
     np.testing.assert_allclose(frame["rotation_ratio"], frame["after_rotation"] / frame["before_rotation"])
-    assert "rotation" in inv.stdout and "shift" in inv.stdout
+    assert "rotation" in out and "shift" in out
 
 
 def test_invariance_of_a_planted_colour_unit():

@@ -1,26 +1,13 @@
 """Two Ray nodes with fake GPUs: every actor holds its own GPU, and the plan is done exactly once."""
 
-import pytest
 import ray
-from ray.cluster_utils import Cluster
 from sweep_checks import assert_exactly_once
 
 from sweep.pipelines.feature_sweep import run_sweep
 from sweep.work.plan import SweepConfig
 
 
-@pytest.fixture(scope="module")
-def two_node_cluster():
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "num_gpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=1, num_gpus=2)
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
-def test_gpu_pinned_workers_on_two_nodes(two_node_cluster, tmp_path):
+def test_gpu_pinned_workers_on_two_nodes(two_nodes, tmp_path):
     assert ray.cluster_resources()["GPU"] == 4
     # Batches long enough (40 steps) that every worker has started before the first ones finish the plan.
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": str(tmp_path), "recipe": {"steps": 40},

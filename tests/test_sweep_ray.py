@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from sweep_checks import assert_exactly_once, own_ray_processes, stored
 
@@ -22,11 +21,7 @@ from sweep.work.plan import SweepConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")  # the suite's shared Ray
 
 
 def smoke(out, **over):
@@ -66,11 +61,12 @@ def test_interrupted_sweep_resumes_without_recompute_or_duplicates(tmp_path):
     assert_exactly_once(cfg)
 
 
-def test_driver_interrupted_with_ctrl_c_then_resumed(tmp_path):
+def test_driver_interrupted_with_ctrl_c_then_resumed(tmp_path, ray_local):
     out = tmp_path / "run"
+    # The driver attaches to this test's Ray instance, as a job on a running cluster would (a joined
+    # cluster refuses a local root unless it is declared shared: here the one node is this machine).
     args = ["--preset", "smoke", "--model", "dev/vit-micro", "--features", "8", "--steps", "100",
-            "--workers", "2", "--out", str(out), "--quiet"]
-    # The driver attaches to this test's Ray instance, as a job on a running cluster would.
+            "--workers", "2", "--out", str(out), "--quiet", "--address", ray_local, "--shared-filesystem"]
     # SIGINT back to its default in the child: a suite started in the background (`pytest &` in a
     # script) runs with SIGINT ignored, which the driver would inherit and never see the Ctrl-C.
     driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "all_models.py"), *args],
@@ -141,20 +137,16 @@ def test_repeatedly_failing_features_are_recorded_and_the_sweep_goes_on(tmp_path
     assert report.retries >= 8  # each failed feature was tried max_attempts = 2 times
 
 
-def test_force_recomputes_in_place(tmp_path):
+def test_different_recipe_refused_and_force_recomputes_in_place(tmp_path):
     cfg = smoke(tmp_path, models=["dev/vit-micro"], layers=[0])
     run_sweep(cfg, progress=False)
     first = stored(tmp_path)
+    with pytest.raises(SweepError, match="different recipe or weights"):
+        run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0], recipe={"steps": 5}), progress=False)
     again = run_sweep(cfg, force=True, progress=False)
     assert again.done == 4 and again.skipped == 0
     second = assert_exactly_once(cfg)
     assert (second["created_at"].min() > first["created_at"].max())
-
-
-def test_different_recipe_in_same_root_is_refused(tmp_path):
-    run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0]), progress=False)
-    with pytest.raises(SweepError, match="different recipe or weights"):
-        run_sweep(smoke(tmp_path, models=["dev/vit-micro"], layers=[0], recipe={"steps": 5}), progress=False)
 
 
 def test_unreadable_weights_stop_the_sweep_with_their_reason(tmp_path):
@@ -182,6 +174,7 @@ def test_unwritable_root_fails_before_any_work(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.weights
 def test_demo_preset_renders_the_trained_model_and_the_atlas_shows_it(tmp_path):
     """The README's first command in small: the demo preset's trained ViT-S/14 (weights a package
     ships, converted on the driver before any worker starts) through Ray workers into the atlas."""

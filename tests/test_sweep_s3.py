@@ -9,7 +9,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-import ray
 import s3fs
 from moto.server import ThreadedMotoServer
 from sweep_checks import assert_exactly_once, free_port
@@ -20,16 +19,14 @@ from sweep.work.plan import SweepConfig
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
+def s3_endpoint(ray_local):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
                  aws_secret_access_key="test").create_bucket(Bucket="results")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield endpoint
-    ray.shutdown()
     server.stop()
 
 
@@ -79,7 +76,7 @@ def strict_s3_endpoint():
         server.wait(timeout=30)
 
 
-def test_bad_credentials_fail_before_any_work(strict_s3_endpoint, tmp_path):
+def test_bad_credentials_fail_before_any_work(strict_s3_endpoint, tmp_path, ray_local):
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": "s3://results/run",
                                  "storage_options": {"key": "wrong", "secret": "wrong", "client_kwargs": {
                                      "endpoint_url": strict_s3_endpoint, "region_name": "us-east-1"}}})
@@ -90,7 +87,7 @@ def test_bad_credentials_fail_before_any_work(strict_s3_endpoint, tmp_path):
     assert "\n" not in message
 
 
-def test_unreachable_endpoint_fails_before_any_work():
+def test_unreachable_endpoint_fails_before_any_work(ray_local):
     opts = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
             "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
     cfg = SweepConfig.from_dict({"preset": "smoke", "out": "s3://results/x", "storage_options": opts})

@@ -79,19 +79,12 @@ def test_search_points_are_seeded_and_in_range():
 
 
 @pytest.fixture(scope="module")
-def tuned_root(tmp_path_factory):
+def tuned_root(tmp_path_factory, ray_local):
     """A 2 x 2 grid on local Ray (random micro ViT, CPU trials), run once for the module."""
-    import ray
-
     out = tmp_path_factory.mktemp("tune")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     job = TuneJob(MODEL, str(out), lrs=(0.05, 0.5), tvs=(0.1, 10.0), layers=(1,), features=2, weights="random",
                   recipe=Recipe(steps=4), reference_count=6, robustness_draws=2, num_cpus=0.5)
-    try:
-        first = run_tune(job)
-        yield job, first
-    finally:
-        ray.shutdown()
+    return job, run_tune(job)
 
 
 def test_grid_writes_one_row_per_trial_and_resumes(tuned_root):
