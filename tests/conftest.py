@@ -1,15 +1,15 @@
 """Test-wide environment: no network beyond loopback, deterministic and quiet libraries; the suite's
-one shared Ray; tiers named by markers, derived from the fixtures a test uses.
+one shared Ray; tiers named by markers, most derived from the fixtures a test uses.
 
 Tiers (pytest markers; `pytest -m unit` is the developer's fast loop, see the README):
   unit     none of the below: no Ray, no browser, no compiler, micro models (marked automatically)
   ray      the suite's shared local Ray (fixture `ray_local`)
-  cluster  a Ray of its own: other processes, fake GPUs or nodes, killed workers (fixture `own_ray`,
-           `two_nodes`, or an explicit mark where the test starts one in a subprocess)
-  browser  headless Chromium
-  compile  torch.compile on the CPU
-  zoo      every model of the zoo, built with random weights
-  weights  trained weights (the packaged demo model)
+  cluster  a Ray of its own: other processes, fake GPUs or nodes, killed workers (fixtures `own_ray`,
+           `two_nodes`)
+  browser  headless Chromium (marked where a test opens it)
+  compile  torch.compile on the CPU (marked)
+  zoo      every model of the zoo, built with random weights or described (marked)
+  weights  trained weights: the packaged demo model (marked)
 """
 
 import atexit
@@ -38,8 +38,7 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 #: Markers a test gets from the fixtures it uses (directly or through other fixtures).
-FIXTURE_TIERS = {"ray_local": "ray", "smoke_root": "ray", "own_ray": "cluster", "two_nodes": "cluster",
-                 "browser": "browser"}
+FIXTURE_TIERS = {"ray_local": "ray", "smoke_root": "ray", "own_ray": "cluster", "two_nodes": "cluster"}
 SLOW_TIERS = ("ray", "cluster", "browser", "compile", "zoo", "weights")
 
 
@@ -105,7 +104,7 @@ def _shared_ray():
 @pytest.fixture(scope="module")
 def ray_local(_shared_ray):
     """The shared local Ray (2 CPUs, no dashboard, under this run's RAY_TMPDIR, ports of its own);
-    yields its GCS address, which a job subprocess can join with `--address`."""
+    returns its GCS address, which a job subprocess can join with `--address`."""
     return _shared_ray.start()
 
 

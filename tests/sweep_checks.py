@@ -57,7 +57,7 @@ def own_ray_processes() -> dict[int, str]:
 
 def job_main(name: str):
     """The main() of jobs/<name>.py, loaded as a module (jobs/ is a folder of scripts, not a package):
-    a test runs the job in its own process, where connect_ray finds the test's Ray already started."""
+    a test runs the job in the test's process, where connect_ray finds the test's Ray already started."""
     import importlib.util
     from pathlib import Path
 

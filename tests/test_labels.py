@@ -124,7 +124,7 @@ def test_bad_vocabulary_is_one_line_before_any_work(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("ok\n" + "y" * 200 + "\n")
     code = job_main("labels")(["--model", "dev/vit-micro", "--images", str(tmp_path), "--out", str(tmp_path / "out"),
-                     "--vocabulary", str(bad)])
+                               "--vocabulary", str(bad)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("labels.py: error: --vocabulary") and "line 2" in err[0]
     assert not (tmp_path / "out").exists()
