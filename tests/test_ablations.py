@@ -16,8 +16,6 @@ from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation
 ray.cloudpickle.register_pickle_by_value(fx)  # Ray workers cannot import the tests folder
 
 
-
-
 # --- geometry -----------------------------------------------------------------------------------
 
 def test_box_edges_follow_the_paper():

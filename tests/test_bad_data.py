@@ -141,8 +141,6 @@ def test_second_box_named_and_other_class_boxes_ignored(tmp_path):
     assert record["box_error"] == f"{xml}: box 2 ({sample.wnid}): xmin 20 >= xmax 4"
 
 
-
-
 def test_pipeline_runs_through_bad_boxes(tmp_path, ray_local):
     """The whole Ray Data pipeline: three images with bad boxes are corrupt rows, the rest are scored."""
     data = fx.make_val(tmp_path)
