@@ -36,6 +36,7 @@ from sweep.core.redact import add_redacting_filter, redact
 from sweep.method.engine import Engine
 from sweep.method.recipe import config_hash
 from sweep.store.durable import ClusterFacts, check_durable_root, under_ray_job
+from sweep.store.index import read_stored
 from sweep.store.layout import FEATURES
 from sweep.store.outputs import atomic_write, is_local, open_root, parquet_bytes
 from sweep.work.batch import Batch, BatchRunner, failure_rows, library_versions
@@ -68,14 +69,14 @@ SCALE_INTERVAL_S = 2.0
 class SweepWorker:
     """Holds one BatchRunner (and so one loaded model) per worker process."""
 
-    def __init__(self, out: str, storage_options: dict, engine: Engine, allow_cpu_fallback: bool = False):
+    def __init__(self, out: str, storage_options: dict, engine: Engine, allow_cpu_fallback: bool = False,
+                 runner: type[BatchRunner] = BatchRunner):
         # A GPU that CUDA cannot use is a SweepError; it is kept and raised by info(), the driver's first
         # call, so the driver gets the exception itself (not a dead actor) and stops the sweep with it.
         self.start_error: SweepError | None = None
         try:
-            self.runner = BatchRunner(out, storage_options, None, engine,
-                                      gpu_ids=[str(g) for g in ray.get_gpu_ids()],
-                                      allow_cpu_fallback=allow_cpu_fallback)
+            self.runner = runner(out, storage_options, None, engine, gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+                                 allow_cpu_fallback=allow_cpu_fallback)
         except SweepError as exc:
             self.start_error = exc
 
@@ -110,13 +111,16 @@ def worker_plan(config: SweepConfig, n_tasks: int) -> WorkerPlan:
 
 def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | None = None,
               progress: bool = True, retry_failed: bool = True,
-              restart_timeout: float = RESTART_TIMEOUT_S, shared_filesystem: bool = False) -> SweepReport:
+              restart_timeout: float = RESTART_TIMEOUT_S, shared_filesystem: bool = False,
+              runner: type[BatchRunner] = BatchRunner) -> SweepReport:
     """Run a sweep on the Ray instance this process is connected to; returns its report.
 
     max_batches stops after that many batches (to try a config; the rest resumes on a re-run).
     retry_failed=False keeps rows that failed in earlier runs as done (counted in failed_before).
     restart_timeout: seconds a dead worker may take to restart before it is dropped.
     shared_filesystem: a local path is the same mount on every node (else refused on a cluster).
+    runner: what each worker renders batches with; only the benchmarks' rehearsal gives another (a
+        stand-in for the GPU math), never the CLI; its KIND is written into the manifest.
     """
     check_durable_root(config.out, is_local(open_root(config.out, config.storage_options)[0]), cluster_facts(),
                        shared_filesystem)  # before anything is written under it
@@ -143,12 +147,16 @@ def run_sweep(config: SweepConfig, *, force: bool = False, max_batches: int | No
     handler, log_path = _file_log()
     add_redacting_filter(handler, config.storage_options)  # no credential in driver.log
     manifest = {"run_id": run_id, "config": config.to_dict(), "config_hash": config_hash(config.to_dict()),
-                "versions": library_versions(), "started_at": _now(), "status": "running", "force": force,
-                "removed_for_force": removed, "shared_filesystem": shared_filesystem, "plan": summary}
+                "versions": library_versions(), "runner": runner.KIND, "started_at": _now(), "status": "running",
+                "force": force, "removed_for_force": removed, "shared_filesystem": shared_filesystem, "plan": summary}
     _write_json(fs, root, run_id, manifest)
     try:
-        _dispatch(config, tasks, fs, root, report, progress, restart_timeout)
+        _dispatch(config, tasks, fs, root, report, progress, restart_timeout, runner)
         manifest["status"] = "finished"
+        try:  # this run's parts into the index cache, so the next resume reads one file (sweep.store.index)
+            read_stored(fs, root, cache=True)
+        except SweepError as exc:
+            log.warning("the feature index cache was not refreshed (%s); the next resume reads the parts", exc)
     except BaseException:
         manifest["status"] = "interrupted"
         raise
@@ -198,7 +206,8 @@ class _Workers:
     """
 
     def __init__(self, config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport,
-                 restart_timeout: float, bar, plan: WorkerPlan):
+                 restart_timeout: float, bar, plan: WorkerPlan, runner: type[BatchRunner] = BatchRunner):
+        self.runner = runner
         self.config, self.fs, self.root, self.report, self.bar = config, fs, root, report, bar
         self.restart_timeout, self.plan = restart_timeout, plan
         self.opts = {"num_gpus": plan.gpus, "num_cpus": config.resources.num_cpus}
@@ -219,7 +228,7 @@ class _Workers:
         for _ in range(n_workers):
             handle = SweepWorker.options(**self.opts).remote(
                 self.config.out, self.config.storage_options, self.config.engine,
-                self.config.resources.allow_cpu_fallback)
+                self.config.resources.allow_cpu_fallback, self.runner)
             self.slots.append(_Slot(handle))
             self._call(len(self.slots) - 1, "info", handle.info.remote())
 
@@ -495,7 +504,7 @@ def _actor_state(handle) -> str | None:
 
 
 def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: SweepReport, progress: bool,
-              restart_timeout: float) -> None:
+              restart_timeout: float, runner: type[BatchRunner] = BatchRunner) -> None:
     plan = worker_plan(config, len(tasks))
     if plan.gpus == 0 and config.resources.num_gpus > 0:
         log.warning("%s (a Ray started by this job cannot add GPU nodes)", plan.reason)
@@ -503,7 +512,7 @@ def _dispatch(config: SweepConfig, tasks: list[Task], fs, root: str, report: Swe
              plan.reason, plan.gpus, config.resources.num_cpus)
     total = sum(len(t.batch.features) for t in tasks)
     with tqdm(total=total, disable=not progress, unit="feature", desc="sweep", smoothing=0.1) as bar:
-        workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar, plan)
+        workers = _Workers(config, tasks, fs, root, report, restart_timeout, bar, plan, runner)
         try:
             if not plan.elastic:
                 workers.start(plan.count)

@@ -18,6 +18,8 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     tuning/model=<m>/trial-<key>.parquet                     TRIAL_SCHEMA, one row per (lr, tv) trial
     tuning_images/model=<m>/trial-<key>/...png
     runs/<run id>/manifest.json, driver.log                  what each sweep run did
+    _index/features.parquet                                  a cache of the feature rows' index, per part
+                                                             fingerprint (sweep.store.index); never the truth
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ FEATURE_SCHEMA = pa.schema([
     ("config_hash", pa.string()),
     ("image_path", pa.string()),
     ("created_at", pa.timestamp("ms", tz="UTC")),
+    ("image_bytes", pa.int64()),  # the PNG's size: a resume checks images against a listing (sweep.store.index)
 ])
 
 #: Top-k natural images of each unit (split and model are the partition).
@@ -205,6 +208,10 @@ RUNS = Dataset("runs", ())
 DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
                                 LABELS, TUNING, TUNING_IMAGES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
+
+
+#: The feature index cache (sweep.store.index): an underscore folder, so no dataset reader sees it.
+FEATURE_INDEX = "_index/features.parquet"
 
 
 def thumb_name(image_id: str) -> str:

@@ -33,6 +33,13 @@ def open_root(root: str, storage_options: dict | None = None) -> tuple[fsspec.Ab
     return fs, path.rstrip("/")
 
 
+def fingerprint(info: dict) -> str:
+    """What identifies a file's version from a listing alone: its size and ETag (object stores) or
+    modification time (disks); a file rewritten in place gets another."""
+    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+    return f"{info.get('size')}:{stamp}"
+
+
 def under_root(root: str, rel) -> str | None:
     """`root/rel` for a root-relative path read from data (a row's image_path), or None for anything
     that could point elsewhere: absolute paths, `..`, URL schemes, backslashes, NUL. Paths derived

@@ -1,11 +1,11 @@
-"""Read what a results root already holds: which (model, layer, site, feature) are done, and where."""
+"""Read a results root's datasets: `Results` (pandas queries by partition) and the readers of damaged-proof
+Parquet under it. What the sweep resumes from, the feature index, is `sweep.store.index`."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import posixpath
-from typing import NamedTuple
 
 import fsspec
 import pandas as pd
@@ -15,27 +15,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.core.errors import SweepError, one_line, storage_error
-from sweep.store.layout import DATASETS, FEATURE_SCHEMA, FEATURES
-from sweep.store.outputs import atomic_write, parquet_bytes, under_root
+from sweep.store.layout import DATASETS
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["layer", "site", "feature", "config_hash", "status", "image_path", "weights"]
 PARQUET_MAGIC = b"PAR1"
-#: The last 12 bytes of every complete PNG: the empty IEND chunk and its CRC.
-PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-#: Where damaged files are moved, under the root; readers skip underscore folders.
-DAMAGED_DIR = "_damaged"
 READ_ERRORS = (OSError, pa.ArrowException)
-
-Triple = tuple[str, int, str, int]
-
-
-class StoredIndex(NamedTuple):
-    """What a root holds: one row per readable result, and the parts that could not be read."""
-
-    index: pd.DataFrame
-    damaged: list[str]
 
 
 def _arrow_fs(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
@@ -128,94 +113,6 @@ def readable_dataset(fs: fsspec.AbstractFileSystem, path: str) -> tuple[ds.Datas
         good = [p for p in good if p not in bad]
         dataset = hive_dataset(fs, path, good) if good else None
     return dataset, damaged
-
-
-def read_stored(fs: fsspec.AbstractFileSystem, root: str, model: str | None = None) -> StoredIndex:
-    """One row per readable result (model, layer, site, feature, config_hash, status, part), of one
-    model's partition when given, and the damaged parts that were skipped (warned about once)."""
-    path = posixpath.join(root, FEATURES.folder(model=model) if model else FEATURES.folder())
-    frames, damaged = [], {}
-    if fs.exists(path):
-        dataset, damaged = readable_dataset(fs, path)
-        for frag in dataset.get_fragments() if dataset is not None else ():
-            try:
-                table = frag.to_table(columns=INDEX_COLUMNS)
-            except READ_ERRORS as exc:
-                damaged[frag.path] = one_line(exc, 120)
-                continue
-            df = table.to_pandas()
-            df.insert(0, "model", model or ds.get_partition_keys(frag.partition_expression).get("model"))
-            df["part"] = frag.path
-            frames.append(df)
-    warn_damaged(root, damaged)
-    if not frames:
-        return StoredIndex(pd.DataFrame(columns=["model", *INDEX_COLUMNS, "part"]), sorted(damaged))
-    return StoredIndex(pd.concat(frames, ignore_index=True), sorted(damaged))
-
-
-def read_index(fs: fsspec.AbstractFileSystem, root: str, model: str | None = None) -> pd.DataFrame:
-    """One row per readable stored result: model, layer, site, feature, config_hash, status, part."""
-    return read_stored(fs, root, model).index
-
-
-def set_aside(fs: fsspec.AbstractFileSystem, root: str, paths: list[str]) -> None:
-    """Move damaged files to `<root>/_damaged/<their path under root>`, out of every reader's way but
-    kept for inspection; their results were planned again by the caller."""
-    for path in paths:
-        dest = posixpath.join(root, DAMAGED_DIR, posixpath.relpath(path, root))
-        try:
-            fs.makedirs(posixpath.dirname(dest), exist_ok=True)
-            fs.mv(path, dest)
-        except Exception as exc:
-            raise SweepError(f"cannot move damaged file {path!r} aside to {dest!r}: {one_line(exc)}") from None
-        log.warning("moved damaged %s to %s; its results are recomputed", path, dest)
-
-
-def damaged_images(fs: fsspec.AbstractFileSystem, root: str, index: pd.DataFrame,
-                   triples: set[Triple]) -> set[Triple]:
-    """The triples among `triples` whose `ok` row's PNG is missing, empty or truncated.
-
-    Only the last 12 bytes of each image are read (one batch of ranged reads, concurrent on
-    object stores): a complete PNG ends with its IEND chunk.
-    """
-    if index.empty or not triples:
-        return set()
-    ok = index[index["status"] == "ok"]
-    keys = list(zip(ok["model"], ok["layer"].astype(int), ok["site"], ok["feature"].astype(int)))
-    rows = [(k, path) for k, path in zip(keys, ok["image_path"]) if k in triples]
-    if not rows:
-        return set()
-    outside = {k for k, path in rows if under_root(root, path) is None}  # recomputed to its own path
-    rows = [(k, under_root(root, path)) for k, path in rows if k not in outside]
-    tails = byte_ranges(fs, [p for _, p in rows], [-len(PNG_TRAILER)] * len(rows), [None] * len(rows))
-    bad = outside | {k for (k, _), tail in zip(rows, tails) if tail != PNG_TRAILER}
-    if bad:
-        m, layer, site, f = sorted(bad)[0]
-        log.warning("%d stored image(s) under %s are missing, empty or truncated (e.g. %s layer %d %s %d); "
-                    "their results are recomputed", len(bad), root, m, layer, site, f)
-    return bad
-
-
-def drop_triples(fs: fsspec.AbstractFileSystem, index: pd.DataFrame,
-                 triples: set[tuple[str, int, str, int]]) -> int:
-    """Remove these results from their parts (rewriting or deleting each part atomically).
-
-    Used by --force, so that recomputed triples replace their old rows instead of duplicating
-    them, while other rows in the same parts are kept. Returns the number of rows removed.
-    """
-    keys = list(zip(index["model"], index["layer"], index["site"], index["feature"]))
-    hit = index[[k in triples for k in keys]]
-    removed = 0
-    for part, rows in hit.groupby("part"):
-        table = pq.read_table(part, filesystem=_arrow_fs(fs), schema=FEATURE_SCHEMA)
-        drop = set(rows["feature"].tolist())
-        kept = [r for r in table.to_pylist() if r["feature"] not in drop]
-        removed += table.num_rows - len(kept)
-        if kept:
-            atomic_write(fs, part, parquet_bytes(kept))
-        else:
-            fs.rm(part)
-    return removed
 
 
 class Results:

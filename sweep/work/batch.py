@@ -113,7 +113,13 @@ def failure_rows(batch: Batch, errors: dict[int, str]) -> list[dict]:
 
 
 class BatchRunner:
-    """Renders batches and writes their outputs; keeps the last model loaded between batches."""
+    """Renders batches and writes their outputs; keeps the last model loaded between batches.
+
+    `KIND` names what computes the images; it is written into every run's manifest, so a root made
+    by anything but the real engine (the benchmarks' rehearsal stand-in) says so.
+    """
+
+    KIND = "engine"
 
     def __init__(self, out: str, storage_options: dict | None = None, device: str | None = None,
                  engine: Engine | None = None, *, gpu_ids: list[str] | None = None,
@@ -141,21 +147,26 @@ class BatchRunner:
         """
         anatomy, site, recipe, source = check_batch(batch)
         block = anatomy.block(batch.layer)
-        net = self.network(batch.model, batch.weights)
-        result = render(net, anatomy, block, site, batch.features, recipe,
-                        seeds_for(batch.features, batch.base_seed), self.device, progress=progress,
-                        engine=self.engine)
+        result = self.render_batch(batch, anatomy, block, site, recipe, progress)
         weights = weights_label(batch.weights, anatomy.entry.tag)
         rows, failed = [], {}
         for i, row in enumerate(self._rows(batch, anatomy, recipe, source, weights, result)):
             if math.isfinite(row["act_final"]) and bool(torch.isfinite(result.images[i]).all()):
-                atomic_write(self.fs, posixpath.join(self.root, row["image_path"]), png_bytes(result.images[i]))
-                rows.append(row)
+                png = png_bytes(result.images[i])
+                atomic_write(self.fs, posixpath.join(self.root, row["image_path"]), png)
+                rows.append({**row, "image_bytes": len(png)})
             else:
                 failed[row["feature"]] = f"non-finite result (act_final={row['act_final']})"
         if rows:
             self.write_rows(anatomy.entry.key, batch, rows)
         return {"rows": rows, "failed": failed}
+
+    def render_batch(self, batch: Batch, anatomy: Anatomy, block, site: str, recipe: Recipe,
+                     progress: Callable[[int], None] | None = None) -> Rendered:
+        """The images and numbers of one batch: the recipe run on the loaded network."""
+        net = self.network(batch.model, batch.weights)
+        return render(net, anatomy, block, site, batch.features, recipe, seeds_for(batch.features, batch.base_seed),
+                      self.device, progress=progress, engine=self.engine)
 
     def write_rows(self, model: str, batch: Batch, rows: list[dict]) -> str:
         path = posixpath.join(self.root, FEATURES.part(batch.part_name, model=model))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sweep.core.errors import SweepError
 from sweep.models.build import split_pin
 from sweep.store.outputs import check_writable, open_root
-from sweep.store.results import damaged_images, drop_triples, read_stored, set_aside
+from sweep.store.index import damaged_images, drop_triples, read_stored, set_aside
 from sweep.work.batch import batch_hash
 from sweep.work.dispatch import Triple
 from sweep.work.plan import SweepConfig, Task, check_plan, expand
@@ -67,7 +67,7 @@ def preflight(config: SweepConfig, force: bool, retry_failed: bool = True
     full = check_plan(config)
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)
-    stored = read_stored(fs, root)
+    stored = read_stored(fs, root, cache=True)
     index = stored.index
     wanted_hash = {}
     for t in full:

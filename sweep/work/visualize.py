@@ -20,7 +20,7 @@ from sweep.models.build import Weights
 from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.store.layout import FEATURES
 from sweep.store.outputs import check_writable
-from sweep.store.results import drop_triples, read_index
+from sweep.store.index import drop_triples, read_index
 from sweep.work.batch import Batch, BatchRunner, batch_hash, check_batch
 
 log = logging.getLogger(__name__)

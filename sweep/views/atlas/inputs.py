@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import one_line
 from sweep.store.layout import FEATURE_SCHEMA, FEATURES, LABELS, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
-from sweep.store.outputs import is_local, under_root
+from sweep.store.outputs import fingerprint, is_local, under_root
 from sweep.views.atlas.publish import inside
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,6 @@ class ModelInputs:
         return h.hexdigest()[:16]
 
 
-def _fingerprint(info: dict) -> str:
-    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
-    return f"{info.get('size')}:{stamp}"
-
-
 def _listing(fs, base: str) -> dict[str, dict]:
     if not fs.exists(base):
         return {}
@@ -83,7 +78,7 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
                 log.warning("atlas: skipping %r: not inside a model=<name> folder", path)
                 continue
             entry = models.setdefault(model, ModelInputs(model))
-            getattr(entry, kind)[path[len(root) + 1:]] = _fingerprint(info)
+            getattr(entry, kind)[path[len(root) + 1:]] = fingerprint(info)
 
     add("parts", FEATURES)
     add("tops", TOP_IMAGES)
@@ -94,7 +89,7 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     for path, info in _listing(fs, base).items():
         split = TOP_THUMBS.keys_of(path[len(root) + 1:]).get("split")
         if split is not None and path.endswith(".png"):
-            thumbs.setdefault(split, {})[path[len(root) + 1:]] = _fingerprint(info)
+            thumbs.setdefault(split, {})[path[len(root) + 1:]] = fingerprint(info)
     for entry in models.values():  # a model's pages show the thumbnails of its splits' top images
         for split in {TOP_IMAGES.keys_of(rel).get("split") for rel in entry.tops}:
             entry.thumbs.update(thumbs.get(split, {}))
