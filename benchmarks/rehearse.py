@@ -21,7 +21,7 @@ storage, in order (each stage in a process of its own; a row each):
   atlas_incremental build_atlas again after them
 Columns: wall_s, driver_peak_mb (VmHWM of the stage's process), children_peak_mb (the atlas pool),
 storage requests by kind (S3 only: list, head, get, put, delete, other; every client counted at the
-server), files_written (objects or files under the root and site, after minus before).
+server), files_written (local: files under the root and site, after minus before; S3: the PUTs).
 
     .venv/bin/python benchmarks/rehearse.py --fractions 0.005 0.05 --storage local s3 \
         --csv benchmarks/results/2026-12-07-rehearsal-cpu.csv
@@ -39,7 +39,9 @@ import math
 import os
 import platform
 import random
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -193,7 +195,7 @@ def rehearse(fraction: float, storage: str, layers_all, cluster, s3: CountingS3 
     def measure(stage: str, kind: str, cfg: dict, **extra) -> dict:
         counted = s3 is not None and storage == "s3"
         before = s3.counts() if counted else {}
-        files_before = count_files(fs, root_paths)
+        files_before = 0 if counted else count_files(fs, root_paths)
         result = run_stage(kind, cfg, env, ray=cluster.address, standin_s=args.standin_seconds, **extra)
         after = s3.counts() if counted else {}
         counts = {k: after.get(k, 0) - before.get(k, 0) for k in KINDS} if counted else {k: "" for k in KINDS}
@@ -204,7 +206,9 @@ def rehearse(fraction: float, storage: str, layers_all, cluster, s3: CountingS3 
                "driver_peak_mb": result.pop("driver_peak_mb"), "children_peak_mb": result.pop("children_peak_mb"),
                **counts, "requests": total,
                "requests_per_100_features": round(100 * total / features, 3) if counted else "",
-               "files_written": count_files(fs, root_paths) - files_before, "detail": json.dumps(result, sort_keys=True)}
+               # on S3 the PUTs are the files written (a listing costs moto O(objects) per page)
+               "files_written": counts["put"] if counted else count_files(fs, root_paths) - files_before,
+               "detail": json.dumps(result, sort_keys=True)}
         print(f"{storage:5} {fraction:<6g} {stage:18} {row['wall_s']:9.2f} s  {row['driver_peak_mb']:7.0f} MB  "
               f"requests {total!s:>7}  files {row['files_written']:>7}  {row['detail']}", flush=True)
         rows.append(row)
@@ -247,12 +251,16 @@ def rehearse_ablations(sizes: list[int], work: Path, args) -> list[dict]:
     started = time.perf_counter()
     ablations.make_val(root, max(sizes))
     print(f"synthetic val set: {max(sizes)} JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
-    temp = tempfile.mkdtemp(prefix="rab", dir="/tmp")
+    temp = tempfile.mkdtemp(prefix="rab", dir="/tmp")  # short: Unix socket paths stop at ~107 chars
     port = free_port()
-    head = start_ray_head(temp, port, dict(os.environ), "--num-cpus=2", "--num-gpus=0",
+    # a head of its own: its own token (`ray start` turns token auth on where ~/.ray/auth_token exists,
+    # and a client then needs the mode and the token), never RAY_ADDRESS's Ray
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    head = start_ray_head(temp, port, {**base, **auth}, "--num-cpus=2", "--num-gpus=0",
                           f"--object-store-memory={512 * 2**20}")
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    env = {**base, **auth, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
     rows = []
     try:
         wait_for_head(address, env)
@@ -353,6 +361,9 @@ def main(argv=None) -> int:
                         "25000 50000); rows go to --csv with their own columns")
     parser.add_argument("--summary-from", help="print the targets' numbers from this CSV instead of running")
     args = parser.parse_args(argv)
+    # SIGTERM ends the rehearsal through its `finally`s: the fake cluster, the S3 server and the Ray
+    # head it started go with it (they are its own; nothing else is stopped)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bad = [f for f in args.fractions if not 0 < f <= 1]
     if bad:
         print(f"error: --fractions: each must be in (0, 1]; got {bad[0]}", file=sys.stderr)
@@ -418,7 +429,10 @@ def main(argv=None) -> int:
 
 
 def summarize(csv_path: str) -> str:
-    """The issue's targets, read off a CSV of this script: one line per (storage, size), then growth."""
+    """The issue's targets, read off a CSV of this script: one line per (storage, size), then growth.
+    The driver's peak is over the pipeline's stages (not `verify`, the rehearsal's own check); the
+    overhead per batch is the worker slots' time not spent in a batch: (workers x wall - worker
+    seconds) / batches, start-up included; the atlas ratio compares the builds alone."""
     import pandas as pd
 
     data = pd.read_csv(csv_path)
@@ -438,7 +452,7 @@ def summarize(csv_path: str) -> str:
 
         req = by.loc["resume_complete", "requests_per_100_features"]
         lines.append(f"{storage:7}  {features:8d}  {by.loc['resume_complete', 'wall_s']:8.2f}  "
-                     f"{'' if pd.isna(req) else f'{req:.3f}':>8}  {by['driver_peak_mb'].max():14.0f}  "
+                     f"{'' if pd.isna(req) else f'{req:.3f}':>8}  {by.drop(index='verify', errors='ignore')['driver_peak_mb'].max():14.0f}  "
                      f"{overhead:16.3f}  {'' if growth is None else growth:>20}  "
                      f"{ratio:>15}")
     lines.append("growth of each stage's wall time between consecutive sizes (work ratio in brackets):")

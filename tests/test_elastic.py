@@ -18,6 +18,13 @@ from sweep.pipelines.feature_sweep import run_sweep
 from sweep.work.plan import SweepConfig
 
 
+def alive_workers() -> int:
+    """Sweep workers whose actor is up, from the GCS (the driver's own count is not reachable)."""
+    from ray._private import state
+
+    return sum(1 for a in state.actors().values() if a["ActorClassName"] == "SweepWorker" and a["State"] == "ALIVE")
+
+
 def test_sweep_scales_to_gpu_nodes_survives_a_lost_node_and_releases_them(tmp_path, own_ray):
     # 3 blocks x 10 features, one per batch, 120 steps: long enough for 3 nodes to join and one to die.
     config = SweepConfig.from_dict({
@@ -41,9 +48,11 @@ def test_sweep_scales_to_gpu_nodes_survives_a_lost_node_and_releases_them(tmp_pa
                 driver = threading.Thread(target=sweep)
                 driver.start()
                 parts = lambda: list(Path(config.out, "features").rglob("*.parquet"))  # noqa: E731
-                nodes = cluster.wait_for("3 GPU nodes and 2 batches done",
-                                         lambda: len(n := cluster.gpu_nodes()) == 3 and len(parts()) >= 2 and n,
-                                         timeout=180)
+                # a worker per node up (its actor created: a node may be up while its worker still imports
+                # torch for it under load), and 2 batches done
+                nodes = cluster.wait_for("3 GPU nodes with their workers and 2 batches done",
+                                         lambda: len(n := cluster.gpu_nodes()) == 3 and alive_workers() == 3
+                                         and len(parts()) >= 2 and n, timeout=180)
                 assert driver.is_alive(), "the sweep ended before a node could be lost"
                 cluster.kill_node(nodes[0])
                 done_at_kill = len(parts())

@@ -62,6 +62,7 @@ def solution(root: str, n: int) -> str:
 def config(experiment: str, root: str, n: int, out: str, conditions=None, batch_size: int = 256) -> dict:
     return {"experiment": experiment, "out": out, "models": [MODEL], "weights": "random",
             "conditions": conditions, "batch_size": batch_size, "actors": 1,
+            "rows_per_part": 20_000,  # parts written along the way: a job killed halfway leaves some behind
             "data": {"kind": "val_solution", "root": f"{root}/val", "solution": solution(root, n)}}
 
 
