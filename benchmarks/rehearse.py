@@ -19,7 +19,8 @@ storage, in order (each stage in a process of its own; a row each):
   atlas_full        build_atlas into an empty site
   sweep_new         1 % new features (more features of 1 % of the layers) into the same root
   atlas_incremental build_atlas again after them
-Columns: wall_s, driver_peak_mb (VmHWM of the stage's process), children_peak_mb (the atlas pool),
+Columns: wall_s (the stage's process, after its imports; the action alone is in `detail`: plan_s,
+sweep_wall_s, query_s, atlas_s), driver_peak_mb (VmHWM of the stage's process), children_peak_mb (the atlas pool),
 storage requests by kind (S3 only: list, head, get, put, delete, other; every client counted at the
 server), files_written (local: files under the root and site, after minus before; S3: the PUTs).
 
@@ -56,7 +57,6 @@ for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CL
                    "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(key, value)
 
-PAPER_FEATURES = 208_128
 KINDS = ("list", "head", "get", "put", "delete", "other")
 FIELDS = ["date", "machine", "cpus", "nodes", "storage", "fraction", "features", "batches", "stage", "wall_s",
           "driver_peak_mb", "children_peak_mb", *KINDS, "requests", "requests_per_100_features", "files_written",
@@ -367,6 +367,9 @@ def main(argv=None) -> int:
     bad = [f for f in args.fractions if not 0 < f <= 1]
     if bad:
         print(f"error: --fractions: each must be in (0, 1]; got {bad[0]}", file=sys.stderr)
+        return 2
+    if args.standin_seconds < 0 or args.s3_atlas_max < 0:
+        print("error: --standin-seconds and --s3-atlas-max must be >= 0", file=sys.stderr)
         return 2
     if not 1 <= args.nodes <= 16:
         print(f"error: --nodes: must be 1 to 16; got {args.nodes}", file=sys.stderr)

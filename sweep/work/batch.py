@@ -26,7 +26,7 @@ from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe, config_hash
 from sweep.method.render import Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
-from sweep.models.anatomy import Anatomy, anatomy_of
+from sweep.models.anatomy import Anatomy, Block, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
 from sweep.store.layout import FEATURES, image_relpath
 from sweep.store.outputs import atomic_write, open_root, parquet_bytes, png_bytes
@@ -161,7 +161,7 @@ class BatchRunner:
             self.write_rows(anatomy.entry.key, batch, rows)
         return {"rows": rows, "failed": failed}
 
-    def render_batch(self, batch: Batch, anatomy: Anatomy, block, site: str, recipe: Recipe,
+    def render_batch(self, batch: Batch, anatomy: Anatomy, block: Block, site: str, recipe: Recipe,
                      progress: Callable[[int], None] | None = None) -> Rendered:
         """The images and numbers of one batch: the recipe run on the loaded network."""
         net = self.network(batch.model, batch.weights)
