@@ -359,6 +359,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ablations", type=int, nargs="+", metavar="IMAGES",
                         help="instead of the sweep: the ablations on synthetic val sets of these sizes (e.g. 5000 "
                         "25000 50000); rows go to --csv with their own columns")
+    parser.add_argument("--label-sums", type=int, nargs=3, metavar=("UNITS", "CONCEPTS", "IMAGES"),
+                        help="instead of the sweep: the labels job's driver-side reduction alone at this size "
+                        "(e.g. 18432 7609 10000: ViT-S's 12 x 1,536 units, the common vocabulary, 10,000 images)")
     parser.add_argument("--summary-from", help="print the targets' numbers from this CSV instead of running")
     args = parser.parse_args(argv)
     # SIGTERM ends the rehearsal through its `finally`s: the fake cluster, the S3 server and the Ray
@@ -384,6 +387,18 @@ def main(argv=None) -> int:
         figure(args.figure_from, args.figure)
         return 0
 
+    if args.label_sums:
+        if min(args.label_sums) < 1:
+            print("error: --label-sums: UNITS, CONCEPTS and IMAGES must be whole numbers >= 1", file=sys.stderr)
+            return 2
+        units, concepts, images = args.label_sums
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+        result = run_stage("label_sums", {}, env, units=units, concepts=concepts, images=images, batch=32)
+        print(json.dumps(result, sort_keys=True))
+        if args.csv:
+            append_csv(args.csv, [{"date": dt.date.today().isoformat(), "machine": platform.machine(),
+                                   "cpus": os.cpu_count(), **result}], ["date", "machine", "cpus", *result])
+        return 0
     if args.ablations:
         if min(args.ablations) < 1:
             print("error: --ablations: sizes must be whole numbers >= 1", file=sys.stderr)
