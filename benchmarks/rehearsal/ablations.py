@@ -115,30 +115,3 @@ def stage_bare(spec: dict) -> dict:
     return {"bare_rows": n, "bare_forward_rows_s": round(n / forward_s, 1),
             "bare_decode_forward_rows_s": round(n / (forward_s + decode_s), 1)}
 
-
-def stage_label_sums(spec: dict) -> dict:
-    """The labels job's reduction on the driver at size, alone: `ProfileStats` over `images` probe images of
-    `units` activations and `concepts` CLIP similarities (seeded random batches), then the top-k. The
-    scanning (the model and the judge on the probe images) is the workers'; this is what the driver holds."""
-    import torch
-
-    from sweep.experiments.labels import ProfileStats
-
-    from rehearsal.stages import peak_mb
-
-    units, concepts, images, batch = spec["units"], spec["concepts"], spec["images"], spec["batch"]
-    g = torch.Generator().manual_seed(0)
-    base = peak_mb()[0]
-    started = time.perf_counter()
-    stats = ProfileStats(units, concepts)
-    for i in range(0, images, batch):
-        n = min(batch, images - i)
-        stats.update(torch.randn(n, units, generator=g), torch.randn(n, concepts, generator=g))
-    update_s = time.perf_counter() - started
-    after_sums = peak_mb()[0]
-    started = time.perf_counter()
-    values, index = stats.top(5)
-    top_s = time.perf_counter() - started
-    return {"units": units, "concepts": concepts, "images": images, "batch": batch, "update_s": round(update_s, 2),
-            "top_s": round(top_s, 2), "base_peak_mb": round(base, 1), "peak_after_updates_mb": round(after_sums, 1),
-            "sums_mb": round(units * concepts * 8 / 2**20, 1), "top_shape": list(values.shape)}

@@ -162,14 +162,14 @@ STAGES = {"plan": stage_plan, "sweep": stage_sweep, "verify": stage_verify, "que
 def main(spec_json: str) -> int:
     from sweep.work.plan import SweepConfig
 
-    from rehearsal import ablations
+    from rehearsal import ablations, labels
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(spec_json)
     started = time.perf_counter()
     if spec["stage"] in ("ablation", "bare", "label_sums"):
         result = {"ablation": ablations.stage_ablation, "bare": ablations.stage_bare,
-                  "label_sums": ablations.stage_label_sums}[spec["stage"]](spec)
+                  "label_sums": labels.stage_label_sums}[spec["stage"]](spec)
     else:
         result = STAGES[spec["stage"]](spec, SweepConfig.from_dict(spec["config"]))
     wall = time.perf_counter() - started
