@@ -28,6 +28,11 @@ server), files_written (local: files under the root and site, after minus before
         --csv benchmarks/results/2026-12-07-rehearsal-cpu.csv
     .venv/bin/python benchmarks/rehearse.py --figure-from benchmarks/results/2026-12-07-rehearsal-cpu.csv \
         --figure benchmarks/results/2026-12-07-rehearsal-cpu.png
+    .venv/bin/python benchmarks/rehearse.py --summary-from benchmarks/results/2026-12-07-rehearsal-cpu.csv
+
+Two other modes: `--ablations 5000 25000 50000` (the Ray Data ablations on synthetic ImageNet-layout
+val sets, `rehearsal/ablations.py`) and `--label-sums 18432 7609 10000` (the labels job's driver-side
+reduction alone at ViT-S x `common` size, `rehearsal/labels.py`).
 """
 
 from __future__ import annotations
