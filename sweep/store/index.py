@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from sweep.core.errors import SweepError, one_line, storage_error
 from sweep.store.layout import FEATURE_INDEX, FEATURE_SCHEMA, FEATURES, IMAGES
 from sweep.store.outputs import atomic_write, fingerprint, frame_parquet_bytes, parquet_bytes, under_root
-from sweep.store.results import PARQUET_MAGIC, READ_ERRORS, _arrow_fs, byte_ranges, warn_damaged
+from sweep.store.results import READ_ERRORS, _arrow_fs, byte_ranges, hidden, magic_problem, warn_damaged
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,14 @@ class StoredIndex(NamedTuple):
 
 
 def list_parts(fs: fsspec.AbstractFileSystem, base: str) -> dict[str, str]:
-    """Parquet parts under `base` with their fingerprints, skipping dot and underscore names at any
-    depth (temporary files, set-aside damaged files), as pyarrow's discovery does."""
+    """Parquet parts under `base` with their fingerprints, without the `hidden` ones."""
     fs.invalidate_cache(base)  # parts are written by other processes: never trust an old listing
     try:
         found = fs.find(base, detail=True)
     except FileNotFoundError:
         return {}
     return {p: fingerprint(info) for p, info in sorted(found.items())
-            if info.get("type") != "directory" and p.endswith(".parquet")
-            and not any(c.startswith((".", "_")) for c in p[len(base):].strip("/").split("/"))}
+            if info.get("type") != "directory" and p.endswith(".parquet") and not hidden(base, p)}
 
 
 def _empty() -> pd.DataFrame:
@@ -103,11 +101,9 @@ def read_parts(fs: fsspec.AbstractFileSystem, root: str, paths: list[str]) -> tu
                 continue
             if isinstance(data, BaseException):
                 raise SweepError(storage_error(data, path)) from None
-            if not data:
-                damaged[path] = "empty"
-                continue
-            if data[:4] != PARQUET_MAGIC or data[-4:] != PARQUET_MAGIC:
-                damaged[path] = "truncated or not Parquet (no PAR1 magic at both ends)"
+            problem = magic_problem(data[:4], data[-4:])
+            if problem:
+                damaged[path] = problem
                 continue
             model = FEATURES.keys_of(path[len(root) + 1:]).get("model")
             try:

@@ -27,13 +27,24 @@ def _arrow_fs(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
+def hidden(base: str, path: str) -> bool:
+    """Whether a file under a dataset folder is one readers skip: a dot or underscore name at any
+    depth (temporary files, summaries, set-aside damaged files), as pyarrow's discovery does."""
+    return any(c.startswith((".", "_")) for c in path[len(base):].strip("/").split("/"))
+
+
 def data_files(fs: fsspec.AbstractFileSystem, base: str) -> list[str]:
-    """Parquet files of a hive dataset folder, skipping dot and underscore names (temporary files,
-    summaries, set-aside damaged files) at any depth, as pyarrow's discovery does."""
+    """Parquet files of a hive dataset folder, without the `hidden` ones."""
     fs.invalidate_cache(base)  # parts are written by other processes: never trust an old listing
-    skip = (".", "_")
-    return sorted(p for p in fs.find(base)
-                  if not any(c.startswith(skip) for c in p[len(base):].strip("/").split("/")))
+    return sorted(p for p in fs.find(base) if not hidden(base, p))
+
+
+def magic_problem(head: bytes, tail: bytes) -> str | None:
+    """Why a Parquet file whose first and last 4 bytes these are is damaged, or None: a complete one
+    starts and ends with PAR1; a truncated or empty one does not."""
+    if head == PARQUET_MAGIC and tail == PARQUET_MAGIC:
+        return None
+    return "empty" if not head else "truncated or not Parquet (no PAR1 magic at both ends)"
 
 
 def byte_ranges(fs: fsspec.AbstractFileSystem, paths: list[str], starts: list[int],
@@ -67,8 +78,9 @@ def split_damaged(fs: fsspec.AbstractFileSystem, paths: list[str]) -> tuple[list
     for path, head, tail in zip(paths, ends[:n], ends[n:]):
         if head is None or tail is None:
             continue
-        if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
-            damaged[path] = "empty" if not head else "truncated or not Parquet (no PAR1 magic at both ends)"
+        problem = magic_problem(head, tail)
+        if problem:
+            damaged[path] = problem
         else:
             good.append(path)
     return good, damaged
