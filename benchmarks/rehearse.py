@@ -30,9 +30,10 @@ server), files_written (local: files under the root and site, after minus before
         --figure benchmarks/results/2026-12-07-rehearsal-cpu.png
     .venv/bin/python benchmarks/rehearse.py --summary-from benchmarks/results/2026-12-07-rehearsal-cpu.csv
 
-Two other modes: `--ablations 5000 25000 50000` (the Ray Data ablations on synthetic ImageNet-layout
-val sets, `rehearsal/ablations.py`) and `--label-sums 18432 7609 10000` (the labels job's driver-side
-reduction alone at ViT-S x `common` size, `rehearsal/labels.py`).
+Other modes: `--ablations 5000 25000 50000` (the Ray Data ablations on synthetic ImageNet-layout
+val sets, `rehearsal/ablations.py`), `--labels 10000` (the whole labels job: ViT-S's 12 x 1,536 units,
+the `common` vocabulary, 10,000 synthetic probe images) and `--label-sums 18432 7609 10000` (its
+driver-side reduction alone, `rehearsal/labels.py`).
 """
 
 from __future__ import annotations
@@ -298,6 +299,91 @@ def rehearse_ablations(sizes: list[int], work: Path, args) -> list[dict]:
     return rows
 
 
+def rehearse_labels(images: int, work: Path, args) -> list[dict]:
+    """The whole labels job at size on a Ray head of its own (4 logical CPUs on this machine's cores: the
+    actor's 2 and the decode tasks'), its workers' peak memory sampled from /proc while it runs."""
+    import threading
+
+    from sweep_checks import free_port, start_ray_head, stop_process_group
+
+    from rehearsal import ablations
+
+    probe = work / "probe"
+    started = time.perf_counter()
+    ablations.make_val(str(probe), images)
+    print(f"synthetic probe set: {images} JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
+    temp = tempfile.mkdtemp(prefix="rlb", dir="/tmp")  # short: Unix socket paths stop at ~107 chars
+    port = free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # see rehearse_ablations
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    head = start_ray_head(temp, port, {**base, **auth}, "--num-cpus=4", "--num-gpus=0",
+                          f"--object-store-memory={1024 * 2**20}")
+    address = f"127.0.0.1:{port}"
+    env = {**base, **auth, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    peaks: dict[int, tuple[str, float]] = {}
+    done = threading.Event()
+    sampler = threading.Thread(target=sample_workers, args=(head.pid, peaks, done), daemon=True)
+    try:
+        wait_for_head(address, env)
+        sampler.start()
+        result = run_stage("labels", {}, env, ray=address, images_dir=str(probe / "val"),
+                           out=str(work / "labels-root"), actor_cpus=2, vocabulary=args.vocabulary)
+    finally:
+        done.set()
+        stop_process_group(head)
+        shutil.rmtree(temp, ignore_errors=True)
+    by_kind: dict[str, float] = {}
+    for name, peak, _ in peaks.values():
+        by_kind[name] = max(by_kind.get(name, 0.0), peak)
+    busiest = max(peaks.values(), key=lambda p: len(p[2]) if p[0] == "ray::MapWorker" else 0, default=None)
+    if busiest and busiest[0] == "ray::MapWorker":  # the labels actor: memory against batches run
+        result["actor_rss_growth_mb"] = round(rss_growth(busiest[2]), 1)
+    result["worker_peak_mb"] = round(max(by_kind.values(), default=float("nan")), 1)
+    result["worker_peaks_mb"] = {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])[:4]}
+    wall = result.pop("wall_s")
+    row = {"date": dt.date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
+           "stage": "labels_job", "images": images, "vocabulary": args.vocabulary, "wall_s": wall, "driver_peak_mb": result.pop("driver_peak_mb"),
+           "worker_peak_mb": result["worker_peak_mb"], "detail": json.dumps(result, sort_keys=True)}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
+def sample_workers(session: int, peaks: dict, done, every: float = 2.0) -> None:
+    """Every `every` s, each Ray worker process (`ray::...`) of the head's session: its resident memory
+    (VmRSS) and peak (VmHWM), MiB, by pid, with the process title (task or actor class) it had at its
+    peak. peaks[pid] = (name, peak, [(seconds, rss), ...])."""
+    start = time.monotonic()
+    while not done.wait(every):
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[3]) != session:
+                        continue
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    title = fh.read().split(b"\0")[0].decode(errors="replace")
+                if not title.startswith("ray::"):
+                    continue
+                with open(f"/proc/{pid}/status") as fh:
+                    status = {ln.split(":")[0]: ln.split()[1] for ln in fh if ln.startswith(("VmHWM:", "VmRSS:"))}
+                hwm, rss = int(status["VmHWM"]) / 1024, int(status["VmRSS"]) / 1024
+            except (OSError, ValueError, IndexError, KeyError):
+                continue
+            name = title.split()[0].split("(")[0]
+            old_name, old_peak, series = peaks.get(int(pid), (name, 0.0, []))
+            series.append((time.monotonic() - start, rss))
+            peaks[int(pid)] = (name, hwm, series) if hwm > old_peak else (old_name, old_peak, series)
+
+
+def rss_growth(series: list[tuple[float, float]]) -> float:
+    """Resident memory's growth over a worker's life: its highest in the second half of the samples
+    minus its highest in the first half (after the first quarter: start-up, the model's load)."""
+    if len(series) < 8:
+        return float("nan")
+    rss = [r for _, r in series]
+    q = len(rss) // 4
+    return max(rss[2 * q:]) - max(rss[q:2 * q])
+
+
 def wait_for_head(address: str, env: dict, timeout: float = 90) -> None:
     code = f"import ray; ray.init(address={address!r}, log_to_driver=False); ray.shutdown()"
     deadline = time.monotonic() + timeout
@@ -367,6 +453,11 @@ def main(argv=None) -> int:
     parser.add_argument("--label-sums", type=int, nargs=3, metavar=("UNITS", "CONCEPTS", "IMAGES"),
                         help="instead of the sweep: the labels job's driver-side reduction alone at this size "
                         "(e.g. 18432 7609 10000: ViT-S's 12 x 1,536 units, the common vocabulary, 10,000 images)")
+    parser.add_argument("--labels", type=int, metavar="IMAGES",
+                        help="instead of the sweep: the whole labels job over this many synthetic probe images "
+                        "(ViT-S's 12 x 1,536 units, the common vocabulary, the ViT-B-32 judge; random weights)")
+    parser.add_argument("--vocabulary", default="common",
+                        help="--labels: a shipped vocabulary or a file of concepts (default common, 7,609)")
     parser.add_argument("--summary-from", help="print the targets' numbers from this CSV instead of running")
     args = parser.parse_args(argv)
     # SIGTERM ends the rehearsal through its `finally`s: the fake cluster, the S3 server and the Ray
@@ -403,6 +494,19 @@ def main(argv=None) -> int:
         if args.csv:
             append_csv(args.csv, [{"date": dt.date.today().isoformat(), "machine": platform.machine(),
                                    "cpus": os.cpu_count(), **result}], ["date", "machine", "cpus", *result])
+        return 0
+    if args.labels:
+        if args.labels < 2:
+            print("error: --labels: IMAGES must be a whole number >= 2", file=sys.stderr)
+            return 2
+        work = Path(args.work or tempfile.mkdtemp(prefix="rehearsal-"))
+        try:
+            rows = rehearse_labels(args.labels, work, args)
+        finally:
+            if not args.work:
+                shutil.rmtree(work, ignore_errors=True)
+        if args.csv:
+            append_csv(args.csv, rows, list(rows[0]))
         return 0
     if args.ablations:
         if min(args.ablations) < 1:

@@ -18,10 +18,20 @@ import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from sweep.cli import ADDRESS_HELP, MODEL_HELP, add_model_arg, connect_ray, gather, guarded, setup_logging  # noqa: E402
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_model_arg,
+    address_arg,
+    connect_ray,
+    gather,
+    guarded,
+    setup_logging,
+)
+from sweep.core.errors import SweepError  # noqa: E402
 from sweep.core.validation import parse  # noqa: E402
 from sweep.experiments.ablations import EXPERIMENTS, PAPER_MODELS  # noqa: E402
-from sweep.pipelines.ablations import AblationConfig, run_ablation  # noqa: E402
+from sweep.pipelines.ablations import AblationConfig, check_ablation, run_ablation  # noqa: E402
 
 log = logging.getLogger("ablations")
 TOKEN_MODELS = ("B_16_imagenet1k", "B_32_imagenet1k")
@@ -41,9 +51,12 @@ def run(args) -> int:
     data.setdefault("data", {}).update(kind=kind, root=args.train or args.val)
     flags["data.root"] = "--train" if args.train else "--val"
     data.setdefault("models", TOKEN_MODELS if args.experiment == "tokens" else PAPER_MODELS)
+    if args.train and not args.boxes:
+        raise SweepError("--train needs --boxes (the CSV of the training images' boxes)")
     config = parse(AblationConfig, data, flags=flags)
+    checked = check_ablation(config)  # conditions, models, weights, root, images: before Ray starts
     connect_ray(args.address)
-    results = run_ablation(config, force=args.force)
+    results = run_ablation(config, force=args.force, checked=checked)
     for model, summary in results.items():
         conds = ", ".join(f"{c} top-1 {v['top1']:.2f} top-5 {v['top5']:.2f}" for c, v in summary["conditions"].items())
         print(f"{model}: {summary['ok_rows']} rows, {summary['corrupt_images']} corrupt image(s), "
@@ -71,7 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="only the first N images (to try things out)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="classifier actors (default: one per GPU, else 1)")
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     p.add_argument("--force", action="store_true", help="redo models that are already done")
     args = p.parse_args(argv)
     setup_logging("INFO")

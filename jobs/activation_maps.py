@@ -19,6 +19,7 @@ from sweep.cli import (  # noqa: E402
     ADDRESS_HELP,
     MODEL_HELP,
     add_model_arg,
+    address_arg,
     check_options,
     connect_ray,
     guarded,
@@ -27,7 +28,7 @@ from sweep.cli import (  # noqa: E402
 )
 from sweep.core.validation import Count, NonNegativeInt, Text  # noqa: E402
 from sweep.data.imagenet import image_folder  # noqa: E402
-from sweep.pipelines.activation_maps import run_activation_maps  # noqa: E402
+from sweep.pipelines.activation_maps import check_activation_maps, run_activation_maps  # noqa: E402
 
 
 def run(args) -> int:
@@ -35,6 +36,7 @@ def run(args) -> int:
     check_options(args, {"layer": Text, "feature": Annotated[list[NonNegativeInt], Field(min_length=1)],
                          "out": Text, "site": Text | None, "weights": Text, "actors": Count, "limit": Count | None})
     listing = image_folder(args.images, limit=args.limit)
+    check_activation_maps(model, args.layer, args.feature, args.out, site=args.site, weights=args.weights)
     connect_ray(args.address)
     frame = run_activation_maps(model, args.layer, args.feature, listing, args.out, site=args.site,
                                 weights=args.weights, actors=args.actors)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--actors", type=int, default=1)
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
     setup_logging("INFO")

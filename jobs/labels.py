@@ -21,6 +21,7 @@ from sweep.cli import (  # noqa: E402
     MODEL_HELP,
     add_image_source,
     add_model_arg,
+    address_arg,
     check_options,
     connect_ray,
     gather,
@@ -30,7 +31,7 @@ from sweep.cli import (  # noqa: E402
 )
 from sweep.core.validation import Count, parse  # noqa: E402
 from sweep.data.vocabulary import SHIPPED, load_vocabulary  # noqa: E402
-from sweep.experiments.judge import TEMPLATE_SETS, templates  # noqa: E402
+from sweep.experiments.judge import TEMPLATE_SETS  # noqa: E402
 from sweep.experiments.labels import LabelsConfig  # noqa: E402
 
 #: Where each option lands in LabelsConfig (field path -> argparse dest).
@@ -41,24 +42,23 @@ FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "ou
 
 def run(args) -> int:
     from sweep.core.errors import SweepError
-    from sweep.pipelines.labels import label_units, label_visualizations
+    from sweep.pipelines.labels import check_labels, label_units, label_visualizations
 
     data, flags = gather(args, FIELDS)
     config = parse(LabelsConfig, data, flags=flags)
     check_options(args, {"limit": Count | None})
-    load_vocabulary(config.vocabulary)  # a bad vocabulary or prompt set: one line, before Ray starts
-    templates(config.templates)
-    from sweep.models.sources import OpenClip
-
-    OpenClip().entry(config.judge, ())  # an unknown judge architecture or tag: one line
+    check_labels(config)  # model, layers, weights, vocabulary, judge, --k, root: one line, before Ray starts
     profile = args.method in ("profile", "both")
     if profile and not (args.images or args.val or args.train):
         raise SweepError(f"--method {args.method}: give the probe images (--images, --val or --train); "
                          "--method visualization needs none")
     listing = image_listing(args) if profile else None
+    if args.method == "visualization":
+        check_visualized(config)
     connect_ray(args.address)
-    runs = ([("units", label_units, (config, listing))] if profile else []) + (
-        [("visualizations", label_visualizations, (config,))] if args.method in ("visualization", "both") else [])
+    memo: dict = {}  # the concepts' text embeddings, made once for both methods
+    runs = ([("units", label_units, (config, listing, memo))] if profile else []) + (
+        [("visualizations", label_visualizations, (config, memo))] if args.method in ("visualization", "both") else [])
     for what, fn, fn_args in runs:
         summary = fn(*fn_args)
         print(f"{config.model} {what}: labelled layer(s) {summary['labelled'] or 'none'}, skipped "
@@ -67,6 +67,23 @@ def run(args) -> int:
     if args.class_agreement and runs:
         report_agreement(config, summary["vocabulary_hash"])
     return 0
+
+
+def check_visualized(config: LabelsConfig) -> None:
+    """--method visualization labels the sweep's images in --out: none there is a mistake, said
+    before Ray starts (with `both`, the probe images still give labels)."""
+    from sweep.core.errors import SweepError
+    from sweep.models.anatomy import anatomy_of
+    from sweep.store.results import Results
+
+    key = anatomy_of(config.model).entry.key
+    try:
+        rows = Results(config.out, config.storage_options).features(model=key, columns=["layer", "status"])
+    except SweepError:
+        rows = None
+    if rows is None or not (rows["status"] == "ok").any():
+        raise SweepError(f"--method visualization: no visualizations of {key} in {config.out!r} to label; run "
+                         "`sweep run` for it into that root first, or use --method profile with probe images")
 
 
 def report_agreement(config: LabelsConfig, vocabulary_hash: str) -> None:
@@ -110,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="scanner actors (default 1)")
     p.add_argument("--limit", type=int, help="use at most this many probe images")
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     args = p.parse_args(argv)
     setup_logging("INFO")
     return guarded("labels.py", run, args)

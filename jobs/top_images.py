@@ -18,6 +18,7 @@ from sweep.cli import (  # noqa: E402
     MODEL_HELP,
     add_image_source,
     add_model_arg,
+    address_arg,
     check_options,
     connect_ray,
     gather,
@@ -27,7 +28,7 @@ from sweep.cli import (  # noqa: E402
 )
 from sweep.core.validation import Count, parse  # noqa: E402
 from sweep.experiments.top_images import TopImagesConfig
-from sweep.pipelines.top_images import scan_top_images  # noqa: E402
+from sweep.pipelines.top_images import check_top_images, scan_top_images  # noqa: E402
 
 #: Where each option lands in TopImagesConfig (field path -> argparse dest).
 FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out": "out", "split": "split", "k": "k",
@@ -40,6 +41,7 @@ def run(args) -> int:
     config = parse(TopImagesConfig, data, flags=flags)
     check_options(args, {"limit": Count | None})
     listing = image_listing(args)
+    check_top_images(config)
     connect_ray(args.address)
     rows = scan_top_images(config, listing)
     print(f"{len(rows)} rows: top-{args.k} images of {rows.groupby(['layer', 'feature']).ngroups} units "
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--actors", type=int, help="scanner actors (default 1)")
     p.add_argument("--limit", type=int)
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     args = p.parse_args(argv)
     setup_logging("INFO")
     return guarded("top_images.py", run, args)

@@ -21,6 +21,7 @@ from sweep.cli import (  # noqa: E402
     ADDRESS_HELP,
     MODEL_HELP,
     add_model_arg,
+    address_arg,
     check_options,
     connect_ray,
     guarded,
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--features-per-layer", type=int, help="only features below this index (the paper: 11)")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--actors", type=int, default=1)
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     setup_logging("INFO")

@@ -10,7 +10,7 @@ import sys
 
 from sweep.core.errors import SweepError
 from sweep.core.redact import add_redacting_filter, redact_text
-from sweep.pipelines.cluster import ADDRESS_HELP, connect_ray  # noqa: F401 (jobs/*.py import it from here)
+from sweep.pipelines.cluster import ADDRESS_HELP, address_arg, connect_ray  # noqa: F401 (jobs/*.py import them from here)
 
 log = logging.getLogger("sweep")
 
@@ -189,8 +189,12 @@ def cmd_run(args) -> int:
     config = sweep_config_from_args(args)
     check_options(args, {"assume_tflops": Positive | None, "price_per_hour": Positive | None,
                          "max_batches": Count | None})
+    estimate_only = [f for f in ("gpu_type", "assume_tflops", "price_per_hour") if getattr(args, f) is not None]
+    if estimate_only and not args.dry_run:
+        flag = "--" + estimate_only[0].replace("_", "-")
+        raise SweepError(f"{flag}: only --dry-run's estimate uses it; add --dry-run, or drop {flag}")
     if args.dry_run:
-        gpu_type, how = (check_gpu_type(args.gpu_type), "--gpu-type") if args.gpu_type else detect_gpu_type()
+        gpu_type, how = (check_gpu_type(args.gpu_type), "--gpu-type") if args.gpu_type is not None else detect_gpu_type()
         tasks = expand(config)
         rows = plan_summary(config, tasks)
         total = sum(r["tflop"] for r in rows)
@@ -219,7 +223,7 @@ def cmd_run(args) -> int:
 
 def cmd_tune(args) -> int:
     from sweep.core.validation import parse
-    from sweep.pipelines.tune import TuneJob, parse_grid, promote_best, run_tune
+    from sweep.pipelines.tune import TuneJob, parse_grid, preflight, promote_best, run_tune
 
     data, flags = gather(args, {**TUNE_FIELDS, **ENGINE_FIELDS})
     grid = parse_grid(args.grid or [])
@@ -227,6 +231,7 @@ def cmd_tune(args) -> int:
     flags.update(lrs="--grid lr", tvs="--grid tv")
     job = parse(TuneJob, data, flags=flags)
     specs = job.specs()  # validates model, layers, site before Ray starts
+    preflight(job)  # weights, reference images, a writable root: before Ray starts too
     print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
           f"({', '.join(f'L{l}:{f}' for l, f in specs[0].units)}), {job.grid_label()}")
     connect_ray(args.address)
@@ -270,8 +275,8 @@ def cmd_atlas(args) -> int:
 
 
 MODEL_HELP = ("a zoo key or alias (`sweep models`), any timm name (arch, arch.tag, hf-hub:org/repo), "
-              "open_clip:ARCH/TAG, torchvision:NAME or module:package.module:factory; constructor arguments "
-              "as NAME[key=value,...]")
+              "open_clip:ARCH/TAG, torchvision:NAME or module:package.module:factory (imports and runs that "
+              "code: name only modules you trust); constructor arguments as NAME[key=value,...]")
 
 
 def add_image_source(p: argparse.ArgumentParser, required: bool = True, what: str = "") -> None:
@@ -403,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promote", action="store_true",
                    help="store the best trial's lr and tv as the model family's defaults, with provenance")
     p.add_argument("--registry-file", help="where --promote writes (default: sweep/method/tuned_recipes.json)")
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     p.add_argument("--quiet", action="store_true", help="no Tune progress output")
     p.set_defaults(func=cmd_tune)
 
@@ -428,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
     """Arguments of a sweep; shared by `sweep run` and jobs/all_models.py."""
-    p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.work.plan.SweepConfig)")
+    p.add_argument("--config", help="a YAML sweep config (its keys: see sweep.work.plan.SweepConfig); one that names "
+                   "module: models imports and runs their code, like a script")
     p.add_argument("--preset", default=preset, help="starting point: paper (38 variants + original ViTs + "
                    "CLIP ViTs, first 256 features per layer), smoke (two micro models, a minute on CPU) or demo (smoke plus "
                    "4 units of a trained ViT-S/14 whose weights a package ships, a few minutes on CPU)")
@@ -461,7 +467,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     p.add_argument("--allow-cpu-fallback", action="store_const", const=True,
                    help="a worker given a GPU that CUDA cannot use runs on CPU with a warning (default: the "
                    "sweep stops at start with the driver and CUDA versions)")
-    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the plan per model and its estimated cost")
     p.add_argument("--gpu-type", help="GPU type for --dry-run's GPU-hours and dollars: h200, h100, a100, l4, a10g "
                    "(default: this machine's GPU, else h200, the only measured type)")

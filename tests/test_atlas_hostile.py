@@ -240,12 +240,21 @@ def test_bad_images_unavailable_with_one_warning_each(hostile):
     assert "Top natural images" in feature and "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in feature
 
 
-def test_damaged_part_does_not_break_the_atlas(hostile):
-    _, _, site, _, _, warnings, _ = hostile
+def test_damaged_part_does_not_break_the_atlas(hostile, caplog):
+    """The truncated part and the part of other column types are skipped with a warning naming each,
+    by the atlas and by `Results` alike (one rule: `sweep.store.results.fit_schema`)."""
+    from sweep.store.results import Results
+
+    _, results, site, _, _, warnings, _ = hostile
     index = (site / "index.html").read_text()
     assert f"Atlas: {len(MODELS)} models" in index  # every readable model; the damaged parts are left out
     assert any("model=damaged/part-0.parquet" in w for w in warnings)
-    assert any("skipping 1 row(s) without a model or a whole layer and feature number" in w for w in warnings)
+    assert any("model=wrongtypes/part-0.parquet" in w and "column 'layer' is string" in w for w in warnings)
+    with caplog.at_level("WARNING", logger="sweep.store.results"):
+        rows = Results(str(results)).features()
+    assert "wrongtypes" not in set(rows["model"]) and len(set(rows["model"])) == len(MODELS)
+    warned = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(warned) == 1 and "model=wrongtypes/part-0.parquet" in warned[0] and "model=damaged" in warned[0]
 
 
 @pytest.mark.browser

@@ -146,3 +146,23 @@ def test_new_templates_render_every_page_again_without_copying_images(root, tmp_
     pages = [w for w in first["written"] if w.startswith("features/")]  # keyed by what they show, salt included
     assert len(pages) == 60 and sorted(w for w in again["written"] if w.startswith("features/")) == sorted(pages)
     assert not [w for w in again["written"] if w.endswith(".png")], "images are still the same rows' images"
+
+
+@pytest.mark.parametrize("out", ["s3://atlas-site/site", "s3://no-such-bucket/site"])
+def test_s3_site_without_credentials_or_bucket_is_one_line(root, s3, out, monkeypatch, capsys, tmp_path):
+    """No credentials (and no instance profile: AWS_EC2_METADATA_DISABLED), or a bucket that is not
+    there: one `error:` line naming the site, exit 2, before any page is rendered, nothing written."""
+    results, _ = root
+    monkeypatch.chdir(tmp_path)
+    if "atlas-site" in out:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(key)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert main(["atlas", "--results", str(results), "--out", out, "--quiet"]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and f"atlas output folder {out!r}" in lines[0], captured.err
+    assert "Traceback" not in captured.err and list(tmp_path.iterdir()) == []
+    assert s3.list_objects_v2(Bucket="atlas-site").get("KeyCount", 0) == 0

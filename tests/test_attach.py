@@ -145,3 +145,49 @@ def test_unreachable_address_is_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(errors) == 1 and "not-an-address" in errors[0] and "--address local" in errors[0], errors
     assert "Traceback" not in result.stderr
+
+
+def test_address_flag_refuses_what_cannot_name_a_cluster():
+    import argparse
+
+    from sweep.pipelines.cluster import address_arg, host_port
+
+    for good in ("local", "auto", " 10.0.0.1:6379 ", "ray://head:10001", "[::1]:6379"):
+        assert address_arg(good) == good.strip()
+    for bad in ("", " ", "10.0.0.1", "10.0.0.1:", ":6379", "h:0", "h:65536", "h:abc", "http://h:80", "h :1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--address local"):
+            address_arg(bad)
+    assert host_port("ray://head:10001") == ("head", 10001) and host_port("[::1]:6379") == ("::1", 6379)
+    assert host_port("auto") is None and host_port("local") is None
+
+
+def dead_address_run(tmp_path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    return subprocess.Popen([str(Path(sys.executable).with_name("sweep")), "run", "--model", "dev/vit-micro",
+                             "--weights", "random", "--features", "1", "--layers", "0", "--steps", "1", "--cpu",
+                             "--quiet", "--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+
+
+def test_dead_address_is_one_line_within_30_s_and_sigterm_ends_it(tmp_path):
+    """Nobody answers at the address: one line naming it, well within 30 s (Ray's own client retries
+    for minutes and does not end on SIGTERM); SIGTERM while it waits ends it at once; nothing made."""
+    import signal
+
+    port = free_port()
+    started = time.monotonic()
+    proc = dead_address_run(tmp_path, port)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - started
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert proc.returncode == 2 and took < 30, (proc.returncode, took, err[-2000:])
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "nothing answers" in errors[0], errors
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+    proc = dead_address_run(tmp_path, port)
+    time.sleep(8)  # imports and the plan, then the wait for the address
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 3 and proc.returncode == -signal.SIGTERM
+    assert not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ def test_bad_names_say_what_names_look_like(name, message):
 
 def test_an_argument_the_constructor_refuses_is_one_line():
     with pytest.raises(SweepError, match=r"model convnext_atto\[img_size=224\]: its constructor refuses the "
-                                         r"arguments img_size=224 \(ConvNeXt.__init__\(\) got an unexpected"):
+                                         r"arguments img_size=224 \(TypeError: ConvNeXt.__init__\(\) got an unexpected"):
         anatomy_of("convnext_atto[img_size=224]")
 
 

@@ -167,8 +167,8 @@ def main(spec_json: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(spec_json)
     started = time.perf_counter()
-    if spec["stage"] in ("ablation", "bare", "label_sums"):
-        result = {"ablation": ablations.stage_ablation, "bare": ablations.stage_bare,
+    if spec["stage"] in ("ablation", "bare", "labels", "label_sums"):
+        result = {"ablation": ablations.stage_ablation, "bare": ablations.stage_bare, "labels": labels.stage_labels,
                   "label_sums": labels.stage_label_sums}[spec["stage"]](spec)
     else:
         result = STAGES[spec["stage"]](spec, SweepConfig.from_dict(spec["config"]))

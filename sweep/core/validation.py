@@ -27,6 +27,10 @@ T = TypeVar("T")
 #: Seeds feed torch.Generator.manual_seed and Python's random; feature offsets are added to them.
 SEED_MAX = 2**63 - 2**32
 
+#: Largest image side the tool renders or feeds a model: 16x the paper's biggest input (384), far beyond
+#: any use, far below what would exhaust memory before the first step.
+MAX_IMAGE_SIZE = 8192
+
 
 def _not_bool(value: Any) -> Any:
     """YAML's `yes` and a stray `true` are not numbers, though Python says bool is an int."""

@@ -32,7 +32,8 @@ def templates(name: str) -> tuple[str, ...]:
 
 class ClipJudge:
     """An open_clip model named ARCH/TAG (e.g. ViT-B-32/openai); weights "pretrained" (from open_clip's
-    cache or hub) or "random" (tests and dry runs: the labels then mean nothing)."""
+    cache or hub) or "random" (tests and dry runs: seeded, so every process holds the same judge; the
+    labels then mean nothing)."""
 
     def __init__(self, name: str, weights: str, device: torch.device):
         import open_clip
@@ -46,8 +47,10 @@ class ClipJudge:
             raise SweepError(f"judge {name!r} names no pretrained tag (ARCH/TAG, e.g. ViT-B-32/openai)")
         extra = {"force_quick_gelu": True} if entry.tag == "openai" else {}
         try:
-            model = open_clip.create_model(entry.arch, pretrained=entry.tag if weights == "pretrained" else None,
-                                           device=device, **extra)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # random weights: the same judge in every process (text task, actors)
+                model = open_clip.create_model(entry.arch, pretrained=entry.tag if weights == "pretrained" else None,
+                                               device=device, **extra)
         except Exception as exc:  # noqa: BLE001 - a hub that cannot be reached, a damaged cache
             raise SweepError(f"judge {name}: cannot load its pretrained weights ({one_line(exc, 200)}); put them "
                              "in open_clip's cache (HF_HOME) or use --judge-weights random for a test run") from None
@@ -59,6 +62,8 @@ class ClipJudge:
         self.size = int(size if isinstance(size, int) else size[0])
         self.mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
+        #: the embeddings' width, from one blank image (any open_clip tower, whatever it calls its width)
+        self.dim = int(self.images(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1])
 
     @torch.no_grad()
     def text(self, concepts: Sequence[str], prompt_templates: Sequence[str]) -> torch.Tensor:

@@ -35,47 +35,67 @@ METHOD = "profile-correlation"
 
 
 class ProfileStats:
-    """Running sums over images of unit activations (B, U) and concept similarities (B, C), enough to
-    give every (unit, concept) Pearson correlation at the end; float64 so sums of many batches stay exact."""
+    """Running sums over images of unit activations a (B, U) and the judge's image embeddings e (B, d),
+    enough to give every (unit, concept) Pearson correlation at the end; float64 so sums of many batches
+    stay exact.
 
-    def __init__(self, units: int, concepts: int):
+    Why embeddings, not similarities: concept c's similarity is s_c = e . t_c (t_c its unit-norm text
+    embedding), linear in e, so every sum the correlation needs follows from sums over e:
+    sum(a s_c) = (sum a e^T) t_c, sum(s_c) = (sum e) . t_c, sum(s_c^2) = t_c^T (sum e e^T) t_c. The
+    driver holds units x d (ViT-S's 18,432 units under ViT-B-32: 75 MB) instead of units x concepts
+    (1.1 GB for the `common` vocabulary's 7,609), and the workers send d numbers per image, not C."""
+
+    def __init__(self, units: int, dim: int):
         self.n = 0
         self.sum_a = torch.zeros(units, dtype=torch.float64)
         self.sum_a2 = torch.zeros(units, dtype=torch.float64)
-        self.sum_s = torch.zeros(concepts, dtype=torch.float64)
-        self.sum_s2 = torch.zeros(concepts, dtype=torch.float64)
-        self.sum_as = torch.zeros(units, concepts, dtype=torch.float64)
+        self.sum_e = torch.zeros(dim, dtype=torch.float64)
+        self.sum_ee = torch.zeros(dim, dim, dtype=torch.float64)
+        self.sum_ae = torch.zeros(units, dim, dtype=torch.float64)
 
-    def update(self, acts: torch.Tensor, sims: torch.Tensor) -> None:
-        a, s = acts.double(), sims.double()
-        if a.shape[0] != s.shape[0]:
-            raise ValueError(f"{a.shape[0]} images of activations but {s.shape[0]} of similarities")
+    def update(self, acts: torch.Tensor, embeds: torch.Tensor) -> None:
+        a, e = acts.double(), embeds.double()
+        if a.shape[0] != e.shape[0]:
+            raise ValueError(f"{a.shape[0]} images of activations but {e.shape[0]} of embeddings")
         self.n += a.shape[0]
         self.sum_a += a.sum(0)
         self.sum_a2 += (a * a).sum(0)
-        self.sum_s += s.sum(0)
-        self.sum_s2 += (s * s).sum(0)
-        self.sum_as.addmm_(a.T, s)  # in place: `+= a.T @ s` held a second units x concepts array per batch
+        self.sum_e += e.sum(0)
+        self.sum_ee.addmm_(e.T, e)
+        self.sum_ae.addmm_(a.T, e)
 
-    def correlation(self, units: slice = slice(None)) -> torch.Tensor:
-        """(U, C) Pearson correlations (of the units in `units`); 0 where a unit or a concept is
-        constant over the images."""
+    def correlation(self, text: torch.Tensor, units: slice = slice(None)) -> torch.Tensor:
+        """(U, C) Pearson correlations of the units in `units` with the similarity to each concept of
+        `text` (C, d); 0 where a unit or a concept is constant over the images."""
         n = max(self.n, 1)
-        mean_a, mean_s = self.sum_a[units] / n, self.sum_s / n
-        cov = self.sum_as[units] / n - torch.outer(mean_a, mean_s)
-        var_a = (self.sum_a2[units] / n - mean_a ** 2).clamp_min(0)
-        var_s = (self.sum_s2 / n - mean_s ** 2).clamp_min(0)
-        denom = torch.outer(var_a.sqrt(), var_s.sqrt())
-        return torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov)).float()
+        t = text.double()
+        mean_a, mean_s = self.sum_a[units] / n, t @ self.sum_e / n
+        scale_a = inverse_std(variance(self.sum_a2[units] / n, mean_a))
+        scale_s = inverse_std(variance(((t @ self.sum_ee) * t).sum(1) / n, mean_s))
+        # one units x concepts array, changed in place: cov = E[a s] - E[a] E[s], then / (std_a std_s)
+        cov = torch.mm(self.sum_ae[units], t.T).div_(n).addr_(mean_a, mean_s, alpha=-1)
+        return cov.mul_(scale_a[:, None]).mul_(scale_s[None, :]).float()
 
-    def top(self, k: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-        """`top_concepts` of the correlations, computed a chunk of units at a time: the sums are
-        units x concepts x 8 bytes, the temporaries of one chunk (several chunk x concepts arrays, the
-        sort's among them) come on top of that, not of all. 1,024 units: 62 MB arrays for 7,609 concepts,
-        above glibc's largest mmap threshold (32 MB), so each is returned when freed; smaller chunks
-        stayed in the heap and peaked higher (0.7 GB over the sums at 512, 0.3 GB at 1,024)."""
-        parts = [top_concepts(self.correlation(slice(i, i + chunk)), k) for i in range(0, len(self.sum_a), chunk)]
+    def top(self, text: torch.Tensor, k: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """`top_concepts` of the correlations, computed a chunk of units at a time: only one chunk's
+        chunk x concepts arrays (the correlations, the sort's) exist at once. 1,024 units: 62 MB arrays for
+        7,609 concepts, above glibc's largest mmap threshold (32 MB), so each is returned when freed;
+        smaller chunks stayed in the heap and peaked higher (0.7 GB at 512, 0.3 GB at 1,024)."""
+        parts = [top_concepts(self.correlation(text, slice(i, i + chunk)), k) for i in range(0, len(self.sum_a), chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def variance(mean_square: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """E[x^2] - E[x]^2, 0 where it is rounding left over from a constant (below 1e-9 of E[x^2]:
+    float64 sums of a constant over many images cancel to ~1e-16 of it, a real profile's spread is
+    far above 1e-9)."""
+    var = mean_square - mean ** 2
+    return torch.where(var > 1e-9 * mean_square.abs(), var, torch.zeros_like(var))
+
+
+def inverse_std(var: torch.Tensor) -> torch.Tensor:
+    """1 / sqrt(var), 0 where the variance is 0: a constant profile correlates with nothing."""
+    return torch.where(var > 0, var.clamp_min(1e-300).rsqrt(), torch.zeros_like(var))
 
 
 def top_concepts(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,12 +148,24 @@ class LabelsConfig:
         object.__setattr__(self, "taps", ())
 
 
+def concept_embeddings(judge: str, judge_weights: str, concepts: Sequence[str],
+                       prompt_templates: Sequence[str]) -> np.ndarray:
+    """(C, d) float32 unit-norm text embeddings of the concepts, on this process's assigned device.
+    Run once per job (a Ray task in sweep.pipelines.labels), not once per actor: the `common`
+    vocabulary is 7,609 x 7 prompts through CLIP's text tower, 29 min on a 2-core CPU."""
+    from sweep.core.devices import assigned_gpus, resolve_device
+    from sweep.experiments.judge import ClipJudge
+
+    device = resolve_device(None, gpu_ids=assigned_gpus())
+    return ClipJudge(judge, judge_weights, device).text(concepts, prompt_templates).cpu().numpy()
+
+
 class LabelScanner:
     """Ray Data actor: per image, the reduced features of the requested blocks (concatenated) and
-    its similarity to every concept (the judge's image embedding against the text embeddings)."""
+    the judge's image embedding (NaN for an image that could not be read); `ProfileStats` turns the
+    embeddings into similarities to every concept on the driver."""
 
-    def __init__(self, model: str, weights: str, layers: list[int], site: str, judge: str, judge_weights: str,
-                 concepts: tuple[str, ...], prompt_templates: tuple[str, ...]):
+    def __init__(self, model: str, weights: str, layers: list[int], site: str, judge: str, judge_weights: str):
         from sweep.core.devices import assigned_gpus, resolve_device
         from sweep.experiments.judge import ClipJudge
         from sweep.experiments.top_images import ActivationScanner
@@ -141,16 +173,15 @@ class LabelScanner:
         self.units = ActivationScanner(model, weights, layers, site)
         self.device = resolve_device(None, gpu_ids=assigned_gpus())
         self.judge = ClipJudge(judge, judge_weights, self.device)
-        self.text = self.judge.text(concepts, prompt_templates)  # (C, d), once per actor
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
         out = self.units(batch)
         ok = np.asarray(batch["status"]) == "ok"
-        sims = np.full((len(ok), self.text.shape[0]), np.nan, np.float32)
+        embeds = np.full((len(ok), self.judge.dim), np.nan, np.float32)
         if ok.any():
-            sims[ok] = (self.judge.images(np.asarray(batch["image"])[ok]) @ self.text.T).cpu().numpy()
-        return {**out, "sims": sims}
+            embeds[ok] = self.judge.images(np.asarray(batch["image"])[ok]).cpu().numpy()
+        return {**out, "embeds": embeds}
 
 
 #: Method of the visualization labels: the judge's cosine between a unit's visualization and each
@@ -160,16 +191,17 @@ VISUALIZATION_METHOD = "visualization-zero-shot"
 
 class VisualizationJudge:
     """Ray Data actor: per visualization image (a root-relative PNG), its k best concepts by the
-    judge's cosine similarity; an image that cannot be read gets no concepts and its error."""
+    judge's cosine similarity with `text` (`concept_embeddings`, made once for the job); an image that
+    cannot be read gets no concepts and its error."""
 
     def __init__(self, root: str, storage_options: dict | None, judge: str, judge_weights: str,
-                 concepts: tuple[str, ...], prompt_templates: tuple[str, ...], k: int):
+                 text: np.ndarray, k: int):
         from sweep.core.devices import assigned_gpus, resolve_device
         from sweep.experiments.judge import ClipJudge
 
         self.root, self.storage_options, self.k = root, storage_options, k
         self.judge = ClipJudge(judge, judge_weights, resolve_device(None, gpu_ids=assigned_gpus()))
-        self.text = self.judge.text(concepts, prompt_templates)
+        self.text = torch.as_tensor(np.asarray(text), device=self.judge.device)
 
     def __call__(self, batch: dict) -> dict:
         from sweep.core.errors import one_line

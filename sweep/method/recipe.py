@@ -8,11 +8,16 @@ import json
 from typing import Literal
 
 from sweep.core.errors import SweepError
-from sweep.core.validation import Count, NonNegative, NonNegativeInt, Positive, Probability, config_dataclass
+from sweep.core.validation import (
+    MAX_IMAGE_SIZE,
+    Count,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    Probability,
+    config_dataclass,
+)
 
-#: Largest optimized image side: 16x the paper's biggest input (384), far beyond any use, far below
-#: what would exhaust memory before the first step.
-MAX_IMAGE_SIZE = 8192
 
 
 @config_dataclass

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from sweep.core.errors import SweepError, choices
+from sweep.core.errors import SweepError, choices, one_line
+from sweep.core.validation import MAX_IMAGE_SIZE
 from sweep.models.build import Preprocess, device_of, meta_module, preprocess_config
 from sweep.models.zoo import ModelEntry, get_entry
 
@@ -268,9 +269,11 @@ FAMILY_RULES = {
 }
 
 
-def _measure(net: nn.Module, blocks: list[Block], size: int) -> tuple[dict, dict]:
+def _measure(net: nn.Module, blocks: list[Block], entry: ModelEntry, size: int) -> tuple[dict, dict]:
     """Shapes of every hooked tensor and the forward FLOPs counted when it was reached, from one
-    forward on the meta device: {(module path, call): shape}, {(module path, call): flops}."""
+    forward on the meta device: {(module path, call): shape}, {(module path, call): flops}. A forward
+    that fails (arguments the constructor took but the network cannot run with, such as an input
+    smaller than its patch) is one line."""
     from torch.utils.flop_counter import FlopCounterMode
 
     modules = dict(net.named_modules())
@@ -296,7 +299,13 @@ def _measure(net: nn.Module, blocks: list[Block], size: int) -> tuple[dict, dict
                 handles.append(modules[path].register_forward_pre_hook(record(path)))
         net.requires_grad_(False)  # the counter's module tracker trips over leaf inputs otherwise
         with counter, torch.no_grad():
-            net(torch.zeros(1, 3, size, size, device=device_of(net)))
+            try:
+                net(torch.zeros(1, 3, size, size, device=device_of(net)))
+            except Exception as exc:  # noqa: BLE001 - whatever the network raises
+                reason = one_line(f"{type(exc).__name__}: {exc}", 200)
+                hint = "; change or drop the --model-arg" if entry.kwargs else ""
+                raise SweepError(f"model {entry.key}: a forward pass of a {size} px image fails ({reason}){hint}") \
+                    from None
     finally:
         for h in handles:
             h.remove()
@@ -339,7 +348,7 @@ def _explicit_blocks(net: nn.Module, entry: ModelEntry, size: int) -> tuple[tupl
             raise SweepError(f"tap {path!r}: no such module in {entry.key}; allowed: "
                              f"{choices(_close_modules(modules, path), limit=40)}")
     probe = [Block(i, path, 0, "tokens", {"output": Site(path)}) for i, path in enumerate(entry.taps)]
-    shapes, flops = _measure(net, probe, size)
+    shapes, flops = _measure(net, probe, entry, size)
     prefix = prefix_tokens(net)
     blocks = []
     for i, path in enumerate(entry.taps):
@@ -377,6 +386,9 @@ def describe(entry: ModelEntry) -> Anatomy:
         raise SweepError(f"no tap rule for family {entry.family!r}; allowed: {choices(FAMILY_RULES)}") from None
     net = meta_module(entry)
     pre = preprocess_config(entry, net)
+    if not 1 <= pre.input_size <= MAX_IMAGE_SIZE:  # what `visualize` would refuse, refused here for every command
+        hint = "; change or drop the --model-arg" if entry.kwargs else ""
+        raise SweepError(f"model {entry.key}: input size {pre.input_size} px; allowed: 1 to {MAX_IMAGE_SIZE} px{hint}")
     if "default" in pre.origin:  # never silent about input settings nobody chose
         log.info("%s: input %d px, mean %s, std %s, %s, crop %.3g: %s", entry.key, pre.input_size,
                  list(pre.mean), list(pre.std), pre.interpolation, pre.crop_pct, pre.origin)
@@ -391,7 +403,7 @@ def describe(entry: ModelEntry) -> Anatomy:
                          f"convolutional blocks ({', '.join(CNN_BLOCK_PATTERNS[:4])}, ...); name the modules "
                          f"to read with --tap MODULE (repeatable), e.g. --tap {names[-1] if names else 'MODULE'}; "
                          f"its modules: {choices(names, limit=40)}")
-    shapes, flops = _measure(net, raw, pre.input_size)
+    shapes, flops = _measure(net, raw, entry, pre.input_size)
     blocks = []
     for b in raw:
         sites, widths, tokens = {}, {}, None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from typing import Annotated
 
 import fsspec
@@ -24,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 from sweep.core.errors import SweepError, one_line, storage_reason
 from sweep.core.validation import Text
+from sweep.models.names import TAP, split_args
 from sweep.models.sources import Preprocess, source
 from sweep.models.zoo import ModelEntry
 
@@ -35,11 +37,15 @@ def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
     """The bare network of an entry (train mode, gradients on), as its library builds it."""
     try:
         return source(entry).create(entry, pretrained)
-    except TypeError as exc:
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model refuses arguments by any exception it likes
         if not entry.kwargs:
             raise
-        args = ", ".join(f"{k}={v}" for k, v in entry.kwargs)
-        raise SweepError(f"model {entry.key}: its constructor refuses the arguments {args} ({one_line(exc, 160)}); "
+        args = ", ".join(f"{k}={v}" for k, v in split_args(entry.key)[1] if k != TAP) or \
+            ", ".join(f"{k}={v}" for k, v in entry.kwargs)
+        reason = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 160)
+        raise SweepError(f"model {entry.key}: its constructor refuses the arguments {args} ({reason}); "
                          "change or drop the --model-arg") from None
 
 
@@ -135,9 +141,15 @@ def pin_weights(weights: str) -> str:
     read once where the job is planned. The pin is part of every row's weights label and config
     hash, so a file changed between runs is recomputed, never skipped as done, and a worker that
     reads other bytes than the driver planned with stops with one line."""
-    if weights in ("pretrained", "random") or split_pin(weights)[1] is not None:
+    if weights in ("pretrained", "random"):
         return weights
-    return f"{weights}{PIN}{content_digest(read_weights_bytes(weights))}"
+    path, pin = split_pin(weights)
+    if pin is None:
+        return f"{weights}{PIN}{content_digest(read_weights_bytes(weights))}"
+    if not re.fullmatch(r"[0-9a-f]{16}", pin):
+        raise SweepError(f"weights {weights!r}: malformed pin {PIN[1:]}{pin!r}; a pin is {PIN} and the first 16 "
+                         "lowercase hex digits of the file's SHA-256 (give the path alone and it is pinned for you)")
+    return weights  # its bytes are checked against the pin where they are loaded (`load_state_dict_file`)
 
 
 #: The `weights` field of every job config: pretrained | random | PATH or URL (pinned on validation).
@@ -259,3 +271,17 @@ def build(entry: ModelEntry, weights: str = "random", device: str | torch.device
     if weights != "random":  # seeded random weights are finite by construction
         check_finite(net, repr(split_pin(weights)[0]) if weights != "pretrained" else f"pretrained for {entry.key}")
     return _freeze(net).to(device)
+
+
+def check_weights(entry: ModelEntry, weights: str) -> None:
+    """The weights a job names, checked where it is planned, before any worker starts: pretrained ones
+    exist and can be had (`Source.prepare`: a package's converted once, torchvision's looked up in
+    TORCH_HOME when offline), a file loads on the CPU (readable, of the right shapes, finite)."""
+    if weights == "random":
+        return
+    if weights == "pretrained":
+        if not entry.has_pretrained:
+            raise SweepError(f"model {entry.key!r} has no pretrained weights; use --weights random or PATH")
+        source(entry).prepare(entry)
+        return
+    build(entry, weights, "cpu")

@@ -110,6 +110,11 @@ def check_model_arg(item: str) -> str:
 
 
 def check_tap(path: str) -> str:
+    """One module path (a `|` would silently make two taps of one: in a flag or a YAML item, each tap
+    is given on its own; `|` joins taps only inside a name's [tap=...])."""
+    if "|" in path:
+        raise SweepError(f"tap {path!r}: one module path per --tap (or YAML item); give --tap once for each "
+                         "of " + ", ".join(repr(t.strip()) for t in path.split("|") if t.strip()))
     parse_model_args([f"{TAP}={path}"])
     return path
 

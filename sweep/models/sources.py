@@ -52,6 +52,14 @@ class Preprocess:
 
 
 #: ImageNet mean/std, for a module factory that says nothing about its input.
+def offline() -> bool:
+    """Whether the environment says no downloads: HF_HUB_OFFLINE (the hub's own switch, which this
+    project's tests and air-gapped clusters set) holds a true value."""
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -202,9 +210,29 @@ class Torchvision(Source):
         return ModelEntry(name, family, "torchvision", arch, tag, kwargs=args,
                           note=f"torchvision {arch}, weights {tag}")
 
+    def prepare(self, entry: ModelEntry) -> None:
+        """Offline (HF_HUB_OFFLINE set), torchvision's cache is the only place its weights can come from:
+        TORCH_HOME's hub/checkpoints is looked at, and a missing file said in one line, instead of the
+        download's DNS lookup and urlopen error."""
+        import os
+        import urllib.parse
+
+        import torchvision
+
+        if not offline():
+            return
+        url = torchvision.models.get_model_weights(entry.arch)[entry.tag].url
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(url).path))
+        if not os.path.isfile(path):
+            raise SweepError(f"model {entry.key}: its pretrained weights ({entry.tag}) are not in torchvision's cache "
+                             f"{path} (TORCH_HOME), and HF_HUB_OFFLINE says not to download them; put the file there, "
+                             "or use --weights random or --weights PATH")
+
     def create(self, entry: ModelEntry, pretrained: bool) -> nn.Module:
         import torchvision
 
+        if pretrained:
+            self.prepare(entry)  # offline: the cache or one line, never a network lookup
         return torchvision.models.get_model(entry.arch, weights=entry.tag if pretrained else None,
                                             **dict(entry.kwargs))
 

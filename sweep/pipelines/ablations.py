@@ -95,10 +95,18 @@ def model_dir(config: AblationConfig, model: str) -> str:
     return ABLATIONS.folder(experiment=config.experiment, model=model)
 
 
-def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, force: bool = False) -> dict:
-    """Run the experiment for every model; returns {model: summary}. Validates everything first."""
+def check_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None):
+    """Everything checked before Ray starts (the job calls it first): the conditions, the models (ImageNet-1k
+    classifiers) and their weights, a writable root, the images and their labels or boxes. Returns
+    (conditions, specs, listing)."""
+    from sweep.models.anatomy import anatomy_of
+    from sweep.models.build import check_weights
+
     conditions = conditions_of(config.experiment, config.conditions)
-    specs = specs or [registry_model(m, config.weights) for m in config.models]
+    if specs is None:  # the zoo's models (a caller's own specs bring their own factories)
+        specs = [registry_model(m, config.weights) for m in config.models]
+        for m in config.models:
+            check_weights(anatomy_of(m).entry, config.weights)
     if not specs:
         raise SweepError("no models to evaluate")
     fs, root = open_root(config.out, config.storage_options)
@@ -107,6 +115,15 @@ def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, f
     if not listing.records:
         raise SweepError(f"no usable images found under {config.data.root!r} "
                          f"({len(listing.problems)} problem(s), e.g. {listing.problems[:1]})")
+    return conditions, specs, listing
+
+
+def run_ablation(config: AblationConfig, specs: list[ModelSpec] | None = None, force: bool = False,
+                 checked: tuple | None = None) -> dict:
+    """Run the experiment for every model; returns {model: summary}. Validates everything first
+    (`check_ablation`, or its result as `checked` when the caller ran it)."""
+    conditions, specs, listing = checked or check_ablation(config, specs)
+    fs, root = open_root(config.out, config.storage_options)
     for p in listing.problems:
         log.warning("skipped %s (%s): %s", p["path"], p["stage"], p["error"])
     results = {}

@@ -11,6 +11,7 @@ import pandas as pd
 from sweep.experiments.activation_maps import MapMaker
 from sweep.method.recipe import config_hash
 from sweep.models.anatomy import anatomy_of
+from sweep.models.build import check_weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.layout import MAP_TABLE
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
@@ -18,14 +19,23 @@ from sweep.store.outputs import atomic_write, check_writable, frame_parquet_byte
 log = logging.getLogger(__name__)
 
 
-def run_activation_maps(model: str, layer, features: list[int], listing, out: str, site: str | None = None,
-                        weights: str = "pretrained", actors: int = 1, storage_options: dict | None = None):
-    """Maps for every image of `listing` on Ray Data; also writes one Parquet of all maps (row-major grids)."""
+def check_activation_maps(model: str, layer, features: list[int], out: str, site: str | None = None,
+                          weights: str = "pretrained", storage_options: dict | None = None):
+    """Everything checked before Ray starts (the job calls it first): the model, the layer, its site
+    and features, the weights, a writable root. Returns (anatomy, block, site)."""
     anatomy = anatomy_of(model)
     block = anatomy.block(layer)
     site = site or anatomy.default_site
     anatomy.check_features(block, site, features)
+    check_weights(anatomy.entry, weights)
     check_writable(*open_root(out, storage_options), out)  # a missing bucket or unwritable root: before any work
+    return anatomy, block, site
+
+
+def run_activation_maps(model: str, layer, features: list[int], listing, out: str, site: str | None = None,
+                        weights: str = "pretrained", actors: int = 1, storage_options: dict | None = None):
+    """Maps for every image of `listing` on Ray Data; also writes one Parquet of all maps (row-major grids)."""
+    anatomy, block, site = check_activation_maps(model, layer, features, out, site, weights, storage_options)
     ds = prepared_images(listing.records, anatomy.preprocess.input_size, storage_options=storage_options,
                          preprocess=anatomy.preprocess)
     ds = ds.map_batches(MapMaker, fn_constructor_args=(anatomy.entry.key, weights, block.index, site, list(features),

@@ -59,6 +59,62 @@ def choose_target(address: str | None, environ: Mapping[str, str], home: Path) -
     return Target("local", "no --address, no RAY_ADDRESS, not a `ray up` head")
 
 
+def address_arg(text: str) -> str:
+    """argparse type of --address: local, auto, host:port or ray://host:port, refused as a flag (one
+    line, before anything starts) when it cannot name a cluster."""
+    import argparse
+
+    value = text.strip()
+    if value in ("local", "auto"):
+        return value
+    allowed = "give host:port, ray://host:port, auto, or --address local for a new instance"
+    if not value:
+        raise argparse.ArgumentTypeError(f"empty; {allowed}")
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme != "ray":
+        raise argparse.ArgumentTypeError(f"{text!r}: scheme {scheme}:// is not Ray's; {allowed}")
+    rest = value[len("ray://"):] if sep else value
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or any(c.isspace() for c in rest) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port with a port of 1 to 65535; {allowed}")
+    return value
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `host:port` or `ray://host:port` address; None for `local`, `auto` and
+    anything else Ray resolves itself."""
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(target: Target, within: float = 10.0) -> None:
+    """A host:port nobody answers is one line within `within` seconds: `ray.init` itself retries a
+    dead address for minutes, silently, and does not end on SIGTERM while it does."""
+    import socket
+    import time
+
+    where = host_port(target.address)
+    if where is None:
+        return
+    if not 0 < where[1] < 65536:
+        raise SweepError(f"Ray address {target.address!r} (from {target.reason}): port {where[1]} is not a TCP port "
+                         "(1 to 65535)")
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with socket.create_connection(where, timeout=min(3.0, within)):
+                return
+        except OSError as exc:
+            if time.monotonic() + 1 > deadline:
+                raise SweepError(f"Ray address {target.address!r} (from {target.reason}): nothing answers there "
+                                 f"({one_line(exc, 120)}, for {within:.0f} s); give a running cluster's host:port, "
+                                 "or --address local for a new instance") from None
+            time.sleep(1)
+
+
 def connect_ray(address: str | None = None) -> None:
     """Join the cluster asked for, or start a private local Ray; one log line says which."""
     # Ray's usage statistics phone home; this tool sends nothing anywhere unless asked to.
@@ -68,6 +124,7 @@ def connect_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     target = choose_target(address, os.environ, Path.home())
+    check_reachable(target)
     try:
         ray.init(address=target.address)
     except (ConnectionError, ValueError) as exc:

@@ -1,5 +1,6 @@
-"""Concept labels for every unit of a model on Ray Data: decode and resize as tasks, an actor pool that
-reads the units and asks the judge, the driver folding each batch into the correlation sums.
+"""Concept labels for every unit of a model on Ray Data: the concepts' text embeddings made once by a
+task, decode and resize as tasks, an actor pool that reads the units and embeds the images with the
+judge, the driver folding each batch into the correlation sums.
 
 One Parquet part per layer, `labels/model=<m>/layer=<l>/part-<key>.parquet`, whose key hashes
 everything the labels depend on (vocabulary, prompts, judge and its weights, method, split, site,
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import time
 
 import numpy as np
 import pandas as pd
@@ -31,9 +33,11 @@ from sweep.experiments.labels import (
     LabelsConfig,
     ProfileStats,
     VisualizationJudge,
+    concept_embeddings,
     vocabulary_hash,
 )
 from sweep.experiments.top_images import unit_table
+from sweep.models.build import check_weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.layout import LABEL_SCHEMA, LABELS
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
@@ -47,17 +51,62 @@ def part_key(config: LabelsConfig, vocab_hash: str, site: str, method: str = MET
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def label_units(config: LabelsConfig, listing: Listing) -> dict:
-    """Label every unit of the requested layers over `listing`; returns a summary
-    {"labelled": [layers], "skipped": [layers], "rows": n, "vocabulary_hash": h}."""
+def stacked(column: np.ndarray) -> np.ndarray:
+    """A column of per-image vectors as one (B, n) array (Ray Data gives an object array of rows
+    when it could not make a tensor column)."""
+    return np.array(np.stack(column) if column.dtype == object else column)
+
+
+def concept_text(config: LabelsConfig, concepts: tuple[str, ...], prompts: tuple[str, ...], vhash: str,
+                 memo: dict | None = None) -> np.ndarray:
+    """The concepts' (C, d) text embeddings, made once for the job by a Ray task with an actor's
+    resources (a GPU where the actors get one): every actor and the driver share them. `memo`, the
+    caller's, keeps them by vocabulary hash for a second labelling in the same job (--method both)."""
+    import ray
+
+    if memo is not None and vhash in memo:
+        return memo[vhash]
+    task = ray.remote(concept_embeddings).options(num_gpus=gpus_per_actor(), num_cpus=config.actor_cpus)
+    log.info("embedding %d concept(s) x %d prompt(s) with the judge %s", len(concepts), len(prompts), config.judge)
+    started = time.perf_counter()
+    text = ray.get(task.remote(config.judge, config.judge_weights, concepts, prompts))
+    log.info("embedded the concepts in %.1f s", time.perf_counter() - started)
+    if memo is not None:
+        memo[vhash] = text
+    return text
+
+
+def check_labels(config: LabelsConfig):
+    """Everything checked before Ray starts (the job calls it first): the model, its layers and site,
+    the weights, the vocabulary and prompts, the judge (a known open_clip model, with a tag for
+    pretrained weights), --k against the vocabulary, a writable root. Returns (anatomy, blocks, site,
+    vocabulary name, concepts, prompts, vocabulary hash)."""
+    from sweep.models.sources import OpenClip
+
     anatomy, blocks, site, _ = unit_table(config)
     for b in blocks:
         b.site(site)
     name, concepts = load_vocabulary(config.vocabulary, config.storage_options)
     prompts = templates(config.templates)
-    vhash = vocabulary_hash(concepts, prompts, config.judge, config.judge_weights)
+    if config.k > len(concepts):
+        raise SweepError(f"--k: {config.k} is above the vocabulary's {len(concepts)} concept(s); give at most "
+                         f"{len(concepts)}")
+    judge = OpenClip().entry(config.judge, ())  # an unknown judge architecture or tag: one line
+    if config.judge_weights == "pretrained" and not judge.tag:
+        raise SweepError(f"judge {config.judge!r} names no pretrained tag (ARCH/TAG, e.g. ViT-B-32/openai); or "
+                         "--judge-weights random for a test run")
+    check_weights(anatomy.entry, config.weights)
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)
+    vhash = vocabulary_hash(concepts, prompts, config.judge, config.judge_weights)
+    return anatomy, blocks, site, name, concepts, prompts, vhash
+
+
+def label_units(config: LabelsConfig, listing: Listing, memo: dict | None = None) -> dict:
+    """Label every unit of the requested layers over `listing`; returns a summary
+    {"labelled": [layers], "skipped": [layers], "rows": n, "vocabulary_hash": h}."""
+    anatomy, blocks, site, name, concepts, prompts, vhash = check_labels(config)
+    fs, root = open_root(config.out, config.storage_options)
     key = part_key(config, vhash, site)
     model = anatomy.entry.key
     parts = {b.index: posixpath.join(root, LABELS.part(f"part-{key}.parquet", model=model, layer=b.index))
@@ -72,31 +121,30 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
     records = listing.records
     if not records:
         raise SweepError("no probe images to label with")
+    text = concept_text(config, concepts, prompts, vhash, memo)
     ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options,
                          preprocess=anatomy.preprocess)
     ds = ds.map_batches(LabelScanner, fn_constructor_args=(model, config.weights, [b.index for b in todo], site,
-                                                           config.judge, config.judge_weights, concepts, prompts),
+                                                           config.judge, config.judge_weights),
                         batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
                         num_cpus=config.actor_cpus)
     widths = [b.width(site) for b in todo]
-    log.info("%s: %d unit(s) x %d concept(s): %.2f GB of running sums on the driver (label fewer --layers at a "
-             "time for less)", model, sum(widths), len(concepts), sum(widths) * len(concepts) * 8 / 1e9)
-    stats = ProfileStats(sum(widths), len(concepts))
+    stats = ProfileStats(sum(widths), text.shape[1])
     seen = skipped = 0
     for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
-        acts = torch.from_numpy(np.array(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"]))
-        sims = torch.from_numpy(np.array(np.stack(batch["sims"]) if batch["sims"].dtype == object else batch["sims"]))
-        ok = ~(torch.isnan(acts).any(dim=1) | torch.isnan(sims).any(dim=1))
+        acts = torch.from_numpy(stacked(batch["acts"]))
+        embeds = torch.from_numpy(stacked(batch["embeds"]))
+        ok = ~(torch.isnan(acts).any(dim=1) | torch.isnan(embeds).any(dim=1))
         for error in np.asarray(batch["error"])[~ok.numpy()]:
             log.warning("image skipped: %s", error)
         skipped += int((~ok).sum())
-        stats.update(acts[ok], sims[ok])
+        stats.update(acts[ok], embeds[ok])
         seen += len(ok)
     if seen != len(records):
         raise SweepError(f"scanned {seen} images, expected {len(records)}")
     if stats.n < 2:
         raise SweepError(f"{stats.n} readable probe image(s): a correlation needs at least 2")
-    values, index = stats.top(config.k)
+    values, index = stats.top(torch.tensor(text), config.k)
     created = dt.datetime.now(dt.timezone.utc).isoformat()
     start, total = 0, 0
     for block, width in zip(todo, widths):
@@ -116,7 +164,7 @@ def label_units(config: LabelsConfig, listing: Listing) -> dict:
     return {"labelled": [b.index for b in todo], "skipped": done, "rows": total, "vocabulary_hash": vhash}
 
 
-def label_visualizations(config: LabelsConfig) -> dict:
+def label_visualizations(config: LabelsConfig, memo: dict | None = None) -> dict:
     """Label each unit's visualization (the sweep's PNG in the same root) with its k best concepts by
     the judge's cosine similarity; one part per layer like `label_units`, method
     `visualization-zero-shot`. Units without a visualization are left out."""
@@ -124,12 +172,8 @@ def label_visualizations(config: LabelsConfig) -> dict:
 
     from sweep.store.results import Results
 
-    anatomy, blocks, site, _ = unit_table(config)
-    name, concepts = load_vocabulary(config.vocabulary, config.storage_options)
-    prompts = templates(config.templates)
-    vhash = vocabulary_hash(concepts, prompts, config.judge, config.judge_weights)
+    anatomy, blocks, site, name, concepts, prompts, vhash = check_labels(config)
     fs, root = open_root(config.out, config.storage_options)
-    check_writable(fs, root, config.out)
     model = anatomy.entry.key
     key = part_key(config, vhash, site, VISUALIZATION_METHOD)
     try:
@@ -148,8 +192,9 @@ def label_visualizations(config: LabelsConfig) -> dict:
     items = [{"layer": int(r.layer), "layer_name": str(r.layer_name), "site": site, "feature": int(r.feature),
               "image_path": str(r.image_path)} for r in rows[rows["layer"].isin(todo)].itertuples(index=False)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 16, 200)))
+    text = concept_text(config, concepts, prompts, vhash, memo)
     ds = ds.map_batches(VisualizationJudge, fn_constructor_args=(config.out, config.storage_options, config.judge,
-                                                                 config.judge_weights, concepts, prompts, config.k),
+                                                                 config.judge_weights, text, config.k),
                         batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
                         num_cpus=config.actor_cpus)
     got = ds.to_pandas()

@@ -15,6 +15,7 @@ from sweep.core.errors import SweepError
 from sweep.data.imagenet import Listing
 from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table, write_thumbs
 from sweep.experiments.topk import TopK
+from sweep.models.build import check_weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images
 from sweep.store.layout import TOP_IMAGES, TOP_SCHEMA
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
@@ -22,13 +23,22 @@ from sweep.store.outputs import atomic_write, check_writable, frame_parquet_byte
 log = logging.getLogger(__name__)
 
 
-def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
-    """Run the scan over `listing`; write and return the top-k rows."""
+def check_top_images(config: TopImagesConfig):
+    """Everything checked before Ray starts (the job calls it first): the model and its arguments,
+    the layers and their site, the weights, a writable root. Returns `unit_table(config)`."""
     anatomy, blocks, site, units = unit_table(config)
     for b in blocks:
         b.site(site)
+    check_weights(anatomy.entry, config.weights)
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)  # a missing bucket or unwritable root: before any work
+    return anatomy, blocks, site, units
+
+
+def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
+    """Run the scan over `listing`; write and return the top-k rows."""
+    anatomy, blocks, site, units = check_top_images(config)
+    fs, root = open_root(config.out, config.storage_options)
     records = listing.records
     index = {r["image_id"]: i for i, r in enumerate(records)}
     if len(index) != len(records):

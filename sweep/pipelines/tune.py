@@ -176,14 +176,13 @@ def preflight(job: TuneJob) -> None:
     """What can fail before any trial starts: weights that do not exist, an unwritable root, a
     reference folder without images."""
     from sweep.data.imagenet import image_folder
+    from sweep.models.build import check_weights
     from sweep.store.outputs import check_writable, open_root
 
-    entry = anatomy_of(job.model).entry
-    if job.weights == "pretrained" and not entry.has_pretrained:
-        raise SweepError(f"{entry.key} has no pretrained weights; use --weights random or PATH")
-    check_writable(*open_root(job.out, job.storage_options), job.out)
+    check_weights(anatomy_of(job.model).entry, job.weights)
     if job.reference:
         image_folder(job.reference, job.storage_options, limit=1)
+    check_writable(*open_root(job.out, job.storage_options), job.out)
 
 
 def run_tune(job: TuneJob, verbose: int = 0) -> TuneReport:

@@ -77,20 +77,33 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         raise SweepError(f"cannot write {path!r}: {storage_problem(exc)}") from None
 
 
-def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str, what: str = "results root") -> None:
     """Check the bucket, then write and remove a probe file, so an unwritable root fails before any
-    work, in one line. A missing bucket is reported, never created."""
+    work, in one line. A missing bucket is reported, never created; folders the probe had to make are
+    removed again (the work makes them when it writes), so a command refused later leaves nothing."""
     bucket = bucket_of(fs, root)
     if bucket is not None:
-        check_bucket(fs, bucket, url)
+        check_bucket(fs, bucket, url, what)
+    made = []  # folders the probe makes (deepest first): removed again, so a refused command leaves nothing
+    if bucket is None:
+        folder = root
+        while folder and folder != posixpath.dirname(folder) and not fs.exists(folder):
+            made.append(folder)
+            folder = posixpath.dirname(folder)
     probe = posixpath.join(root, f"_probe-{uuid.uuid4().hex}")
     try:
         atomic_write(fs, probe, b"sweep write check")
         fs.rm(probe)
     except SweepError as exc:
-        raise SweepError(f"results root {url!r} is not writable: {exc}") from None
+        raise SweepError(f"{what} {url!r} is not writable: {exc}") from None
     except Exception as exc:
-        raise SweepError(f"results root {url!r} is not writable: {storage_problem(exc)}") from None
+        raise SweepError(f"{what} {url!r} is not writable: {storage_problem(exc)}") from None
+    finally:
+        for folder in made:
+            try:
+                fs.rmdir(folder)
+            except (OSError, NotImplementedError):
+                break
 
 
 def bucket_of(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
@@ -102,17 +115,17 @@ def bucket_of(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
     return split(path)[0] or None
 
 
-def check_bucket(fs: fsspec.AbstractFileSystem, bucket: str, url: str) -> None:
+def check_bucket(fs: fsspec.AbstractFileSystem, bucket: str, url: str, what: str = "results root") -> None:
     """Fail in one line when the bucket does not exist or the endpoint cannot be reached; other
     problems (credentials) are left to the probe write, whose error says more than a HEAD request's."""
     try:
         fs.info(bucket)
     except FileNotFoundError:
-        raise SweepError(f"results root {url!r} is not writable: bucket {bucket!r} does not exist "
+        raise SweepError(f"{what} {url!r} is not writable: bucket {bucket!r} does not exist "
                          "(create it first; it is never created by this tool)") from None
     except Exception as exc:
         if _is_connection_error(exc):
-            raise SweepError(f"results root {url!r} is not writable: {storage_problem(exc)}") from None
+            raise SweepError(f"{what} {url!r} is not writable: {storage_problem(exc)}") from None
 
 
 def storage_problem(exc: BaseException) -> str:

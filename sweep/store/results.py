@@ -103,27 +103,68 @@ def warn_damaged(root: str, damaged: dict[str, str]) -> None:
         return
     named = "; ".join(f"{p}: {why}" for p, why in list(damaged.items())[:5])
     more = f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
-    log.warning("skipping %d damaged Parquet file(s) under %s (their results count as missing): %s%s",
+    log.warning("skipping %d damaged or foreign Parquet file(s) under %s (their results count as missing): %s%s",
                 len(damaged), root, named, more)
 
 
-def hive_dataset(fs: fsspec.AbstractFileSystem, path: str, files: list[str]) -> ds.Dataset:
-    """A hive-partitioned Parquet dataset of these files (under `path`) on any fsspec filesystem."""
-    return ds.dataset(files, filesystem=_arrow_fs(fs), format="parquet",
-                      partitioning=ds.HivePartitioning.discover(), partition_base_dir=path)
+def hive_dataset(fs: fsspec.AbstractFileSystem, path: str, files: list[str],
+                 schema: pa.Schema | None = None) -> ds.Dataset:
+    """A hive-partitioned Parquet dataset of these files (under `path`) on any fsspec filesystem.
+    With `schema` (the layout's) every file is read in it, as `fit_schema` reads one table: older
+    parts without a newer column give nulls, extra columns are left out, and a column whose values
+    cannot be the layout's type fails the read (`misfits` then names the file)."""
+    found = ds.dataset(files, filesystem=_arrow_fs(fs), format="parquet",
+                       partitioning=ds.HivePartitioning.discover(), partition_base_dir=path)
+    if schema is None:
+        return found
+    target = pa.schema([*schema, *(f for f in found.partitioning.schema if f.name not in schema.names)])
+    return ds.dataset(files, schema=target, filesystem=_arrow_fs(fs), format="parquet",
+                      partitioning=found.partitioning, partition_base_dir=path)
 
 
-def readable_dataset(fs: fsspec.AbstractFileSystem, path: str) -> tuple[ds.Dataset | None, dict[str, str]]:
-    """The dataset of the readable files under `path` (None when there are none) and the damaged
-    files left out, with their reasons; so one truncated part never blocks a read."""
+def fit_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in the layout's `schema`, the rule `hive_dataset` reads by: each column cast to the
+    layout's type, a missing one null, others left out. ValueError names a column that cannot be cast
+    (a foreign or hostile part), so every reader of a root skips the same files."""
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table[field.name]
+        try:
+            columns.append(column.cast(field.type))
+        except pa.ArrowException as exc:
+            raise ValueError(f"column {field.name!r} is {column.type}, not {field.type} ({one_line(exc, 80)})") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def misfits(fs: fsspec.AbstractFileSystem, path: str, dataset: ds.Dataset, files: list[str]) -> dict[str, str]:
+    """Files of `dataset` that cannot be read in its schema (a column of another type: a foreign or
+    hostile part), with the reason; read one by one, only after a read of them all failed."""
+    bad = {}
+    for file in files:
+        try:
+            ds.dataset([file], schema=dataset.schema, filesystem=_arrow_fs(fs), format="parquet",
+                       partitioning=dataset.partitioning, partition_base_dir=path).to_table()
+        except READ_ERRORS as exc:
+            bad[file] = f"not this dataset's columns ({one_line(exc, 120)})"
+    return bad
+
+
+def readable_dataset(fs: fsspec.AbstractFileSystem, path: str,
+                     schema: pa.Schema | None = None) -> tuple[ds.Dataset | None, dict[str, str]]:
+    """The dataset of the readable files under `path` (None when there are none), read in the layout's
+    `schema` when given, and the damaged files left out, with their reasons; so one truncated part
+    never blocks a read."""
     good, damaged = split_damaged(fs, data_files(fs, path))
     try:
-        dataset = hive_dataset(fs, path, good) if good else None
+        dataset = hive_dataset(fs, path, good, schema) if good else None
     except READ_ERRORS:  # a footer that the magic test let through: find it file by file
         bad = footer_damaged(fs, good)
         damaged.update(bad)
         good = [p for p in good if p not in bad]
-        dataset = hive_dataset(fs, path, good) if good else None
+        dataset = hive_dataset(fs, path, good, schema) if good else None
     return dataset, damaged
 
 
@@ -167,7 +208,7 @@ class Results:
         path = posixpath.join(self.root, DATASETS[name].folder(**fixed))
         if not self.fs.exists(path):
             return pd.DataFrame(columns=[*fixed, *(columns or [])])
-        dataset, damaged = readable_dataset(self.fs, path)
+        dataset, damaged = readable_dataset(self.fs, path, DATASETS[name].schema)
         if dataset is None:
             warn_damaged(self.root, damaged)
             return pd.DataFrame(columns=[*fixed, *(columns or [])])
@@ -182,12 +223,14 @@ class Results:
         own = [c for c in columns if c not in fixed] if columns is not None else None
         try:
             table = dataset.to_table(columns=own, filter=expr)
-        except READ_ERRORS:  # a file damaged inside, past the magic test: find it, read the others
+        except READ_ERRORS:  # a file damaged inside, or of other columns: find it, read the others
             files = list(dataset.files)
             damaged.update(footer_damaged(self.fs, files))
             kept = [f for f in files if f not in damaged]
-            table = (hive_dataset(self.fs, path, kept).to_table(columns=own, filter=expr) if kept
-                     else dataset.schema.empty_table().select(own or dataset.schema.names))
+            damaged.update(misfits(self.fs, path, dataset, kept))
+            kept = [f for f in kept if f not in damaged]
+            table = (hive_dataset(self.fs, path, kept, DATASETS[name].schema).to_table(columns=own, filter=expr)
+                     if kept else dataset.schema.empty_table().select(own or dataset.schema.names))
         warn_damaged(self.root, damaged)
         frame = table.to_pandas()
         for key, value in fixed.items():

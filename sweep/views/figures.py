@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from sweep.core.errors import SweepError
+from sweep.core.errors import SweepError, one_line
 from sweep.store.results import Results
 
 #: Loads a feature's image (its row's image_path) as an (H, W, 3) array in [0, 1]; None if unreadable.
@@ -176,7 +176,16 @@ def save(fig: Figure, stem: str, formats: Sequence[str] = ("png", "pdf"), dpi: i
     paths = []
     for fmt in formats:
         path = f"{stem}.{fmt}"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+        temp = f"{path}.{os.getpid()}.tmp"  # atomic: a reader never sees half a figure
+        try:
+            fig.savefig(temp, dpi=dpi, bbox_inches="tight", facecolor="white", format=fmt)
+            os.replace(temp, path)
+        except (ValueError, MemoryError) as exc:  # matplotlib's "Image size ... is too large", or no memory
+            raise SweepError(f"figure {path}: too large to draw at {dpi} dpi ({one_line(exc, 120)}); lower --dpi "
+                             "or show fewer features per figure") from None
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
         paths.append(path)
     return paths
 

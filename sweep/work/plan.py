@@ -7,6 +7,7 @@ presets ("paper", "smoke", "demo") as starting points that explicit values overr
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -23,6 +24,8 @@ from sweep.models.build import Weights
 from sweep.models.names import ModelArg, TapPath, with_args
 from sweep.models.zoo import ENTRIES
 from sweep.work.batch import Batch, check_batch
+
+log = logging.getLogger(__name__)
 
 FEATURE_MODES = ("all", "first", "list", "sample")
 
@@ -52,6 +55,19 @@ class FeatureSelection:
         # A per-(model, layer) stream, so adding a model never changes another model's sample.
         rng = random.Random(config_hash({"seed": self.seed, "model": model, "layer": layer}))
         return sorted(rng.sample(range(width), min(self.count, width)))
+
+
+def check_count(features: FeatureSelection, model: str, widths: list[int]) -> None:
+    """A count of features above a layer's width takes all its features, with a word; above every
+    planned layer's width it is a mistake (nothing but "all" would come of it), and refused."""
+    if features.mode not in ("first", "sample") or not widths or features.count <= min(widths):
+        return
+    if features.count > max(widths):
+        raise SweepError(f"feature count {features.count} (--features, features.count) is above the width of every planned layer of {model} "
+                         f"(at most {max(widths)}); give at most {max(widths)}, or mode all")
+    narrow = sum(1 for w in widths if w < features.count)
+    log.warning("%s: %d of %d layer(s) have fewer than %d features (the narrowest %d): all of theirs are planned",
+                model, narrow, len(widths), features.count, min(widths))
 
 
 @config_dataclass
@@ -288,7 +304,9 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
             {b.index: b for b in (anatomy.block(l) for l in plan.layers)}.values())
         cost_per_image = flops_to_block(key)
         for block in blocks:
-            block.site(site)
+            block.site(site)  # every layer has the site, before anything else is said about them
+        check_count(plan.features, key, [b.width(site) for b in blocks])
+        for block in blocks:
             feats = plan.features.pick(block.width(site), key, block.index)
             anatomy.check_features(block, site, feats)
             todo = [f for f in feats if (key, block.index, site, f) not in skip]
@@ -306,8 +324,7 @@ def check_plan(config: SweepConfig) -> list[Task]:
     layers, sites and features (`expand`), pretrained weights' availability (weights a package ships
     are downloaded and converted here, once), and weights from a file, loaded once per model on the
     CPU (readable, of the right shape, finite). No Ray, and no writes but the weights cache."""
-    from sweep.models.build import build
-    from sweep.models.sources import source
+    from sweep.models.build import check_weights
 
     tasks = expand(config)
     if not tasks:
@@ -317,11 +334,7 @@ def check_plan(config: SweepConfig) -> list[Task]:
     if lacking:
         raise SweepError(f"{', '.join(lacking)} has no pretrained weights; use weights: random or a PATH")
     for m, w in weights.items():
-        entry = anatomy_of(m).entry
-        if w == "pretrained":
-            source(entry).prepare(entry)
-        elif w != "random":
-            build(entry, w, "cpu")
+        check_weights(anatomy_of(m).entry, w)
     return tasks
 
 

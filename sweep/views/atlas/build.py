@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from sweep.core.errors import SweepError
 from sweep.models.names import source_of
 from sweep.store.layout import DATA_FOLDERS, TOP_THUMBS, thumb_name
-from sweep.store.outputs import is_local, open_root
+from sweep.store.outputs import check_writable, is_local, open_root, storage_problem
 from sweep.views.atlas.inputs import (
     ModelInputs,
     RootImages,
@@ -300,6 +300,8 @@ def _check_site(site, results_fs, results_root: str, site_options: dict | None) 
         if target == root or any(inside(target, d) or inside(d, w) for d in data for w in written):
             raise SweepError(f"atlas output folder {site!r} is the results root or overlaps its data folders "
                              f"({', '.join(DATA_FOLDERS)}); choose a separate folder")
+    if not writer.local:  # credentials, bucket, endpoint: one line before any work (a local folder is made later)
+        check_writable(writer.fs, writer.root, site, what="atlas output folder")
     return writer
 
 
@@ -313,7 +315,12 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
         raise SweepError(f"atlas workers must be a whole number >= 1, got {workers!r}")
     fs, root = open_root(results_root, storage_options)
     writer = _check_site(site, fs, root, site_options)
-    inputs = list_inputs(fs, root)
+    try:
+        inputs = list_inputs(fs, root)
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - credentials, endpoint, permissions: whatever the store says
+        raise SweepError(f"atlas: cannot list the results root {results_root!r}: {storage_problem(exc)}") from None
     if not inputs:
         raise SweepError(f"no features under {results_root!r}: nothing to show (run a sweep into it first)")
     salt = f"{ATLAS_FORMAT}:{templates_digest()}:{page_size}"

@@ -23,8 +23,19 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import one_line
-from sweep.store.layout import FEATURE_SCHEMA, FEATURES, LABELS, MAP_FILES, TOP_IMAGES, TOP_THUMBS, Dataset
+from sweep.store.layout import (
+    FEATURE_SCHEMA,
+    FEATURES,
+    LABEL_SCHEMA,
+    LABELS,
+    MAP_FILES,
+    TOP_IMAGES,
+    TOP_SCHEMA,
+    TOP_THUMBS,
+    Dataset,
+)
 from sweep.store.outputs import fingerprint, is_local, under_root
+from sweep.store.results import fit_schema
 from sweep.views.atlas.publish import inside
 
 log = logging.getLogger(__name__)
@@ -104,22 +115,17 @@ def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
     for rel in sorted(rels):
         try:
             with fs.open(posixpath.join(root, rel), "rb") as fh:
-                table = pq.read_table(fh)
-        except READ_ERRORS as exc:
+                table = fit_schema(pq.read_table(fh), FEATURE_SCHEMA)  # the rule `Results` reads by
+        except (*READ_ERRORS, ValueError) as exc:
             log.warning("atlas: skipping %r: cannot be read (%s)", rel, one_line(exc))
             continue
         n = table.num_rows
-        table = table.drop_columns([c for c in ("model", "part") if c in table.column_names])
         model = FEATURES.keys_of(rel).get("model")
         tables.append(table.append_column("model", pa.array([model] * n, pa.string()))
                       .append_column("part", pa.array([rel] * n, pa.string())))
     if not tables:
         return pd.DataFrame(columns=["model", "part", *FEATURE_SCHEMA.names])
-    try:
-        frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    except pa.ArrowException:  # parts of clashing schemas (a hostile root): joined by pandas instead
-        frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-    frame = frame.assign(**{name: None for name in FEATURE_SCHEMA.names if name not in frame})
+    frame = pa.concat_tables(tables).to_pandas()  # one schema: every table was fitted to the layout's
     for name in ("layer", "feature"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
     usable = frame["model"].notna() & (frame["layer"] % 1 == 0) & (frame["feature"] % 1 == 0)
@@ -138,14 +144,10 @@ def read_top_images(fs, root: str, rels: list[str]) -> dict:
         split = TOP_IMAGES.keys_of(rel).get("split", "")
         try:
             with fs.open(posixpath.join(root, rel), "rb") as fh:
-                top = pq.read_table(fh).to_pandas()
-        except READ_ERRORS as exc:
+                top = fit_schema(pq.read_table(fh), TOP_SCHEMA).to_pandas()
+        except (*READ_ERRORS, ValueError) as exc:
             log.warning("atlas: top images %r cannot be read (%s); left out", rel, one_line(exc))
             continue
-        if not {"layer", "feature", "rank"} <= set(top.columns):
-            log.warning("atlas: top images %r have no layer/feature/rank columns; left out", rel)
-            continue
-        top = top.assign(**{c: None for c in ("site", "image_id", "activation") if c not in top})
         for c in ("layer", "feature", "rank"):
             top[c] = pd.to_numeric(top[c], errors="coerce")
         top = top.dropna(subset=["layer", "feature", "rank"])
@@ -165,15 +167,12 @@ def read_labels(fs, root: str, rels: list[str]) -> dict:
         layer = LABELS.keys_of(rel).get("layer")
         try:
             with fs.open(posixpath.join(root, rel), "rb") as fh:
-                rows = pq.read_table(fh).to_pandas()
+                rows = fit_schema(pq.read_table(fh), LABEL_SCHEMA).to_pandas()
             layer = int(layer)
         except (*READ_ERRORS, TypeError, ValueError) as exc:
             log.warning("atlas: labels %r cannot be read (%s); left out", rel, one_line(exc))
             continue
-        if not {"feature", "rank", "concept", "score"} <= set(rows.columns):
-            log.warning("atlas: labels %r have no feature/rank/concept/score columns; left out", rel)
-            continue
-        rows = rows.assign(**{c: "" for c in ("site", "vocabulary", "judge", "method") if c not in rows})
+        rows = rows.fillna({c: "" for c in ("site", "vocabulary", "judge", "method")})
         for c in ("feature", "rank", "score"):
             rows[c] = pd.to_numeric(rows[c], errors="coerce")
         rows = rows.dropna(subset=["feature", "rank"])
