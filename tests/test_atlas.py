@@ -334,7 +334,7 @@ def test_paper_figures(site, tmp_path, capsys):
     out = run("sheets", "--model", "dev/vit-micro", "--out", str(tmp_path / "sheets"), "--format", "png")
     assert len(out.split()) == 3 and len(list((tmp_path / "sheets").glob("*-page001.png"))) == 3
     for args, message in [(["compare", "--models", "dev/vit-micro", "dev/deit-micro-distilled", "--layers", "7"],
-                           "no visualized features in layer(s) [7]"),
+                           "--layers: no visualized features of dev/vit-micro at layer(s) 7"),
                           (["progression"], "progression needs --model"),
                           (["progression", "--model", "vit_tiny_patch16_224"], "no visualized features of"),
                           (["sheets", "--model", "dev/vit-micro", "--per-page", "0"], "--per-page: must be")]:

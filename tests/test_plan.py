@@ -176,3 +176,18 @@ def test_bad_per_model_settings_are_one_line(tmp_path, per_model, message):
         check_plan(SweepConfig.from_dict({"models": ["dev/vit-micro"], "out": str(tmp_path), "weights": "random",
                                           "per_model": per_model}))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_count_above_some_widths_takes_theirs_with_a_word(tmp_path, caplog):
+    """Layers 64 and 32 wide, the first 40 features asked: all 32 of the narrow one, and a warning
+    that says so; above every width (65) it is refused (tests/test_bad_inputs_surfaces.py)."""
+    config = SweepConfig.from_dict({"out": str(tmp_path), "weights": "random", "features": 40,
+                                    "models": ["dev/vit-micro[tap=blocks.0.mlp.fc1|blocks.0.mlp.fc2]"]})
+    with caplog.at_level("WARNING", logger="sweep.work.plan"):
+        tasks = expand(config)
+    planned = {t.batch.layer: 0 for t in tasks}
+    for t in tasks:
+        planned[t.batch.layer] += len(t.batch.features)
+    assert planned == {0: 40, 1: 32}
+    assert any("1 of 2 layer(s) have fewer than 40 features (the narrowest 32)" in r.getMessage()
+               for r in caplog.records)
