@@ -185,7 +185,7 @@ def test_dead_address_is_one_line_within_30_s_and_sigterm_ends_it(tmp_path):
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
     proc = dead_address_run(tmp_path, port)
-    time.sleep(8)  # imports and the plan, then the wait for the address
+    time.sleep(6)  # imports and the plan (about 4 s), then the wait for the address
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)

@@ -40,8 +40,8 @@ def instantiate(entry: ModelEntry, pretrained: bool = False) -> nn.Module:
     except SweepError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model refuses arguments by any exception it likes
-        if not entry.kwargs:
-            raise
+        if not entry.kwargs or (pretrained and not isinstance(exc, TypeError)):
+            raise  # a pretrained load's own failures (hub, cache) are `build`'s to word
         args = ", ".join(f"{k}={v}" for k, v in split_args(entry.key)[1] if k != TAP) or \
             ", ".join(f"{k}={v}" for k, v in entry.kwargs)
         reason = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 160)

@@ -125,7 +125,8 @@ def hive_dataset(fs: fsspec.AbstractFileSystem, path: str, files: list[str],
 def fit_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` in the layout's `schema`, the rule `hive_dataset` reads by: each column cast to the
     layout's type, a missing one null, others left out. ValueError names a column that cannot be cast
-    (a foreign or hostile part), so every reader of a root skips the same files."""
+    (a foreign or hostile part), so every reader of a root skips the same files for the columns it
+    reads (`Results` asked for some columns reads only those: a part bad in another still gives them)."""
     columns = []
     for field in schema:
         if field.name not in table.column_names:
