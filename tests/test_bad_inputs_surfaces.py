@@ -12,7 +12,6 @@ empty folder.
 
 import hashlib
 import importlib.util
-import os
 import pathlib
 
 import pytest
