@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tv", type=float, help="default: the family's (see --recipe)")
     parser.add_argument("--recipe", choices=("tuned", "paper"), default="tuned",
                         help="where lr and tv not given come from (default tuned: the family's stored values)")
+    parser.add_argument("--param", choices=("pixel", "fourier", "maco"), default="pixel",
+                        help="the parametrization (sweep/method/param.py; default pixel, the paper's)")
     parser.add_argument("--label", default="", help="a name for this configuration in the CSV")
     parser.add_argument("--csv", help="append the per-unit rows here")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
@@ -52,19 +54,19 @@ def main(argv=None) -> int:
     pick = FeatureSelection(mode="sample", count=args.count, seed=args.unit_seed)
     units = [(layer, f) for layer in args.layers
              for f in pick.pick(anatomy.block(layer).width(site), anatomy.entry.key, layer)]
-    recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe)
+    recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe, param=args.param)
     start = time.perf_counter()
     judged, _images = judge_units(net, anatomy, units, recipe, photos(), site)
     wall = time.perf_counter() - start
     rows = []
     for q in judged:
         row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key, "site": site,
-               **q.row(), "unit_seed": args.unit_seed, "host": platform.node(), "device": "cpu",
+               **q.row(), "param": args.param, "unit_seed": args.unit_seed, "host": platform.node(), "device": "cpu",
                "threads": args.threads}
         rows.append(row)
         print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "
               f"best photo {q.best_photo_act:7.3f} ({q.best_photo}) shift {q.shift_ratio:5.2f} "
-              f"{'beats every photo' if q.beats_photos else 'below a photo'}")
+              f"{'beats every photo' if q.beats_photos else 'switched off' if not q.switched_on else 'below a photo'}")
     for layer in args.layers:
         mine = [q for q in judged if q.layer == layer]
         print(f"block {layer}: {sum(q.beats_photos for q in mine)}/{len(mine)} beat every photo")

@@ -85,7 +85,8 @@ VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", 
                     "site": "site", "weights": "weights",
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
-                 "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe"}
+                 "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe",
+                 "recipe.param": "param"}
 ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
                  "engine.compile_mode": "compile_mode", "engine.adam": "adam",
                  "engine.features_per_pass": "features_per_pass"}
@@ -121,6 +122,10 @@ def add_recipe_switch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", choices=["tuned", "paper"],
                    help="defaults for lr and tv not given: tuned (the family's tuned values where stored, "
                    "else the paper's; the default) or paper (exactly the paper's)")
+    p.add_argument("--param", choices=["pixel", "fourier", "maco"],
+                   help="what is optimized: pixel (the paper's raw pixels, the default), fourier (a 1/f-scaled "
+                   "spectrum with decorrelated colour, after Lucid) or maco (only the phase of natural images' "
+                   "mean magnitude spectrum, after MACO; needs scikit-image's photos)")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,7 +152,7 @@ RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "taps"
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
               "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
               "resources.allow_cpu_fallback": "allow_cpu_fallback",
-              "recipe.steps": "steps", "recipe.defaults": "recipe", **ENGINE_FIELDS}
+              "recipe.steps": "steps", "recipe.defaults": "recipe", "recipe.param": "param", **ENGINE_FIELDS}
 #: The feature-selection options, each with the FeatureSelection it asks for.
 FEATURE_OPTIONS = {"all_features": ("all", None), "feature_list": ("list", "indices"),
                    "sample": ("sample", "count"), "features": ("first", "count")}
@@ -230,6 +235,9 @@ def cmd_tune(args) -> int:
     data.update({"lrs" if k == "lr" else "tvs": v for k, v in grid.items()})
     flags.update(lrs="--grid lr", tvs="--grid tv")
     job = parse(TuneJob, data, flags=flags)
+    if args.promote and job.recipe.param != "pixel":
+        raise SweepError(f"--promote: the family defaults are for the pixel parametrization; these trials would "
+                         f"optimize {job.recipe.param} (drop --promote, or --param pixel)")
     specs = job.specs()  # validates model, layers, site before Ray starts
     preflight(job)  # weights, reference images, a writable root: before Ray starts too
     print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
@@ -258,7 +266,7 @@ TUNE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out"
                "weights": "weights", "base_seed": "seed", "reference": "reference",
                "reference_count": "reference_count", "robustness_draws": "robustness_draws",
                "num_gpus": "gpus_per_trial", "num_cpus": "cpus_per_trial", "recipe.steps": "steps",
-               "recipe.copies": "copies"}
+               "recipe.copies": "copies", "recipe.param": "param"}
 
 
 def cmd_atlas(args) -> int:
@@ -395,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | PATH")
     p.add_argument("--seed", type=int, default=0, help="base seed; feature f uses seed+f (default 0)")
+    p.add_argument("--param", choices=["pixel", "fourier", "maco"],
+                   help="the parametrization every trial optimizes (default pixel; see `sweep visualize --help`)")
     p.add_argument("--steps", type=int, help=f"recipe steps per trial (default {defaults.steps})")
     p.add_argument("--copies", type=int, help=f"augmented copies (default {defaults.copies})")
     p.add_argument("--reference", help="folder of natural images: activations are scored relative to the unit's "

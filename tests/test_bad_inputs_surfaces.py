@@ -214,6 +214,12 @@ CASES = [
     ("run-gpu-type-without-dry-run", run("--gpu-type", "h100"), "--gpu-type: only --dry-run"),
     ("run-price-without-dry-run", run("--price-per-hour", "3"), "--price-per-hour: only --dry-run"),
     ("run-tflops-without-dry-run", run("--assume-tflops", "100"), "--assume-tflops: only --dry-run"),
+    # parametrizations
+    ("param-unknown", vis("--param", "maco-typo"), "argument --param: invalid choice"),
+    ("tune-param-unknown", tune("--param", "lucid"), "argument --param: invalid choice"),
+    ("tune-promote-fourier", tune("--param", "fourier", "--promote"), "--promote: the family defaults are for the pixel"),
+    ("yaml-param-unknown", yaml("recipe: {param: magic}"),
+     "recipe.param: input should be 'pixel', 'fourier' or 'maco'"),
     # atlas
     ("atlas-workers-0", [*ATLAS, "--workers", "0"], "--workers: input should be greater than or equal to 1"),
     ("atlas-page-size-negative", [*ATLAS, "--page-size", "-1"], "--page-size: input should be greater"),

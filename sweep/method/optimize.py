@@ -29,9 +29,15 @@ class Trace:
     activation: torch.Tensor  # (K, F), mean over the augmented copies
 
 
+def clamp_to_range(x: torch.Tensor) -> None:
+    """The paper's projection: pixels back into [0, 1] after each step."""
+    x.clamp_(0.0, 1.0)
+
+
 def optimize(x0: torch.Tensor, loss_fn: LossFn, recipe: Recipe,
              progress: Callable[[int], None] | None = None,
-             features_per_pass: int | None = None, fused_adam: bool = False) -> tuple[torch.Tensor, Trace]:
+             features_per_pass: int | None = None, fused_adam: bool = False,
+             project: Callable[[torch.Tensor], None] = clamp_to_range) -> tuple[torch.Tensor, Trace]:
     """Optimize a batch of images; features are independent because the loss is a sum over them.
 
     features_per_pass splits each step's forward/backward into chunks of features whose
@@ -39,6 +45,8 @@ def optimize(x0: torch.Tensor, loss_fn: LossFn, recipe: Recipe,
     cache use change (small chunks are faster on CPUs). None: all features in one pass.
     fused_adam: one fused kernel per Adam update instead of torch's foreach kernels.
     The loop never reads values back to the host, so a GPU is not stalled between steps.
+    x0 is whatever the parametrization optimizes (pixels by default; loss_fn turns it into images)
+    and `project` its in-place step back into range (the paper's clamp for pixels).
     """
     chunks = feature_chunks(x0.shape[0], features_per_pass)
     x = x0.detach().clone().requires_grad_(True)
@@ -59,7 +67,7 @@ def optimize(x0: torch.Tensor, loss_fn: LossFn, recipe: Recipe,
         opt.step()
         sched.step()
         with torch.no_grad():
-            x.clamp_(0.0, 1.0)
+            project(x)
         if i % recipe.log_every == 0 or i == last:
             steps.append(i)
             losses.append(loss)

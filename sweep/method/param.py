@@ -1,4 +1,11 @@
-"""Parametrization: the paper optimizes raw pixels in [0, 1], initialised uniformly at random."""
+"""Parametrizations: what the optimizer changes, and how it becomes an image in [0, 1].
+
+`pixel` is the paper's: raw pixels in [0, 1], initialised uniformly at random, clamped after every
+step. Others live in files of their own (`param_fourier.py`, `param_maco.py`) and are chosen by the recipe's `param`;
+each has init(generators, size, device) -> parameters, image(parameters) -> (F, 3, S, S) in [0, 1]
+(differentiable, one image per feature from its own parameters only: batching never mixes
+features), and project(parameters), applied in place after each optimizer step.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +28,30 @@ def init_pixels(generators: Sequence[torch.Generator], size: int,
     """(F, 3, size, size) images drawn from U[0, 1), one per generator."""
     images = [torch.rand((3, size, size), generator=g) for g in generators]
     return torch.stack(images).to(device)
+
+
+class Pixels:
+    """The paper's parametrization: the image is the parameter."""
+
+    name = "pixel"
+
+    def init(self, generators: Sequence[torch.Generator], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return init_pixels(generators, size, device)
+
+    def image(self, p: torch.Tensor) -> torch.Tensor:
+        return p
+
+    def project(self, p: torch.Tensor) -> None:
+        p.clamp_(0.0, 1.0)
+
+
+#: The recipe's `param` values.
+PARAMS = ("pixel", "fourier", "maco")
+
+
+def parametrization(name: str):
+    """The parametrization a recipe names."""
+    from sweep.method.param_fourier import Fourier
+    from sweep.method.param_maco import Maco
+
+    return {"pixel": Pixels, "fourier": Fourier, "maco": Maco}[name]()

@@ -34,6 +34,9 @@ class Recipe:
     reference_scale: the paper's loss -sum(a)/copies**2 (an accidental extra 1/copies from `.diag()`
         on a 1-D tensor, which weights TV `copies` times more); False uses -mean(a).
     image_size: side of the optimized image; None means the model's input size.
+    param: what is optimized (sweep/method/param.py): pixel (the paper's raw pixels), fourier (a
+        1/f-scaled spectrum with decorrelated colour, param_fourier.py) or maco (the phase of the
+        shipped photos' mean magnitude spectrum, param_maco.py).
     """
 
     steps: Count = 400
@@ -52,6 +55,7 @@ class Recipe:
     reference_scale: bool = True
     log_every: Count = 20
     defaults: Literal["tuned", "paper"] = "tuned"
+    param: Literal["pixel", "fourier", "maco"] = "pixel"
 
     def __post_init__(self):
         if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
@@ -75,8 +79,9 @@ class Recipe:
 
     def identity(self) -> dict:
         """What identifies a resolved recipe in config hashes: every field but the defaults switch,
-        which no longer matters once lr and tv are filled in."""
-        return {k: v for k, v in self.as_dict().items() if k != "defaults"}
+        which no longer matters once lr and tv are filled in. The paper's `pixel` parametrization is
+        left out, so every hash made before there was a choice still identifies the same images."""
+        return {k: v for k, v in self.as_dict().items() if k != "defaults" and not (k == "param" and v == "pixel")}
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,7 +18,7 @@ from torch import nn
 from sweep.method.augment import draw_schedule
 from sweep.method.engine import Engine, compiled_trunk, fit_features_per_pass
 from sweep.method.optimize import Trace, feature_chunks, optimize
-from sweep.method.param import feature_generators, init_pixels
+from sweep.method.param import feature_generators, parametrization
 from sweep.method.recipe import Recipe
 from sweep.method.step import StepObjective, compiled_step, normalize
 from sweep.method.tuned import resolve_recipe
@@ -89,7 +89,10 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         return feats.float().gather(1, which[:, None]).squeeze(1)
 
     start = time.perf_counter()
-    x0 = init_pixels(generators, recipe.image_size, device)
+    param = parametrization(recipe.param)
+    p0 = param.init(generators, recipe.image_size, device)
+    with torch.no_grad():
+        x0 = param.image(p0)
     schedule = draw_schedule(generators, recipe).to(device)
     cut = None
     if engine.compile == "step":
@@ -114,6 +117,9 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         which = copies_index[part.start * recipe.copies:part.stop * recipe.copies]
         return (fn or step_fn)(x, *schedule.features(part).at(step), which)
 
+    def param_loss(p: torch.Tensor, step: int, part: slice):
+        return loss_fn(param.image(p), step, part)
+
     def clean_activations(images: torch.Tensor, per_pass: int | None) -> torch.Tensor:
         exact = Engine(precision="fp32", compile="off")
         with torch.no_grad():
@@ -129,7 +135,10 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
             probe, len(features), device, engine.memory_fraction))
     act_init = clean_activations(x0, engine.features_per_pass)
     with compiled_trunk(net, anatomy, block, engine.compile == "on"):
-        image, trace = optimize(x0, loss_fn, recipe, progress, engine.features_per_pass, engine.adam == "fused")
+        p, trace = optimize(p0, param_loss, recipe, progress, engine.features_per_pass, engine.adam == "fused",
+                            param.project)
+    with torch.no_grad():
+        image = param.image(p)
     act_final = clean_activations(image, engine.features_per_pass)
     images = image.cpu()
     wall = time.perf_counter() - start

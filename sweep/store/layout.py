@@ -58,6 +58,7 @@ FEATURE_SCHEMA = pa.schema([
     ("jitter", pa.int32()),
     ("image_size", pa.int32()),
     ("reference_scale", pa.bool_()),
+    ("param", pa.string()),  # the parametrization (pixel, fourier); null in rows made before the choice
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
     ("loss_final", pa.float64()),

@@ -95,7 +95,7 @@ def batch_hash(batch: Batch) -> str:
 
 def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str) -> dict:
     block = anatomy.block(batch.layer)
-    cols = {k: v for k, v in recipe.identity().items() if k != "log_every"}
+    cols = {**{k: v for k, v in recipe.identity().items() if k != "log_every"}, "param": recipe.param}
     return {"weights": weights, "layer": block.index, "layer_name": block.name, "site": batch.site,
             "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef, "recipe_source": source,
             "config_hash": visualization_hash(anatomy.entry.key, weights, block.index, batch.site,

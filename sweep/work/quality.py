@@ -3,8 +3,8 @@
 For each unit: its activation on the optimized image (clean: no augmentation) against its own
 initial image and against every natural photo of a reference set, and how much of it survives
 random shifts of the image (torch.roll, up to the recipe's jitter, wrapping as the recipe's own
-jitter does). A unit whose image beats every photo is said to be *visualized*; the fraction of
-visualized units is the number the tuning and the quality tests report.
+jitter does). A unit whose image switches it on and beats every photo is said to be *visualized*;
+the fraction of visualized units is the number the tuning and the quality tests report.
 """
 
 from __future__ import annotations
@@ -39,13 +39,24 @@ class UnitQuality:
     steps: int
     lr: float
     tv: float
+    site: str = "mlp"
+
+    @property
+    def switched_on(self) -> bool:
+        """Whether the image turns the unit on. At a GELU or ReLU site (`mlp`, `channel`) the clean
+        activation is above 0 only where the pre-activation is: an image that drives the
+        pre-activation far below 0 everywhere gives about 0 (GELU's minimum is -0.17), which can be
+        higher than every photo's small negative value while the unit is off (issue 28's loophole).
+        Other sites are signed: always True."""
+        return self.act_final > 0 if self.site in ("mlp", "channel") else True
 
     @property
     def beats_photos(self) -> bool:
-        return self.act_final > self.best_photo_act
+        """Visualized: the unit is on, and more than on any photo."""
+        return self.switched_on and self.act_final > self.best_photo_act
 
     def row(self) -> dict:
-        return {**asdict(self), "beats_photos": self.beats_photos}
+        return {**asdict(self), "switched_on": self.switched_on, "beats_photos": self.beats_photos}
 
 
 def photo_batch(photos: Mapping[str, np.ndarray], size: int, resize: int, interpolation: str) -> torch.Tensor:
@@ -92,6 +103,6 @@ def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], 
                                 shift_draws, base_seed + f + SHIFT_SEED_OFFSET)
             out.append(UnitQuality(layer, f, seeds[i], float(made.act_init[i]), act, names[best],
                                    float(on_photos[best, i]), ratio, resolved.steps, float(resolved.lr),
-                                   float(resolved.tv)))
+                                   float(resolved.tv), site))
             images.append(made.images[i])
     return out, torch.stack(images)
