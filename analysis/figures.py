@@ -64,9 +64,11 @@ def check_out(out: str, folder: bool) -> None:
         raise SweepError(f"--out: {out!r} is a URL; figures are written to a local path")
     name = os.path.basename(os.path.normpath(out))
     if not folder and (out.endswith(("/", os.sep)) or name in ("", ".", "..")):
-        raise SweepError(f"--out: {out!r} names a folder; give a file name without suffix, e.g. {out.rstrip('/')}/figure")
+        raise SweepError(f"--out: {out!r} names a folder; give a file name without suffix, e.g. "
+                         f"{out.rstrip('/')}/figure")
     if not folder and name.startswith("."):
-        raise SweepError(f"--out: {out!r} would write hidden files ({name}.png); give a name that does not start with '.'")
+        raise SweepError(f"--out: {out!r} would write hidden files ({name}.png); give a name that does not "
+                         "start with '.'")
     target = os.path.abspath(out if folder else os.path.dirname(os.path.abspath(out)))
     existing = target
     while not os.path.exists(existing):  # the nearest folder that exists decides whether it can be made

@@ -342,7 +342,8 @@ def rehearse_labels(images: int, work: Path, args) -> list[dict]:
     result["worker_peaks_mb"] = {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])[:4]}
     wall = result.pop("wall_s")
     row = {"date": dt.date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
-           "stage": "labels_job", "images": images, "vocabulary": args.vocabulary, "wall_s": wall, "driver_peak_mb": result.pop("driver_peak_mb"),
+           "stage": "labels_job", "images": images, "vocabulary": args.vocabulary, "wall_s": wall,
+           "driver_peak_mb": result.pop("driver_peak_mb"),
            "worker_peak_mb": result["worker_peak_mb"], "detail": json.dumps(result, sort_keys=True)}
     print(json.dumps(row), flush=True)
     return [row]

@@ -10,7 +10,7 @@ import sys
 
 from sweep.core.errors import SweepError
 from sweep.core.redact import add_redacting_filter, redact_text
-from sweep.pipelines.cluster import ADDRESS_HELP, address_arg, connect_ray  # noqa: F401 (jobs/*.py import them from here)
+from sweep.pipelines.cluster import ADDRESS_HELP, address_arg, connect_ray  # noqa: F401 (jobs/*.py import them)
 
 log = logging.getLogger("sweep")
 

@@ -58,7 +58,8 @@ def stage_labels(spec: dict) -> dict:
     units = rows.groupby(["layer", "feature"])["rank"].apply(lambda r: sorted(r) == list(range(k)))
     return {"images": len(listing.records), "job_wall_s": round(job_s, 2), **timings,
             "scan_and_reduce_s": round(job_s - timings.get("text_s", 0.0), 2), "layers": len(summary["labelled"]),
-            "units": len(units), "rows": len(rows), "every_unit_k_once": bool(units.all()) and len(rows) == len(units) * k,
+            "units": len(units), "rows": len(rows),
+            "every_unit_k_once": bool(units.all()) and len(rows) == len(units) * k,
             "every_image": bool((rows["images"] == len(listing.records)).all())}
 
 
