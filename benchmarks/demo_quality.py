@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                         help="where lr and tv not given come from (default tuned: the family's stored values)")
     parser.add_argument("--param", choices=("pixel", "fourier", "maco"), default="pixel",
                         help="the parametrization (sweep/method/param.py; default pixel, the paper's)")
+    parser.add_argument("--site", help="the site optimized (default: the model's, mlp); mlp_pre optimizes the same "
+                        "unit before its GELU; units are judged at mlp either way (sweep/work/quality.py)")
     parser.add_argument("--label", default="", help="a name for this configuration in the CSV")
     parser.add_argument("--csv", help="append the per-unit rows here")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
 
     anatomy = anatomy_of(args.model)
     net = build(anatomy.entry, "pretrained")
-    site = anatomy.default_site
+    site = args.site or anatomy.default_site
     pick = FeatureSelection(mode="sample", count=args.count, seed=args.unit_seed)
     units = [(layer, f) for layer in args.layers
              for f in pick.pick(anatomy.block(layer).width(site), anatomy.entry.key, layer)]

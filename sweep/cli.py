@@ -84,9 +84,12 @@ def cmd_visualize(args) -> int:
 VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "layer": "layer", "features": "feature",
                     "site": "site", "weights": "weights",
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
+#: The method's options (parametrization and objective), the same in visualize, run and tune.
+METHOD_FIELDS = {"recipe.param": "param", "recipe.objective": "objective", "recipe.position": "position",
+                 "recipe.direction": "direction", "recipe.negative": "negative"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe",
-                 "recipe.param": "param"}
+                 **METHOD_FIELDS}
 ENGINE_FIELDS = {"engine.precision": "precision", "engine.compile": "compile",
                  "engine.compile_mode": "compile_mode", "engine.adam": "adam",
                  "engine.features_per_pass": "features_per_pass"}
@@ -122,10 +125,24 @@ def add_recipe_switch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", choices=["tuned", "paper"],
                    help="defaults for lr and tv not given: tuned (the family's tuned values where stored, "
                    "else the paper's; the default) or paper (exactly the paper's)")
+    add_method_arguments(p)
+
+
+def add_method_arguments(p: argparse.ArgumentParser) -> None:
+    """The method: what is optimized and what it is optimized for (sweep/method/param.py, objective.py)."""
     p.add_argument("--param", choices=["pixel", "fourier", "maco"],
                    help="what is optimized: pixel (the paper's raw pixels, the default), fourier (a 1/f-scaled "
                    "spectrum with decorrelated colour, after Lucid) or maco (only the phase of natural images' "
                    "mean magnitude spectrum, after MACO; needs scikit-image's photos)")
+    p.add_argument("--objective", choices=["unit", "neuron", "direction"],
+                   help="what is raised: unit (the paper's: the unit's mean over patch tokens, the default), "
+                   "neuron (the unit at one --position) or direction (feature i is row i of --direction)")
+    p.add_argument("--position", type=int, help="neuron: the patch token (or grid cell) index, row-major "
+                   "without prefix tokens (default: the centre patch)")
+    p.add_argument("--direction", help="direction: A-B (unit A minus unit B; feature 0) or a .npy file (path or "
+                   "URL) of (width,) or (N, width) floats, one direction per feature; pinned to its bytes")
+    p.add_argument("--negative", action="store_const", const=True,
+                   help="minimize the objective instead: the images that turn it most negative")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -152,7 +169,7 @@ RUN_FIELDS = {"out": "out", "models": "model", "model_args": "model_arg", "taps"
               "features_per_batch": "features_per_batch", "resources.workers": "workers",
               "resources.max_workers": "max_workers", "resources.start_timeout_s": "start_timeout",
               "resources.allow_cpu_fallback": "allow_cpu_fallback",
-              "recipe.steps": "steps", "recipe.defaults": "recipe", "recipe.param": "param", **ENGINE_FIELDS}
+              "recipe.steps": "steps", "recipe.defaults": "recipe", **METHOD_FIELDS, **ENGINE_FIELDS}
 #: The feature-selection options, each with the FeatureSelection it asks for.
 FEATURE_OPTIONS = {"all_features": ("all", None), "feature_list": ("list", "indices"),
                    "sample": ("sample", "count"), "features": ("first", "count")}
@@ -235,9 +252,9 @@ def cmd_tune(args) -> int:
     data.update({"lrs" if k == "lr" else "tvs": v for k, v in grid.items()})
     flags.update(lrs="--grid lr", tvs="--grid tv")
     job = parse(TuneJob, data, flags=flags)
-    if args.promote and job.recipe.param != "pixel":
-        raise SweepError(f"--promote: the family defaults are for the pixel parametrization; these trials would "
-                         f"optimize {job.recipe.param} (drop --promote, or --param pixel)")
+    if args.promote and job.recipe.method != "pixel unit":
+        raise SweepError(f"--promote: the family defaults are for the paper's method (pixel unit); these trials "
+                         f"would optimize {job.recipe.method} (drop --promote, or the --param/--objective flags)")
     specs = job.specs()  # validates model, layers, site before Ray starts
     preflight(job)  # weights, reference images, a writable root: before Ray starts too
     print(f"{specs[0].model}: {len(specs)} trial(s) of {len(specs[0].units)} unit(s) "
@@ -266,7 +283,7 @@ TUNE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", "out"
                "weights": "weights", "base_seed": "seed", "reference": "reference",
                "reference_count": "reference_count", "robustness_draws": "robustness_draws",
                "num_gpus": "gpus_per_trial", "num_cpus": "cpus_per_trial", "recipe.steps": "steps",
-               "recipe.copies": "copies", "recipe.param": "param"}
+               "recipe.copies": "copies", **METHOD_FIELDS}
 
 
 def cmd_atlas(args) -> int:
@@ -357,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arg(p)
     p.add_argument("--layer", required=True, help="block index (negative counts from the end) or name")
     p.add_argument("--feature", required=True, type=int, nargs="+", help="feature indices")
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output: where to read: MLP hidden units "
-                   "(default for transformers), attention q/k/v/output, channel (CNN blocks, the default there) "
+    p.add_argument("--site", help="mlp | mlp_pre | q | k | v | attn_out | channel | output: where to read: MLP hidden units "
+                   "(default for transformers; mlp_pre: the same units before the GELU), attention q/k/v/output, channel (CNN blocks, the default there) "
                    "or output (a --tap module)")
     p.add_argument("--steps", type=int, help=f"cosine schedule length; runs steps+1 iterations "
                    f"(default {defaults.steps})")
@@ -400,11 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", help="block indices or names (default: 4 evenly spaced, ending at the last)")
     p.add_argument("--features", type=int, default=4, help="units sampled per layer (default 4)")
     p.add_argument("--unit-seed", type=int, default=0, help="seed of the unit sample (default 0)")
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
+    p.add_argument("--site", help="mlp | mlp_pre | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | PATH")
     p.add_argument("--seed", type=int, default=0, help="base seed; feature f uses seed+f (default 0)")
-    p.add_argument("--param", choices=["pixel", "fourier", "maco"],
-                   help="the parametrization every trial optimizes (default pixel; see `sweep visualize --help`)")
+    add_method_arguments(p)
     p.add_argument("--steps", type=int, help=f"recipe steps per trial (default {defaults.steps})")
     p.add_argument("--copies", type=int, help=f"augmented copies (default {defaults.copies})")
     p.add_argument("--reference", help="folder of natural images: activations are scored relative to the unit's "
@@ -461,7 +477,7 @@ def add_run_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> 
     g.add_argument("--feature-list", type=int, nargs="+", help="these feature indices in every layer")
     g.add_argument("--sample", type=int, help="a seeded random sample of N features per layer")
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: the model's)")
+    p.add_argument("--site", help="mlp | mlp_pre | q | k | v | attn_out | channel | output (default: the model's)")
     p.add_argument("--weights", help="pretrained | random | PATH")
     p.add_argument("--steps", type=int, help="recipe steps (default 400)")
     add_recipe_switch(p)

@@ -217,7 +217,7 @@ CASES = [
     # parametrizations
     ("param-unknown", vis("--param", "maco-typo"), "argument --param: invalid choice"),
     ("tune-param-unknown", tune("--param", "lucid"), "argument --param: invalid choice"),
-    ("tune-promote-fourier", tune("--param", "fourier", "--promote"), "--promote: the family defaults are for the pixel"),
+    ("tune-promote-fourier", tune("--param", "fourier", "--promote"), "--promote: the family defaults are for the paper's method"),
     ("yaml-param-unknown", yaml("recipe: {param: magic}"),
      "recipe.param: input should be 'pixel', 'fourier' or 'maco'"),
     # atlas

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator
 from sweep.core.errors import SweepError
 from sweep.core.validation import (
     MAX_IMAGE_SIZE,
@@ -15,9 +16,17 @@ from sweep.core.validation import (
     NonNegativeInt,
     Positive,
     Probability,
+    Text,
     config_dataclass,
 )
+from sweep.method.objective_direction import pin_direction
 
+#: A direction spec (sweep/method/objective_direction.py), a file pinned to its bytes on validation.
+Direction = Annotated[Text, AfterValidator(pin_direction)]
+
+#: Fields added after the paper's recipe, with the value that means "as the paper": left out of
+#: `identity` at that value, so every hash made before the choice existed still names the same images.
+PAPER_CHOICES = {"param": "pixel", "objective": "unit", "position": None, "direction": None, "negative": False}
 
 
 @config_dataclass
@@ -37,6 +46,12 @@ class Recipe:
     param: what is optimized (sweep/method/param.py): pixel (the paper's raw pixels), fourier (a
         1/f-scaled spectrum with decorrelated colour, param_fourier.py) or maco (the phase of the
         shipped photos' mean magnitude spectrum, param_maco.py).
+    objective: what is raised (sweep/method/objective.py): unit (the paper's: the unit's mean over
+        patch tokens), neuron (the unit at one `position`: a patch token index, default the centre
+        patch) or direction (feature i is row i of `direction`).
+    direction: `A-B` (unit A minus unit B) or a .npy file of (width,) or (N, width) directions;
+        only with objective direction.
+    negative: minimize the objective instead (the unit's most negative image).
     """
 
     steps: Count = 400
@@ -56,10 +71,20 @@ class Recipe:
     log_every: Count = 20
     defaults: Literal["tuned", "paper"] = "tuned"
     param: Literal["pixel", "fourier", "maco"] = "pixel"
+    objective: Literal["unit", "neuron", "direction"] = "unit"
+    position: NonNegativeInt | None = None
+    direction: Direction | None = None
+    negative: bool = False
 
     def __post_init__(self):
         if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
             raise ValueError(f"image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if self.position is not None and self.objective != "neuron":
+            raise ValueError(f"position is for objective neuron only, not {self.objective}")
+        if self.objective == "direction" and self.direction is None:
+            raise ValueError("objective direction needs a direction: A-B (two unit indices) or a .npy file")
+        if self.direction is not None and self.objective != "direction":
+            raise ValueError(f"direction is for objective direction only, not {self.objective}")
 
     @property
     def iterations(self) -> int:
@@ -79,9 +104,24 @@ class Recipe:
 
     def identity(self) -> dict:
         """What identifies a resolved recipe in config hashes: every field but the defaults switch,
-        which no longer matters once lr and tv are filled in. The paper's `pixel` parametrization is
-        left out, so every hash made before there was a choice still identifies the same images."""
-        return {k: v for k, v in self.as_dict().items() if k != "defaults" and not (k == "param" and v == "pixel")}
+        which no longer matters once lr and tv are filled in. Fields added since the paper's recipe
+        are left out at the paper's value (`PAPER_CHOICES`), so every hash made before there was a
+        choice still identifies the same images; a direction file is in by its pin (its bytes)."""
+        return {k: v for k, v in self.as_dict().items()
+                if k != "defaults" and not (k in PAPER_CHOICES and v == PAPER_CHOICES[k])}
+
+    @property
+    def method(self) -> str:
+        """The method in a few words, for rows and pages: `pixel unit`, `maco neuron@12`, `pixel -direction`."""
+        what = self.objective
+        if self.objective == "neuron":
+            what += f"@{'centre' if self.position is None else self.position}"
+        elif self.objective == "direction":
+            from sweep.models.build import split_pin
+
+            path, pin = split_pin(self.direction)
+            what += f":{path.rsplit('/', 1)[-1]}" + (f"#{pin[:8]}" if pin else "")
+        return f"{self.param} {'-' if self.negative else ''}{what}"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

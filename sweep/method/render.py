@@ -23,7 +23,8 @@ from sweep.method.recipe import Recipe
 from sweep.method.step import StepObjective, compiled_step, normalize
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block
-from sweep.models.taps import read_features
+from sweep.method.objective import Objective, objective_for
+from sweep.models.taps import read_features, read_sites
 from sweep.models.truncate import cut_at
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Rendered:
     trace: Trace
     wall_s: float
     engine: Engine            # resolved: the precision and features per pass actually used
+    initial: torch.Tensor | None = None  # (F, 3, S, S) the images the optimization started from
 
 
 class ModelInput:
@@ -64,6 +66,13 @@ def seeds_for(features: Sequence[int], base_seed: int = 0) -> list[int]:
     return [int(base_seed) + int(f) for f in features]
 
 
+def site_features(net: nn.Module, block: Block, site: str, goal: Objective) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Prepared images -> (B, width) features of (block, site), pooled as the objective says."""
+    if goal.mean_pooled:
+        return lambda z: read_features(net, block, site, z)
+    return lambda z: goal.pool(read_sites(net, [(block, site)], z, reduce=False)[0], block)
+
+
 def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
            recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
            progress: Callable[[int], None] | None = None, engine: Engine = Engine()) -> Rendered:
@@ -74,19 +83,23 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     initial and final images, without augmentation) are fp32.
     """
     device = torch.device(device)
-    features = anatomy.check_features(block, site, features)
     recipe, _source = resolve_recipe(recipe, anatomy.entry, anatomy.preprocess.input_size)
+    goal = objective_for(recipe, block, site)
+    features = goal.check(anatomy, block, site, features)
     engine = engine.resolved(device)
     prepare = ModelInput(anatomy)
     generators = feature_generators(seeds)
     index = torch.tensor(features, device=device)
     copies_index = index.repeat_interleave(recipe.copies)
 
+    readout = goal.readout(device)
+    features_of = site_features(net, block, site, goal)
+
     def activations(images: torch.Tensor, which: torch.Tensor, run: Engine) -> torch.Tensor:
         z = prepare(images)
         with run.autocast(device):
-            feats = read_features(net, block, site, z)
-        return feats.float().gather(1, which[:, None]).squeeze(1)
+            feats = features_of(z)
+        return readout(feats, which)
 
     start = time.perf_counter()
     param = parametrization(recipe.param)
@@ -96,7 +109,8 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     schedule = draw_schedule(generators, recipe).to(device)
     cut = None
     if engine.compile == "step":
-        cut, why = cut_at(net, block, site)
+        cut, why = cut_at(net, block, site) if goal.mean_pooled else (None, f"the {goal.name} objective reads "
+                                                                          "one position, the cut network the mean")
         if cut is None:
             log.info("%s block %s site %s: whole-step compile not possible (%s); compiling the blocks before it",
                      anatomy.entry.key, block.name, site, why)
@@ -105,12 +119,12 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     def objective(features_of) -> StepObjective:
         pre = anatomy.preprocess
         return StepObjective(features_of, pre.input_size, pre.mean, pre.std, recipe.copies, recipe.reference_scale,
-                             recipe.tv_coef, lambda: engine.autocast(device), device)
+                             recipe.tv_coef, lambda: engine.autocast(device), device, goal.readout(device), goal.sign)
 
-    eager_fn = objective(lambda z: read_features(net, block, site, z))
+    eager_fn = objective(features_of)
     step_fn = eager_fn if cut is None else compiled_step(
         net, (block.index, block.name, site, recipe.copies, recipe.reference_scale, recipe.tv_coef, engine.precision,
-              engine.compile_mode, str(device)),
+              engine.compile_mode, str(device), recipe.objective, recipe.direction, recipe.negative),
         lambda: objective(cut), None if engine.compile_mode == "default" else engine.compile_mode)
 
     def loss_fn(x: torch.Tensor, step: int, part: slice, fn=None):
@@ -142,4 +156,5 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     act_final = clean_activations(image, engine.features_per_pass)
     images = image.cpu()
     wall = time.perf_counter() - start
-    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine)
+    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine,
+                    x0.cpu())

@@ -30,14 +30,17 @@ class StepObjective(nn.Module):
     """(x, draws, which) -> (loss per feature, mean activation per feature over its copies).
 
     features_of maps a prepared batch to (B, width) features: the hook tap (eager) or a cut
-    network (compiled). The network runs under `autocast` (bf16 or nothing); the image, TV and the
-    loss stay fp32.
+    network (compiled), pooled as the objective says; `readout` turns them into one number per
+    copy for the feature `which` names (sweep/method/objective.py) and `sign` -1 minimizes it. The
+    network runs under `autocast` (bf16 or nothing); the image, TV and the loss stay fp32.
     """
 
     def __init__(self, features_of: Callable[[torch.Tensor], torch.Tensor], size: int, mean, std, copies: int,
-                 reference_scale: bool, tv_coef: float, autocast: Callable[[], object], device: torch.device):
+                 reference_scale: bool, tv_coef: float, autocast: Callable[[], object], device: torch.device,
+                 readout: nn.Module, sign: float = 1.0):
         super().__init__()
         self.features_of = features_of  # a cut network is a submodule: its weights are the network's own
+        self.readout, self.sign = readout, sign
         self.size, self.copies, self.reference_scale, self.tv_coef = size, copies, reference_scale, tv_coef
         self.autocast = autocast
         for name, value in (("mean", mean), ("std", std)):
@@ -48,9 +51,9 @@ class StepObjective(nn.Module):
         z = augment_with(x, mu, sigma, offset, shift)
         with self.autocast():
             feats = self.features_of(normalize(z, self.size, self.mean, self.std))
-        acts = feats.float().gather(1, which[:, None]).squeeze(1)
+        acts = self.readout(feats, which)
         tv = total_variation(z).view(-1, self.copies).mean(1)
-        loss = feature_loss(acts, self.copies, self.reference_scale) + self.tv_coef * tv
+        loss = feature_loss(self.sign * acts, self.copies, self.reference_scale) + self.tv_coef * tv
         return loss, acts.view(-1, self.copies).mean(1)
 
 

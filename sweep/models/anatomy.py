@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 #: Sites of the attention path, offered for plain ViTs and CLIP ViTs.
 ATTENTION_SITES = ("q", "k", "v", "attn_out")
-ALL_SITES = ("mlp", *ATTENTION_SITES, "channel", "output")
+ALL_SITES = ("mlp", "mlp_pre", *ATTENTION_SITES, "channel", "output")
+#: Class names of activation modules (torch's, timm's, open_clip's QuickGELU): the auto rule's `mlp_pre`
+#: site is the input of the MLP's one child of such a class.
+_ACTIVATION_NAME = re.compile(r"(quick)?gelu(tanh)?|relu6?|silu|swish|mish|hardswish|tanh|sigmoid", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,32 @@ FAMILY_RULES = {
 }
 
 
+def with_pre_activation(sites: dict[str, Site], modules: dict[str, nn.Module]) -> dict[str, Site]:
+    """`sites` plus `mlp_pre`, the MLP's hidden unit before its nonlinearity, where one module is it.
+
+    An `mlp` site read from an activation module's output gets the same module's input; one read
+    from the output projection's input (the auto rule) gets the input of the MLP's only activation
+    child. A gated MLP (SwiGLU: a child named like *gate* or *_g) has no single pre-activation per
+    unit, so it gets none. Maximizing `mlp_pre` cannot be won by switching the unit off, which
+    maximizing the post-GELU mean can (issue 28's loophole: GELU of a very negative value is ~0).
+    """
+    mlp = sites.get("mlp")
+    if mlp is None or "mlp_pre" in sites:
+        return sites
+    if mlp.hook == "output":  # the family rules name the activation module itself
+        act = mlp.module
+    else:
+        parent = mlp.module.rpartition(".")[0]
+        children = {n: m for n, m in modules.items() if n.rpartition(".")[0] == parent}
+        if any("gate" in n.rpartition(".")[2] or n.endswith("_g") for n in children):
+            return sites
+        acts = [n for n, m in children.items() if _ACTIVATION_NAME.fullmatch(type(m).__name__)]
+        if len(acts) != 1:
+            return sites
+        act = acts[0]
+    return {**sites, "mlp_pre": Site(act, hook="input", call=mlp.call)}
+
+
 def _measure(net: nn.Module, blocks: list[Block], entry: ModelEntry, size: int) -> tuple[dict, dict]:
     """Shapes of every hooked tensor and the forward FLOPs counted when it was reached, from one
     forward on the meta device: {(module path, call): shape}, {(module path, call): flops}. A forward
@@ -290,7 +319,9 @@ def _measure(net: nn.Module, blocks: list[Block], entry: ModelEntry, size: int) 
             flops[(path, calls)] = float(counter.get_total_flops())
         return hook
 
-    paths = {s.module: s.hook for b in blocks for s in b.sites.values()}
+    paths: dict[str, str] = {}
+    for s in (s for b in blocks for s in b.sites.values()):
+        paths.setdefault(s.module, s.hook)  # mlp_pre shares mlp's module: the same shape either side
     try:
         for path, kind in paths.items():
             if kind == "output":
@@ -395,7 +426,8 @@ def describe(entry: ModelEntry) -> Anatomy:
     if entry.taps:
         blocks, flops = _explicit_blocks(net, entry, pre.input_size)
         return _with_flops(Anatomy(entry, pre, blocks), flops)
-    raw = [Block(i, name, prefix, layout, sites)
+    modules = dict(net.named_modules())
+    raw = [Block(i, name, prefix, layout, with_pre_activation(sites, modules))
            for i, (name, prefix, layout, sites) in enumerate(rule(net, entry))]
     if not raw:
         names = [n for n, m in net.named_modules() if n and n.count(".") <= 2 and len(list(m.children()))]

@@ -80,19 +80,19 @@ def read_sites(net: nn.Module, requests: Sequence[tuple[Block, str]], x: torch.T
     With stop=True the forward pass ends as soon as the last requested site has fired.
     """
     modules = dict(net.named_modules())
-    wanted: dict[str, list[tuple[int, Site, Block]]] = defaultdict(list)
+    wanted: dict[tuple[str, str], list[tuple[int, Site, Block]]] = defaultdict(list)
     for i, (block, site_name) in enumerate(requests):
         site = block.site(site_name)
         if site.module not in modules:
             raise SweepError(f"module {site.module!r} of block {block.name} is not in this network")
-        wanted[site.module].append((i, site, block))
+        wanted[(site.module, site.hook)].append((i, site, block))  # one module's input and output: two hooks
     results: list[torch.Tensor | None] = [None] * len(requests)
-    calls: dict[str, int] = defaultdict(int)
+    calls: dict[tuple[str, str], int] = defaultdict(int)
     remaining = [len(requests)]
 
-    def make_hook(path: str):
+    def make_hook(key: tuple[str, str]):
         def hook(mod, args, kwargs_or_out=None, out=None):
-            site0 = wanted[path][0][1]
+            site0 = wanted[key][0][1]
             if site0.hook == "output":
                 raw = kwargs_or_out
                 raw = raw[0] if isinstance(raw, (tuple, list)) else raw
@@ -100,9 +100,9 @@ def read_sites(net: nn.Module, requests: Sequence[tuple[Block, str]], x: torch.T
                 raw = args[0] if args else kwargs_or_out["query"]
             else:
                 raw = args[0]
-            call = calls[path]
-            calls[path] += 1
-            for i, site, block in wanted[path]:
+            call = calls[key]
+            calls[key] += 1
+            for i, site, block in wanted[key]:
                 if site.call == call and results[i] is None:
                     t = to_feature_layout(raw, site, block, mod)
                     results[i] = reduce_features(t, block) if reduce else t
@@ -113,15 +113,14 @@ def read_sites(net: nn.Module, requests: Sequence[tuple[Block, str]], x: torch.T
 
     handles = []
     try:
-        for path, items in wanted.items():
-            kind = items[0][1].hook
+        for (path, kind) in wanted:
             mod = modules[path]
             if kind == "output":
-                handles.append(mod.register_forward_hook(make_hook(path)))
+                handles.append(mod.register_forward_hook(make_hook((path, kind))))
             elif kind == "attn_input":
-                handles.append(mod.register_forward_pre_hook(make_hook(path), with_kwargs=True))
+                handles.append(mod.register_forward_pre_hook(make_hook((path, kind)), with_kwargs=True))
             else:
-                handles.append(mod.register_forward_pre_hook(make_hook(path)))
+                handles.append(mod.register_forward_pre_hook(make_hook((path, kind))))
         try:
             net(x)
         except _Captured:

@@ -116,7 +116,7 @@ class TuneJob:
         anatomy = anatomy_of(self.model)
         site = self.site or anatomy.default_site
         layers = list(self.layers) if self.layers else default_layers(anatomy)
-        units = sample_units(anatomy, layers, self.features, site, self.unit_seed)
+        units = sample_units(anatomy, layers, self.features, site, self.unit_seed, self.recipe)
         return [TrialSpec(anatomy.entry.key, lr, tv, units, self.recipe, site, self.weights, self.base_seed,
                           self.reference, self.reference_count, self.robustness_draws, self.grid_label())
                 for lr, tv in self.points()]

@@ -58,7 +58,12 @@ FEATURE_SCHEMA = pa.schema([
     ("jitter", pa.int32()),
     ("image_size", pa.int32()),
     ("reference_scale", pa.bool_()),
-    ("param", pa.string()),  # the parametrization (pixel, fourier); null in rows made before the choice
+    ("param", pa.string()),  # the parametrization (pixel, fourier, maco); null in rows made before the choice
+    ("objective", pa.string()),  # unit, neuron, direction (sweep/method/objective.py); null: rows before, unit
+    ("position", pa.int32()),  # neuron's position; null: the centre patch (or not a neuron)
+    ("direction", pa.string()),  # direction's spec: A-B or FILE#sha256=pin
+    ("negative", pa.bool_()),  # minimized
+    ("method", pa.string()),  # the method in a few words (Recipe.method): "pixel unit", "maco -neuron@centre"
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
     ("loss_final", pa.float64()),

@@ -23,6 +23,7 @@ import torch
 import sweep
 from sweep.core.devices import resolve_device
 from sweep.method.engine import Engine
+from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe, config_hash
 from sweep.method.render import Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
@@ -81,8 +82,8 @@ def check_batch(batch: Batch) -> tuple[Anatomy, str, Recipe, str]:
     anatomy = anatomy_of(batch.model)
     block = anatomy.block(batch.layer)
     block.site(batch.site)
-    anatomy.check_features(block, batch.site, batch.features)
     recipe, source = resolve_recipe(batch.recipe, anatomy.entry, anatomy.preprocess.input_size)
+    objective_for(recipe, block, batch.site).check(anatomy, block, batch.site, batch.features)
     return anatomy, batch.site, recipe, source
 
 
@@ -95,7 +96,8 @@ def batch_hash(batch: Batch) -> str:
 
 def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str) -> dict:
     block = anatomy.block(batch.layer)
-    cols = {**{k: v for k, v in recipe.identity().items() if k != "log_every"}, "param": recipe.param}
+    cols = {**{k: v for k, v in recipe.identity().items() if k != "log_every"}, "param": recipe.param,
+            "objective": recipe.objective, "negative": recipe.negative, "method": recipe.method}
     return {"weights": weights, "layer": block.index, "layer_name": block.name, "site": batch.site,
             "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef, "recipe_source": source,
             "config_hash": visualization_hash(anatomy.entry.key, weights, block.index, batch.site,

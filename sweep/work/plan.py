@@ -18,6 +18,7 @@ from pydantic import Field
 from sweep.core.errors import SweepError
 from sweep.core.validation import Count, Layer, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
 from sweep.method.engine import Engine
+from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe, config_hash
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
@@ -305,10 +306,12 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
         cost_per_image = flops_to_block(key)
         for block in blocks:
             block.site(site)  # every layer has the site, before anything else is said about them
-        check_count(plan.features, key, [b.width(site) for b in blocks])
+        goals = {b.index: objective_for(plan.recipe, b, site) for b in blocks}  # a direction file: its rows
+        counts = {b.index: goals[b.index].count(b.width(site)) for b in blocks}
+        check_count(plan.features, key, list(counts.values()))
         for block in blocks:
-            feats = plan.features.pick(block.width(site), key, block.index)
-            anatomy.check_features(block, site, feats)
+            feats = plan.features.pick(counts[block.index], key, block.index)
+            goals[block.index].check(anatomy, block, site, feats)
             todo = [f for f in feats if (key, block.index, site, f) not in skip]
             for i in range(0, len(todo), config.features_per_batch):
                 chunk = tuple(todo[i:i + config.features_per_batch])

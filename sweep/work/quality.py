@@ -5,6 +5,10 @@ initial image and against every natural photo of a reference set, and how much o
 random shifts of the image (torch.roll, up to the recipe's jitter, wrapping as the recipe's own
 jitter does). A unit whose image switches it on and beats every photo is said to be *visualized*;
 the fraction of visualized units is the number the tuning and the quality tests report.
+
+A unit is judged where the paper reads it (its `mlp` site, after the GELU) whatever site the image
+was optimized at: an image made for `mlp_pre` (the same unit before the GELU) is scored by the same
+rule as the paper's, and both record the pre-activation (`pre_final`) beside it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class UnitQuality:
     lr: float
     tv: float
     site: str = "mlp"
+    pre_final: float | None = None  # mean pre-activation over patch tokens (MLP units only)
+    best_photo_pre: float | None = None  # the highest pre-activation of any photo
 
     @property
     def switched_on(self) -> bool:
@@ -48,7 +54,7 @@ class UnitQuality:
         pre-activation far below 0 everywhere gives about 0 (GELU's minimum is -0.17), which can be
         higher than every photo's small negative value while the unit is off (issue 28's loophole).
         Other sites are signed: always True."""
-        return self.act_final > 0 if self.site in ("mlp", "channel") else True
+        return self.act_final > 0 if self.site in ("mlp", "mlp_pre", "channel") else True
 
     @property
     def beats_photos(self) -> bool:
@@ -78,11 +84,17 @@ def shift_ratio(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature
     return float(unit_activations(net, anatomy, layer, site, [feature], rolled).mean()) / clean
 
 
+def judged_site(site: str) -> str:
+    """Where a unit optimized at `site` is judged: `mlp_pre` units as `mlp` units (after the GELU)."""
+    return "mlp" if site == "mlp_pre" else site
+
+
 def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], recipe: Recipe,
                 photos: Mapping[str, np.ndarray], site: str | None = None, base_seed: int = 0,
                 shift_draws: int = 8, device: str | torch.device = "cpu",
                 engine: Engine = Engine(precision="fp32", compile="off")) -> tuple[list[UnitQuality], torch.Tensor]:
-    """Render every (layer, feature) unit with `recipe` and judge its image; also returns the images."""
+    """Render every (layer, feature) unit with `recipe` at `site` and judge its image at
+    `judged_site(site)`; also returns the images."""
     from sweep.method.tuned import resolve_recipe
 
     site = site or anatomy.default_site
@@ -95,14 +107,23 @@ def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], 
         feats = [f for l, f in units if l == layer]
         seeds = seeds_for(feats, base_seed)
         made = render(net, anatomy, anatomy.block(layer), site, feats, recipe, seeds, device, engine=engine)
-        on_photos = unit_activations(net, anatomy, layer, site, feats, refs).cpu()
+        at = judged_site(site)
+        on_photos = unit_activations(net, anatomy, layer, at, feats, refs).cpu()
+        final = made.images.to(device)
+        acts = unit_activations(net, anatomy, layer, at, feats, final).diagonal().cpu()
+        inits = made.act_init if at == site else unit_activations(
+            net, anatomy, layer, at, feats, made.initial.to(device)).diagonal().cpu()
+        has_pre = "mlp_pre" in anatomy.block(layer).sites and at == "mlp"
+        pre = unit_activations(net, anatomy, layer, "mlp_pre", feats, final).diagonal().cpu() if has_pre else None
+        pre_photos = unit_activations(net, anatomy, layer, "mlp_pre", feats, refs).amax(0).cpu() if has_pre else None
         for i, f in enumerate(feats):
             best = int(on_photos[:, i].argmax())
-            act = float(made.act_final[i])
-            ratio = shift_ratio(net, anatomy, layer, site, f, made.images[i].to(device), act, resolved.jitter,
+            act = float(acts[i])
+            ratio = shift_ratio(net, anatomy, layer, at, f, final[i], act, resolved.jitter,
                                 shift_draws, base_seed + f + SHIFT_SEED_OFFSET)
-            out.append(UnitQuality(layer, f, seeds[i], float(made.act_init[i]), act, names[best],
+            out.append(UnitQuality(layer, f, seeds[i], float(inits[i]), act, names[best],
                                    float(on_photos[best, i]), ratio, resolved.steps, float(resolved.lr),
-                                   float(resolved.tv), site))
+                                   float(resolved.tv), site, None if pre is None else float(pre[i]),
+                                   None if pre_photos is None else float(pre_photos[i])))
             images.append(made.images[i])
     return out, torch.stack(images)

@@ -25,7 +25,8 @@ from sweep.core.redact import secret_values
 from sweep.method.augment import augment, draw_schedule
 from sweep.method.engine import Engine
 from sweep.method.recipe import Recipe, config_hash
-from sweep.method.render import ModelInput, render, seeds_for
+from sweep.method.objective import Objective, objective_for
+from sweep.method.render import ModelInput, render, seeds_for, site_features
 from sweep.method.scores import (
     COMBINED_SCORE_VERSION,
     combined_score,
@@ -74,13 +75,15 @@ class TrialSpec:
         return dataclasses.replace(self.recipe, lr=float(self.lr), tv=float(self.tv))
 
 
-def sample_units(anatomy: Anatomy, layers, per_layer: int, site: str, seed: int) -> tuple[tuple[int, int], ...]:
-    """A seeded sample of `per_layer` features in each layer (the same for every trial)."""
+def sample_units(anatomy: Anatomy, layers, per_layer: int, site: str, seed: int,
+                 recipe: Recipe | None = None) -> tuple[tuple[int, int], ...]:
+    """A seeded sample of `per_layer` features in each layer (the same for every trial); features of
+    the recipe's objective (a direction file's rows), units by default."""
     rng = random.Random(seed)
     units = []
     for layer in layers:
         block = anatomy.block(layer)
-        width = block.width(site)
+        width = block.width(site) if recipe is None else objective_for(recipe, block, site).count(block.width(site))
         units += [(block.index, f) for f in sorted(rng.sample(range(width), min(per_layer, width)))]
     return tuple(units)
 
@@ -125,25 +128,35 @@ def folder_references(root: str, count: int, size: int, storage_options: dict | 
 
 
 def unit_activations(net: nn.Module, anatomy: Anatomy, layer: int, site: str, features: list[int],
-                     images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """(N, len(features)) clean fp32 activations of the units on images (N, 3, S, S) in [0, 1]."""
+                     images: torch.Tensor, chunk: int = 32, goal: Objective | None = None) -> torch.Tensor:
+    """(N, len(features)) clean fp32 activations of the units on images (N, 3, S, S) in [0, 1]; with
+    an objective, its value for each feature times its sign (what the optimization raised)."""
     block = anatomy.block(layer)
     prepare = ModelInput(anatomy)
     index = torch.tensor(features, device=images.device)
+    if goal is None:
+        with torch.no_grad():
+            return torch.cat([read_features(net, block, site, prepare(images[i:i + chunk]))[:, index]
+                              for i in range(0, len(images), chunk)])
+    features_of, readout = site_features(net, block, site, goal), goal.readout(images.device)
+    out = []
     with torch.no_grad():
-        return torch.cat([read_features(net, block, site, prepare(images[i:i + chunk]))[:, index]
-                          for i in range(0, len(images), chunk)])
+        for i in range(0, len(images), chunk):
+            feats = features_of(prepare(images[i:i + chunk]))
+            n = feats.shape[0]
+            out.append(readout(feats.repeat_interleave(len(features), 0), index.repeat(n)).view(n, -1) * goal.sign)
+    return torch.cat(out)
 
 
 def robustness(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature: int, image: torch.Tensor,
-               clean: float, recipe: Recipe, seed: int, draws: int) -> float:
+               clean: float, recipe: Recipe, seed: int, draws: int, goal: Objective | None = None) -> float:
     """Mean activation over `draws` x copies random augmentations of the image / its clean activation."""
     if clean <= 0:
         return 0.0
     schedule = draw_schedule([torch.Generator().manual_seed(seed)], recipe).to(image.device)
     steps = min(draws, recipe.iterations)
     copies = torch.cat([augment(image[None], s, schedule) for s in range(steps)])
-    acts = unit_activations(net, anatomy, layer, site, [feature], copies)
+    acts = unit_activations(net, anatomy, layer, site, [feature], copies, goal=goal)
     return float(acts.mean()) / clean
 
 
@@ -171,13 +184,14 @@ def run_trial(spec: TrialSpec, net: nn.Module, device: torch.device, engine: Eng
         seeds = seeds_for(feats, spec.base_seed)
         out = render(net, anatomy, anatomy.block(layer), site, feats, recipe, seeds, device, engine=engine)
         used = out.engine
-        ref_max = unit_activations(net, anatomy, layer, site, feats, refs).amax(0).cpu()
+        goal = objective_for(recipe, anatomy.block(layer), site)  # scores are of what was raised: sign included
+        ref_max = unit_activations(net, anatomy, layer, site, feats, refs, goal=goal).amax(0).cpu()
         for i, f in enumerate(feats):
-            img, act = out.images[i], float(out.act_final[i])
+            img, act = out.images[i], goal.sign * float(out.act_final[i])
             ref = float(ref_max[i])
             rel = act / ref if ref > 0 else math.nan
             rob = robustness(net, anatomy, layer, site, f, img.to(device), act, recipe,
-                             spec.base_seed + f + ROBUSTNESS_SEED_OFFSET, spec.robustness_draws)
+                             spec.base_seed + f + ROBUSTNESS_SEED_OFFSET, spec.robustness_draws, goal)
             tv, sat, slope = total_variation(img), saturated_fraction(img), spectrum_slope(img)
             values = {"layer": layer, "feature": f, "seed": seeds[i], "act_final": act, "reference_act": ref,
                       "relative_activation": rel, "robustness": rob, "total_variation": tv,

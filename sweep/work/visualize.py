@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from sweep.core.errors import SweepError
 from sweep.core.validation import Count, Layer, NonNegativeInt, Seed, Text, config_dataclass
 from sweep.method.engine import Engine
+from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import Weights
@@ -56,7 +57,7 @@ class VisualizeJob:
         block = anatomy.block(self.layer)
         site = self.site or anatomy.default_site
         block.site(site)
-        features = tuple(anatomy.check_features(block, site, self.features))
+        features = tuple(objective_for(self.recipe, block, site).check(anatomy, block, site, self.features))
         out = [Batch(anatomy.entry.key, block.index, site, features[i:i + self.batch_size], self.weights,
                      self.base_seed, self.recipe) for i in range(0, len(features), self.batch_size)]
         for b in out:

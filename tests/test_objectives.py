@@ -1,0 +1,170 @@
+"""Objectives (sweep/method/objective.py): the paper's unit, the same unit before its GELU
+(`mlp_pre`), one position (neuron), directions (a file or A-B) and negative. Each is batched like
+one at a time, seeded, in every row's hash only when chosen; a planted direction is recovered; bad
+specs are one line."""
+
+import numpy as np
+import pytest
+import torch
+
+from sweep.core.errors import SweepError
+from sweep.method.engine import Engine
+from sweep.method.objective import at_position, objective_for
+from sweep.method.recipe import Recipe
+from sweep.method.render import ModelInput, render
+from sweep.models.anatomy import anatomy_of
+from sweep.models.build import build
+from sweep.models.taps import read_sites
+
+EXACT = Engine(precision="fp32", compile="off", features_per_pass=1)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    anatomy = anatomy_of("dev/vit-micro")
+    return anatomy, build(anatomy.entry, "random")
+
+
+def site_tensor(net, anatomy, layer, site, images):
+    return read_sites(net, [(anatomy.block(layer), site)], ModelInput(anatomy)(images), reduce=False)[0]
+
+
+def test_mlp_pre_is_the_unit_before_its_gelu(micro):
+    anatomy, net = micro
+    block = anatomy.block(1)
+    assert block.sites["mlp_pre"].module == block.sites["mlp"].module and block.width("mlp_pre") == block.width("mlp")
+    x = torch.rand(2, 3, anatomy.preprocess.input_size, anatomy.preprocess.input_size)
+    post, pre = (site_tensor(net, anatomy, 1, s, x) for s in ("mlp", "mlp_pre"))
+    torch.testing.assert_close(torch.nn.functional.gelu(pre), post)
+
+
+def test_identity_keeps_old_hashes_and_new_choices_change_them(tmp_path):
+    old = Recipe().identity()
+    assert Recipe(objective="unit", negative=False).identity() == old
+    assert Recipe(negative=True).identity() != old
+    assert Recipe(objective="neuron").identity() != Recipe(objective="neuron", position=3).identity()
+    path = tmp_path / "d.npy"
+    np.save(path, np.ones((2, 8)))
+    a = Recipe(objective="direction", direction=str(path))
+    np.save(path, np.full((2, 8), 2.0))
+    b = Recipe(objective="direction", direction=str(path))
+    assert a.direction != b.direction and a.identity() != b.identity()  # pinned to the bytes
+    assert a.method.startswith("pixel direction:d.npy#") and Recipe(negative=True).method == "pixel -unit"
+
+
+@pytest.mark.parametrize("spec", [dict(objective="neuron", position=2), dict(objective="neuron"),
+                                  dict(objective="direction", direction="3-7"), dict(negative=True),
+                                  dict(objective="unit", param="fourier", negative=True)])
+def test_batched_equals_one_at_a_time(micro, spec):
+    anatomy, net = micro
+    recipe = Recipe(steps=3, copies=2, jitter=2, lr=0.05, tv=1.0, **spec)
+    feats = [0] if spec.get("direction") else [1, 5]
+    many = feats if len(feats) > 1 else [0, 0]
+    both = render(net, anatomy, anatomy.block(1), "mlp", many, recipe, [11, 15], "cpu", engine=EXACT)
+    alone = render(net, anatomy, anatomy.block(1), "mlp", [many[1]], recipe, [15], "cpu", engine=EXACT)
+    torch.testing.assert_close(both.images[1], alone.images[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both.act_final[1], alone.act_final[0], atol=1e-5, rtol=1e-4)
+    per_pass = render(net, anatomy, anatomy.block(1), "mlp", many, recipe, [11, 15], "cpu",
+                      engine=Engine(precision="fp32", compile="off", features_per_pass=2))
+    torch.testing.assert_close(per_pass.images, both.images, atol=1e-5, rtol=1e-4)
+    assert both.images.min() >= 0 and both.images.max() <= 1
+
+
+def test_readouts_are_what_they_say(micro, tmp_path):
+    """Clean activations the render records equal the objective computed by hand from the site's tensor."""
+    anatomy, net = micro
+    block = anatomy.block(1)
+    rows = np.random.default_rng(0).normal(size=(3, block.width("mlp")))
+    np.save(tmp_path / "dirs.npy", rows)
+    cases = [(Recipe(steps=1, objective="neuron", position=4), [2], lambda t: at_position(t, block, 4)[:, 2]),
+             (Recipe(steps=1, objective="direction", direction="2-6"), [0],
+              lambda t: t[:, block.prefix_tokens:].mean(1)[:, 2] - t[:, block.prefix_tokens:].mean(1)[:, 6]),
+             (Recipe(steps=1, objective="direction", direction=str(tmp_path / "dirs.npy")), [1],
+              lambda t: t[:, block.prefix_tokens:].mean(1).double() @ torch.from_numpy(rows[1]))]
+    for recipe, feats, by_hand in cases:
+        made = render(net, anatomy, block, "mlp", feats, recipe, [3], "cpu", engine=EXACT)
+        t = site_tensor(net, anatomy, 1, "mlp", made.images)
+        assert float(made.act_final[0]) == pytest.approx(float(by_hand(t)[0]), rel=1e-4, abs=1e-5)
+
+
+def test_negative_lowers_and_positive_raises(micro):
+    anatomy, net = micro
+    base = dict(steps=8, copies=1, jitter=0, color_mean=0.0, color_std=0.0, offset_std=0.0, lr=0.05, tv=0.0)
+    up = render(net, anatomy, anatomy.block(1), "mlp_pre", [3], Recipe(**base), [3], "cpu", engine=EXACT)
+    down = render(net, anatomy, anatomy.block(1), "mlp_pre", [3], Recipe(negative=True, **base), [3], "cpu",
+                  engine=EXACT)
+    assert up.act_init[0] == down.act_init[0]  # the same seed, the same start
+    assert up.act_final[0] > up.act_init[0] and down.act_final[0] < down.act_init[0]
+
+
+def test_a_planted_direction_is_recovered(micro, tmp_path):
+    """Optimizing a direction made from unit 4 of the site (plus noise on others, scaled small)
+    raises unit 4 far more than optimizing a random direction does."""
+    anatomy, net = micro
+    block = anatomy.block(1)
+    width = block.width("mlp_pre")
+    rng = np.random.default_rng(1)
+    planted = np.zeros((2, width))
+    planted[0, 4] = 1.0
+    planted[0] += 0.05 * rng.normal(size=width)
+    planted[1] = rng.normal(size=width) / np.sqrt(width)
+    np.save(tmp_path / "p.npy", planted)
+    recipe = Recipe(steps=12, copies=1, jitter=0, color_mean=0.0, color_std=0.0, offset_std=0.0, lr=0.05, tv=0.0,
+                    objective="direction",
+                    direction=str(tmp_path / "p.npy"))
+    made = render(net, anatomy, block, "mlp_pre", [0, 1], recipe, [9, 9], "cpu", engine=EXACT)
+    unit4 = site_tensor(net, anatomy, 1, "mlp_pre", made.images)[:, block.prefix_tokens:].mean(1)[:, 4]
+    assert float(unit4[0]) > float(unit4[1]) + 0.1
+    ranks = site_tensor(net, anatomy, 1, "mlp_pre", made.images[:1])[:, block.prefix_tokens:].mean(1)[0]
+    initial = site_tensor(net, anatomy, 1, "mlp_pre", made.initial[:1])[:, block.prefix_tokens:].mean(1)[0]
+    assert int((ranks - initial).argmax()) == 4  # of every unit, the planted one rose most
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(position=3), "position is for objective neuron only"),
+    (dict(objective="direction"), "objective direction needs a direction"),
+    (dict(objective="direction", direction="4-4"), "minus itself"),
+    (dict(objective="direction", direction="a.txt"), "neither A-B nor a .npy"),
+    (dict(objective="direction", direction="missing.npy"), "cannot read recipe direction"),
+    (dict(objective="direction", direction="x.npy#sha256=XYZ"), "malformed pin"),
+    (dict(objective="nope"), "objective"),
+])
+def test_bad_specs_are_one_line(kwargs, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((SweepError, ValueError)) as err:
+        Recipe(**kwargs)
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not numpy", "not a readable .npy"),
+    ("object", "not a readable .npy"),
+    ("3d", "shape (2, 2, 2)"),
+    ("nan", "NaN or infinite"),
+    ("zero", "row 1 is all zeros"),
+    ("wide", "has 5 columns"),
+])
+def test_bad_direction_files_are_one_line(content, words, micro, tmp_path):
+    anatomy, _net = micro
+    path = tmp_path / "d.npy"
+    arrays = {"object": np.array([{"a": 1}], dtype=object), "3d": np.ones((2, 2, 2)),
+              "nan": np.array([1.0, np.nan]), "zero": np.array([[1.0] * 5, [0.0] * 5]), "wide": np.ones((1, 5))}
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, arrays[content], allow_pickle=True)
+    with pytest.raises(SweepError) as err:
+        objective_for(Recipe(objective="direction", direction=str(path)), anatomy.block(1), "mlp")
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_out_of_range_features_and_units_are_one_line(micro):
+    anatomy, net = micro
+    block = anatomy.block(1)
+    with pytest.raises(SweepError, match="has 1 direction.s., allowed 0..0"):
+        objective_for(Recipe(objective="direction", direction="1-2"), block, "mlp").check(anatomy, block, "mlp", [1])
+    with pytest.raises(SweepError, match="outside the site's"):
+        objective_for(Recipe(objective="direction", direction=f"1-{block.width('mlp')}"), block, "mlp")
+    with pytest.raises(SweepError, match="recipe position 999 is outside"):
+        render(net, anatomy, block, "mlp", [0], Recipe(steps=1, objective="neuron", position=999), [0], "cpu",
+               engine=EXACT)
