@@ -168,3 +168,29 @@ def test_out_of_range_features_and_units_are_one_line(micro):
     with pytest.raises(SweepError, match="recipe position 999 is outside"):
         render(net, anatomy, block, "mlp", [0], Recipe(steps=1, objective="neuron", position=999), [0], "cpu",
                engine=EXACT)
+
+
+def test_cli_records_the_method_and_both_sides_of_the_gelu(tmp_path, capsys):
+    """`sweep visualize` with a direction file and with `--site mlp_pre --negative`: every row says its
+    method, objective and direction pin, the pre- and post-GELU values; the directions' rows are the features."""
+    from sweep.cli import main
+    from sweep.store.results import Results
+
+    np.save(tmp_path / "dirs.npy", np.random.default_rng(0).normal(size=(2, 64)))
+    base = ["visualize", "--model", "dev/vit-micro", "--weights", "random", "--layer", "1", "--steps", "2",
+            "--jitter", "2", "--quiet"]
+    out = tmp_path / "dirs"
+    assert main([*base, "--feature", "0", "1", "--objective", "direction", "--direction", str(tmp_path / "dirs.npy"),
+                 "--out", str(out)]) == 0
+    rows = Results(str(out)).features().sort_values("feature")
+    assert list(rows["feature"]) == [0, 1] and set(rows["objective"]) == {"direction"}
+    assert rows["direction"].str.contains("#sha256=").all() and rows["method"].str.startswith("pixel direction:").all()
+    assert rows["pre_final"].notna().all() and rows["post_final"].notna().all()
+    assert main([*base, "--feature", "2", "--objective", "direction", "--direction", str(tmp_path / "dirs.npy"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "feature 2 out of range" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    out = tmp_path / "neg"
+    assert main([*base, "--feature", "3", "--site", "mlp_pre", "--negative", "--out", str(out)]) == 0
+    row = Results(str(out)).features().iloc[0]
+    assert row["site"] == "mlp_pre" and row["negative"] and row["method"] == "pixel -unit"
+    assert row["pre_final"] == row["act_final"] and row["post_final"] >= -0.17  # a mean of GELUs: >= its minimum

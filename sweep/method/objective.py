@@ -107,7 +107,13 @@ class Objective:
         return Readout(self.table, device)
 
     def check(self, anatomy: Anatomy, block: Block, site: str, features: Sequence[int]) -> list[int]:
-        """The features as ints, or one line naming the first outside the objective's range."""
+        """The features as ints, or one line naming the first outside the objective's range (and a
+        neuron's position outside the block's patch tokens, where the anatomy knows their number)."""
+        if self.pooled_at is not None and block.tokens is not None:
+            count = block.tokens - block.prefix_tokens
+            if not 0 <= self.pooled_at < count:
+                raise SweepError(f"recipe position {self.pooled_at} is outside block {block.name}'s patch tokens; "
+                                 f"allowed: 0..{count - 1}")
         if self.table is None:
             return anatomy.check_features(block, site, features)
         n = self.count(block.width(site))

@@ -43,6 +43,8 @@ class Rendered:
     wall_s: float
     engine: Engine            # resolved: the precision and features per pass actually used
     initial: torch.Tensor | None = None  # (F, 3, S, S) the images the optimization started from
+    pre_final: torch.Tensor | None = None   # (F,) an MLP unit's objective before its GELU (mlp_pre), final image
+    post_final: torch.Tensor | None = None  # (F,) the same after the GELU (mlp): > 0 only if the unit is on
 
 
 class ModelInput:
@@ -73,6 +75,13 @@ def site_features(net: nn.Module, block: Block, site: str, goal: Objective) -> C
     return lambda z: goal.pool(read_sites(net, [(block, site)], z, reduce=False)[0], block)
 
 
+def mlp_sites(block: Block, site: str) -> tuple[str, ...]:
+    """Both sides of an MLP unit's GELU where `site` is one of them (each image records both: an
+    image that raises the post-GELU mean by switching the unit off shows a very negative pre)."""
+    pair = ("mlp_pre", "mlp")
+    return pair if site in pair and all(s in block.sites for s in pair) else ()
+
+
 def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
            recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
            progress: Callable[[int], None] | None = None, engine: Engine = Engine()) -> Rendered:
@@ -94,11 +103,12 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
 
     readout = goal.readout(device)
     features_of = site_features(net, block, site, goal)
+    unit_sites = mlp_sites(block, site)
 
-    def activations(images: torch.Tensor, which: torch.Tensor, run: Engine) -> torch.Tensor:
+    def activations(images: torch.Tensor, which: torch.Tensor, run: Engine, at: str = site) -> torch.Tensor:
         z = prepare(images)
         with run.autocast(device):
-            feats = features_of(z)
+            feats = (features_of if at == site else site_features(net, block, at, goal))(z)
         return readout(feats, which)
 
     start = time.perf_counter()
@@ -134,10 +144,10 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     def param_loss(p: torch.Tensor, step: int, part: slice):
         return loss_fn(param.image(p), step, part)
 
-    def clean_activations(images: torch.Tensor, per_pass: int | None) -> torch.Tensor:
+    def clean_activations(images: torch.Tensor, per_pass: int | None, at: str = site) -> torch.Tensor:
         exact = Engine(precision="fp32", compile="off")
         with torch.no_grad():
-            return torch.cat([activations(images[sl], index[sl], exact)
+            return torch.cat([activations(images[sl], index[sl], exact, at)
                               for sl in feature_chunks(len(features), per_pass)])
 
     if engine.features_per_pass is None:
@@ -154,7 +164,9 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     with torch.no_grad():
         image = param.image(p)
     act_final = clean_activations(image, engine.features_per_pass)
+    both = {at: act_final if at == site else clean_activations(image, engine.features_per_pass, at)
+            for at in unit_sites}
     images = image.cpu()
     wall = time.perf_counter() - start
     return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine,
-                    x0.cpu())
+                    x0.cpu(), *(both[at].cpu() if at in both else None for at in ("mlp_pre", "mlp")))

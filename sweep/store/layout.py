@@ -66,6 +66,8 @@ FEATURE_SCHEMA = pa.schema([
     ("method", pa.string()),  # the method in a few words (Recipe.method): "pixel unit", "maco -neuron@centre"
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
+    ("pre_final", pa.float64()),   # an MLP unit's objective before its GELU on the final image (mlp, mlp_pre sites)
+    ("post_final", pa.float64()),  # ... after it: <= 0 means the image switched the unit off
     ("loss_final", pa.float64()),
     ("curve_steps", pa.list_(pa.int32())),
     ("loss_curve", pa.list_(pa.float32())),

@@ -184,6 +184,8 @@ class BatchRunner:
             rows.append({
                 **base, "feature": feat, "seed": seed, "status": "ok", "error": None,
                 "act_init": float(result.act_init[i]), "act_final": float(result.act_final[i]),
+                "pre_final": None if result.pre_final is None else float(result.pre_final[i]),
+                "post_final": None if result.post_final is None else float(result.post_final[i]),
                 "loss_final": float(result.trace.loss[-1, i]),
                 "curve_steps": result.trace.steps,
                 "loss_curve": result.trace.loss[:, i].tolist(),
