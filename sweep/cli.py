@@ -86,7 +86,8 @@ VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", 
                     "base_seed": "seed", "device": "device", "batch_size": "batch_size"}
 #: The method's options (parametrization and objective), the same in visualize, run and tune.
 METHOD_FIELDS = {"recipe.param": "param", "recipe.objective": "objective", "recipe.position": "position",
-                 "recipe.direction": "direction", "recipe.negative": "negative"}
+                 "recipe.direction": "direction", "recipe.negative": "negative", "recipe.diversity": "diversity",
+                 "recipe.diversity_weight": "diversity_weight"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe",
                  **METHOD_FIELDS}
@@ -143,6 +144,10 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                    "URL) of (width,) or (N, width) floats, one direction per feature; pinned to its bytes")
     p.add_argument("--negative", action="store_const", const=True,
                    help="minimize the objective instead: the images that turn it most negative")
+    p.add_argument("--diversity", type=int, metavar="K", help="K images per feature, optimized together with a "
+                   "penalty on the similarity of their Gram matrices (Olah et al. 2017; default 1: one image)")
+    p.add_argument("--diversity-weight", type=float, help="the penalty's weight, in units of the feature's "
+                   "activation (default 0.3)")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:

@@ -238,6 +238,9 @@ CASES = [
     ("yaml-direction-self", yaml("recipe: {objective: direction, direction: 3-3}"), "minus itself"),
     ("yaml-objective-unknown", yaml("recipe: {objective: neurons}"), "recipe.objective: input should be"),
     ("site-pre-unknown", vis("--site", "mlp_post"), "site 'mlp_post' is not available"),
+    ("diversity-0", vis("--diversity", "0"), "--diversity: input should be greater than or equal to 1"),
+    ("diversity-weight-negative", run("--diversity", "2", "--diversity-weight", "-1"), "--diversity-weight: input"),
+    ("diversity-weight-nan", tune("--diversity", "2", "--diversity-weight", "nan"), "--diversity-weight: input"),
     # atlas
     ("atlas-workers-0", [*ATLAS, "--workers", "0"], "--workers: input should be greater than or equal to 1"),
     ("atlas-page-size-negative", [*ATLAS, "--page-size", "-1"], "--page-size: input should be greater"),

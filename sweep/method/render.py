@@ -24,6 +24,7 @@ from sweep.method.step import StepObjective, compiled_step, normalize
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block
 from sweep.method.objective import Objective, objective_for
+from sweep.method.objective_diversity import Diversity, variant_seeds
 from sweep.models.taps import read_features, read_sites
 from sweep.models.truncate import cut_at
 
@@ -45,6 +46,9 @@ class Rendered:
     initial: torch.Tensor | None = None  # (F, 3, S, S) the images the optimization started from
     pre_final: torch.Tensor | None = None   # (F,) an MLP unit's objective before its GELU (mlp_pre), final image
     post_final: torch.Tensor | None = None  # (F,) the same after the GELU (mlp): > 0 only if the unit is on
+    variants: torch.Tensor | None = None    # (F, k - 1, 3, S, S) a feature's other images (recipe diversity k)
+    variant_act_final: torch.Tensor | None = None  # (F, k - 1)
+    variant_seeds: list[list[int]] | None = None   # the seeds each variant image was drawn from
 
 
 class ModelInput:
@@ -85,7 +89,7 @@ def mlp_sites(block: Block, site: str) -> tuple[str, ...]:
 def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: Sequence[int],
            recipe: Recipe, seeds: Sequence[int], device: torch.device | str,
            progress: Callable[[int], None] | None = None, engine: Engine = Engine()) -> Rendered:
-    """Optimize one image per feature of (block, site), all features in one batch.
+    """Optimize one image per feature of (block, site) (k with the recipe's diversity), all in one batch.
 
     All random draws are made up front from the features' generators; the network runs in the
     engine's precision, while the image, loss, TV and the recorded clean activations (on the
@@ -97,8 +101,10 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     features = goal.check(anatomy, block, site, features)
     engine = engine.resolved(device)
     prepare = ModelInput(anatomy)
-    generators = feature_generators(seeds)
-    index = torch.tensor(features, device=device)
+    k = recipe.diversity  # images per feature: a feature's images are consecutive, image 0 first
+    image_seeds = [s for seed in seeds for s in variant_seeds(seed, k)]
+    generators = feature_generators(image_seeds)
+    index = torch.tensor(features, device=device).repeat_interleave(k)  # the feature of each image
     copies_index = index.repeat_interleave(recipe.copies)
 
     readout = goal.readout(device)
@@ -119,19 +125,26 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     schedule = draw_schedule(generators, recipe).to(device)
     cut = None
     if engine.compile == "step":
-        cut, why = cut_at(net, block, site) if goal.mean_pooled else (None, f"the {goal.name} objective reads "
-                                                                          "one position, the cut network the mean")
+        cut, why = cut_at(net, block, site) if goal.mean_pooled and k == 1 else (
+            None, f"the {recipe.method} method reads the site's positions, the cut network their mean")
         if cut is None:
             log.info("%s block %s site %s: whole-step compile not possible (%s); compiling the blocks before it",
                      anatomy.entry.key, block.name, site, why)
             engine = dataclasses.replace(engine, compile="on")
 
-    def objective(features_of) -> StepObjective:
+    def objective(features_of, pool=None) -> StepObjective:
         pre = anatomy.preprocess
+        diversity = None if k == 1 else Diversity(block, k, recipe.copies, recipe.diversity_weight,
+                                                  recipe.reference_scale)
         return StepObjective(features_of, pre.input_size, pre.mean, pre.std, recipe.copies, recipe.reference_scale,
-                             recipe.tv_coef, lambda: engine.autocast(device), device, goal.readout(device), goal.sign)
+                             recipe.tv_coef, lambda: engine.autocast(device), device, goal.readout(device), goal.sign,
+                             pool, diversity)
 
-    eager_fn = objective(features_of)
+    if k == 1:
+        eager_fn = objective(features_of)
+    else:  # the penalty needs the unreduced tensor; the objective pools it itself
+        eager_fn = objective(lambda z: read_sites(net, [(block, site)], z, reduce=False)[0],
+                             lambda t: goal.pool(t, block))
     step_fn = eager_fn if cut is None else compiled_step(
         net, (block.index, block.name, site, recipe.copies, recipe.reference_scale, recipe.tv_coef, engine.precision,
               engine.compile_mode, str(device), recipe.objective, recipe.direction, recipe.negative),
@@ -148,25 +161,32 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         exact = Engine(precision="fp32", compile="off")
         with torch.no_grad():
             return torch.cat([activations(images[sl], index[sl], exact, at)
-                              for sl in feature_chunks(len(features), per_pass)])
+                              for sl in feature_chunks(len(images), None if per_pass is None else per_pass * k)])
 
     if engine.features_per_pass is None:
-        def probe(k: int) -> None:
-            x = x0[:k].clone().requires_grad_(True)
-            loss_fn(x, 0, slice(0, k), eager_fn)[0].sum().backward()  # eager: no compile per probe shape
+        def probe(n: int) -> None:
+            x = x0[:n * k].clone().requires_grad_(True)
+            loss_fn(x, 0, slice(0, n * k), eager_fn)[0].sum().backward()  # eager: no compile per probe shape
 
         engine = dataclasses.replace(engine, features_per_pass=fit_features_per_pass(
             probe, len(features), device, engine.memory_fraction))
     act_init = clean_activations(x0, engine.features_per_pass)
     with compiled_trunk(net, anatomy, block, engine.compile == "on"):
-        p, trace = optimize(p0, param_loss, recipe, progress, engine.features_per_pass, engine.adam == "fused",
+        p, trace = optimize(p0, param_loss, recipe, progress, engine.features_per_pass * k, engine.adam == "fused",
                             param.project)
     with torch.no_grad():
         image = param.image(p)
     act_final = clean_activations(image, engine.features_per_pass)
     both = {at: act_final if at == site else clean_activations(image, engine.features_per_pass, at)
             for at in unit_sites}
-    images = image.cpu()
     wall = time.perf_counter() - start
-    return Rendered(list(features), list(seeds), images, act_init.cpu(), act_final.cpu(), trace, wall, engine,
-                    x0.cpu(), *(both[at].cpu() if at in both else None for at in ("mlp_pre", "mlp")))
+    first = slice(None, None, k)  # each feature's image 0; the rest are its variants
+
+    def rest(t: torch.Tensor) -> torch.Tensor:
+        return t.view(len(features), k, *t.shape[1:])[:, 1:].cpu()
+
+    return Rendered(list(features), list(seeds), image[first].cpu(), act_init[first].cpu(), act_final[first].cpu(),
+                    Trace(trace.steps, trace.loss[:, first], trace.activation[:, first]), wall, engine,
+                    x0[first].cpu(), *(both[at][first].cpu() if at in both else None for at in ("mlp_pre", "mlp")),
+                    variants=rest(image) if k > 1 else None, variant_act_final=rest(act_final) if k > 1 else None,
+                    variant_seeds=[image_seeds[i * k + 1:(i + 1) * k] for i in range(len(features))] if k > 1 else None)

@@ -63,6 +63,8 @@ FEATURE_SCHEMA = pa.schema([
     ("position", pa.int32()),  # neuron's position; null: the centre patch (or not a neuron)
     ("direction", pa.string()),  # direction's spec: A-B or FILE#sha256=pin
     ("negative", pa.bool_()),  # minimized
+    ("diversity", pa.int32()),  # images per feature (recipe diversity); null: rows before the choice, 1
+    ("diversity_weight", pa.float64()),
     ("method", pa.string()),  # the method in a few words (Recipe.method): "pixel unit", "maco -neuron@centre"
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
@@ -81,7 +83,10 @@ FEATURE_SCHEMA = pa.schema([
     ("config_hash", pa.string()),
     ("image_path", pa.string()),
     ("created_at", pa.timestamp("ms", tz="UTC")),
-    ("image_bytes", pa.int64()),  # the PNG's size: a resume checks images against a listing (sweep.store.index)
+    ("image_bytes", pa.int64()),
+    ("variant_paths", pa.list_(pa.string())),  # a feature's other images (recipe diversity > 1), written before the row
+    ("variant_seeds", pa.list_(pa.int64())),
+    ("variant_act_final", pa.list_(pa.float64())),  # the PNG's size: a resume checks images against a listing (sweep.store.index)
 ])
 
 #: Top-k natural images of each unit (split and model are the partition).
@@ -227,6 +232,6 @@ def thumb_name(image_id: str) -> str:
     return hashlib.sha256(str(image_id).encode("utf-8", "surrogatepass")).hexdigest()[:24] + ".png"
 
 
-def image_relpath(model: str, layer: int, site: str, feature: int) -> str:
-    """Where a feature's visualization is written."""
-    return IMAGES.part(f"{site}-{feature}.png", model=model, layer=layer)
+def image_relpath(model: str, layer: int, site: str, feature: int, variant: int = 0) -> str:
+    """Where a feature's visualization is written; variant j > 0: its j-th other image (recipe diversity)."""
+    return IMAGES.part(f"{site}-{feature}{f'-v{variant}' if variant else ''}.png", model=model, layer=layer)

@@ -97,7 +97,8 @@ def batch_hash(batch: Batch) -> str:
 def _row_base(batch: Batch, anatomy: Anatomy, recipe: Recipe, source: str, weights: str) -> dict:
     block = anatomy.block(batch.layer)
     cols = {**{k: v for k, v in recipe.identity().items() if k != "log_every"}, "param": recipe.param,
-            "objective": recipe.objective, "negative": recipe.negative, "method": recipe.method}
+            "objective": recipe.objective, "negative": recipe.negative, "method": recipe.method,
+            "diversity": recipe.diversity}
     return {"weights": weights, "layer": block.index, "layer_name": block.name, "site": batch.site,
             "base_seed": batch.base_seed, **cols, "tv_coef": recipe.tv_coef, "recipe_source": source,
             "config_hash": visualization_hash(anatomy.entry.key, weights, block.index, batch.site,
@@ -153,7 +154,10 @@ class BatchRunner:
         weights = weights_label(batch.weights, anatomy.entry.tag)
         rows, failed = [], {}
         for i, row in enumerate(self._rows(batch, anatomy, recipe, source, weights, result)):
-            if math.isfinite(row["act_final"]) and bool(torch.isfinite(result.images[i]).all()):
+            if math.isfinite(row["act_final"]) and bool(torch.isfinite(result.images[i]).all()) and (
+                    result.variants is None or bool(torch.isfinite(result.variants[i]).all())):
+                for j, path in enumerate(row["variant_paths"] or ()):  # before the image: the row commits all
+                    atomic_write(self.fs, posixpath.join(self.root, path), png_bytes(result.variants[i, j]))
                 png = png_bytes(result.images[i])
                 atomic_write(self.fs, posixpath.join(self.root, row["image_path"]), png)
                 rows.append({**row, "image_bytes": len(png)})
@@ -194,6 +198,12 @@ class BatchRunner:
                 "device": str(self.device), "precision": result.engine.precision,
                 "features_per_pass": result.engine.features_per_pass, "versions": self.versions,
                 "image_path": image_relpath(anatomy.entry.key, base["layer"], batch.site, feat),
+                "variant_paths": None if result.variants is None else [
+                    image_relpath(anatomy.entry.key, base["layer"], batch.site, feat, j + 1)
+                    for j in range(result.variants.shape[1])],
+                "variant_seeds": None if result.variant_seeds is None else result.variant_seeds[i],
+                "variant_act_final": None if result.variant_act_final is None
+                else result.variant_act_final[i].tolist(),
                 "created_at": now,
             })
         return rows
