@@ -87,7 +87,8 @@ VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", 
 #: The method's options (parametrization and objective), the same in visualize, run and tune.
 METHOD_FIELDS = {"recipe.param": "param", "recipe.objective": "objective", "recipe.position": "position",
                  "recipe.direction": "direction", "recipe.negative": "negative", "recipe.diversity": "diversity",
-                 "recipe.diversity_weight": "diversity_weight"}
+                 "recipe.diversity_weight": "diversity_weight", "recipe.accentuate": "accentuate",
+                 "recipe.accentuate_weight": "accentuate_weight"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe",
                  **METHOD_FIELDS}
@@ -148,6 +149,11 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                    "penalty on the similarity of their Gram matrices (Olah et al. 2017; default 1: one image)")
     p.add_argument("--diversity-weight", type=float, help="the penalty's weight, in units of the feature's "
                    "activation (default 0.3)")
+    p.add_argument("--accentuate", metavar="IMAGE", help="start every image from this photo (a file or URL, or "
+                   "photo:NAME of the photos scikit-image ships) and keep the site's features near the photo's "
+                   "(feature accentuation, Hamblin et al. 2024); --param pixel only")
+    p.add_argument("--accentuate-weight", type=float, help="the weight of staying near the photo, in units of the "
+                   "feature's activation (default 1)")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:

@@ -239,6 +239,11 @@ CASES = [
     ("yaml-objective-unknown", yaml("recipe: {objective: neurons}"), "recipe.objective: input should be"),
     ("site-pre-unknown", vis("--site", "mlp_post"), "site 'mlp_post' is not available"),
     ("diversity-0", vis("--diversity", "0"), "--diversity: input should be greater than or equal to 1"),
+    ("accentuate-no-photo", vis("--accentuate", "photo:mona_lisa"), "no such photo"),
+    ("accentuate-text", run("--accentuate", "{tmp}/notes.txt"), "not a readable image"),
+    ("accentuate-fourier", vis("--accentuate", "photo:coffee", "--param", "fourier"), "param pixel only"),
+    ("accentuate-weight-negative", tune("--accentuate", "photo:coffee", "--accentuate-weight", "-2"),
+     "--accentuate-weight: input"),
     ("diversity-weight-negative", run("--diversity", "2", "--diversity-weight", "-1"), "--diversity-weight: input"),
     ("diversity-weight-nan", tune("--diversity", "2", "--diversity-weight", "nan"), "--diversity-weight: input"),
     # atlas

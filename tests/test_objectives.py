@@ -245,3 +245,42 @@ def test_cli_writes_every_diverse_image_before_its_row(tmp_path):
     assert row["diversity"] == 3 and len(row["variant_paths"]) == 2 and len(row["variant_seeds"]) == 2
     assert all((out / p).stat().st_size > 0 for p in [row["image_path"], *row["variant_paths"]])
     assert row["variant_paths"][0].endswith("mlp-4-v1.png")
+
+
+def test_accentuation_starts_from_the_photo_and_stays_near_it(micro, tmp_path):
+    """The first image is the photo (resized, centre-cropped); the anchor keeps the layer's features
+    nearer the photo's than the same run without it, while the unit still rises."""
+    from PIL import Image
+
+    from sweep.method.accentuate import start_image
+
+    anatomy, net = micro
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    base = dict(steps=12, copies=2, jitter=1, lr=0.05, tv=0.0, accentuate=str(tmp_path / "photo.png"))
+    near = render(net, anatomy, anatomy.block(1), "mlp", [5], Recipe(accentuate_weight=5.0, **base), [5], "cpu",
+                  engine=EXACT)
+    free = render(net, anatomy, anatomy.block(1), "mlp", [5], Recipe(accentuate_weight=0.0, **base), [5], "cpu",
+                  engine=EXACT)
+    photo = start_image(Recipe(**base).accentuate, 32)
+    torch.testing.assert_close(near.initial[0], photo)
+    pooled = lambda x: site_tensor(net, anatomy, 1, "mlp", x[None])[:, 1:].mean(1)  # noqa: E731
+    gap = lambda r: float((pooled(r.images[0]) - pooled(photo)).norm())  # noqa: E731
+    assert gap(near) < 0.8 * gap(free), (gap(near), gap(free))
+    assert float(near.act_final[0]) > float(near.act_init[0])
+    assert Recipe(**base).accentuate.startswith(str(tmp_path / "photo.png") + "#sha256=")
+    assert Recipe(**base).method.endswith("accentuating photo.png")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(accentuate="photo:nope"), "no such photo"),
+    (dict(accentuate="missing.png"), "cannot read recipe accentuate"),
+    (dict(accentuate="notes.txt"), "not a readable image"),
+    (dict(accentuate="photo:coffee", param="fourier"), "param pixel only"),
+])
+def test_bad_accentuate_is_one_line(kwargs, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises((SweepError, ValueError)) as err:
+        Recipe(**kwargs)
+    assert words in str(err.value)

@@ -19,15 +19,18 @@ from sweep.core.validation import (
     Text,
     config_dataclass,
 )
+from sweep.method.accentuate import pin_accentuate
 from sweep.method.objective_direction import pin_direction
 
 #: A direction spec (sweep/method/objective_direction.py), a file pinned to its bytes on validation.
 Direction = Annotated[Text, AfterValidator(pin_direction)]
+#: The photo accentuation starts from (sweep/method/accentuate.py), a file pinned to its bytes on validation.
+Accentuate = Annotated[Text, AfterValidator(pin_accentuate)]
 
 #: Fields added after the paper's recipe, with the value that means "as the paper": left out of
 #: `identity` at that value, so every hash made before the choice existed still names the same images.
 PAPER_CHOICES = {"param": "pixel", "objective": "unit", "position": None, "direction": None, "negative": False,
-                 "diversity": 1}
+                 "diversity": 1, "accentuate": None}
 
 
 @config_dataclass
@@ -55,6 +58,9 @@ class Recipe:
     negative: minimize the objective instead (the unit's most negative image).
     diversity: images per feature, optimized together with a penalty on the similarity of their
         Gram matrices (sweep/method/objective_diversity.py); 1 = one image, the paper's.
+    accentuate: start every feature's image from this photo (a file or URL, or photo:NAME) and keep
+        the site's pooled features near the photo's (sweep/method/accentuate.py); pixel only.
+    accentuate_weight: that penalty's weight, in units of the feature's activation.
     diversity_weight: the penalty's weight, in units of the feature's activation (0.3: on the test
         model it takes 4 images' Gram similarity from 0.44 without it to 0.28, each image still rising).
     """
@@ -82,6 +88,8 @@ class Recipe:
     negative: bool = False
     diversity: Count = 1
     diversity_weight: NonNegative = 0.3
+    accentuate: Accentuate | None = None
+    accentuate_weight: NonNegative = 1.0
 
     def __post_init__(self):
         if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
@@ -92,6 +100,8 @@ class Recipe:
             raise ValueError("objective direction needs a direction: A-B (two unit indices) or a .npy file")
         if self.direction is not None and self.objective != "direction":
             raise ValueError(f"direction is for objective direction only, not {self.objective}")
+        if self.accentuate is not None and self.param != "pixel":
+            raise ValueError(f"accentuate starts from a photo's pixels: param pixel only, not {self.param}")
 
     @property
     def iterations(self) -> int:
@@ -116,7 +126,8 @@ class Recipe:
         choice still identifies the same images; a direction file is in by its pin (its bytes)."""
         return {k: v for k, v in self.as_dict().items()
                 if k != "defaults" and not (k in PAPER_CHOICES and v == PAPER_CHOICES[k])
-                and not (k == "diversity_weight" and self.diversity == 1)}
+                and not (k == "diversity_weight" and self.diversity == 1)
+                and not (k == "accentuate_weight" and self.accentuate is None)}
 
     @property
     def method(self) -> str:
@@ -130,6 +141,10 @@ class Recipe:
             path, pin = split_pin(self.direction)
             what += f":{path.rsplit('/', 1)[-1]}" + (f"#{pin[:8]}" if pin else "")
         many = f" x{self.diversity} diverse" if self.diversity > 1 else ""
+        if self.accentuate is not None:
+            from sweep.models.build import split_pin
+
+            many += f" accentuating {split_pin(self.accentuate)[0].rsplit('/', 1)[-1]}"
         return f"{self.param} {'-' if self.negative else ''}{what}{many}"
 
     def as_dict(self) -> dict:

@@ -15,16 +15,17 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from sweep.method.accentuate import Anchor, start_image
 from sweep.method.augment import draw_schedule
 from sweep.method.engine import Engine, compiled_trunk, fit_features_per_pass
+from sweep.method.objective import Objective, objective_for
+from sweep.method.objective_diversity import Diversity, variant_seeds
 from sweep.method.optimize import Trace, feature_chunks, optimize
 from sweep.method.param import feature_generators, parametrization
 from sweep.method.recipe import Recipe
 from sweep.method.step import StepObjective, compiled_step, normalize
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block
-from sweep.method.objective import Objective, objective_for
-from sweep.method.objective_diversity import Diversity, variant_seeds
 from sweep.models.taps import read_features, read_sites
 from sweep.models.truncate import cut_at
 
@@ -120,6 +121,13 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     start = time.perf_counter()
     param = parametrization(recipe.param)
     p0 = param.init(generators, recipe.image_size, device)
+    anchor = None
+    if recipe.accentuate is not None:  # pixels only (the recipe says so): the photo is the parameter
+        photo = start_image(recipe.accentuate, recipe.image_size).to(device)
+        p0 = photo.expand_as(p0).clone()
+        with torch.no_grad():
+            target = site_features(net, block, site, goal)(prepare(photo[None])).float()
+        anchor = Anchor(target, recipe.copies, recipe.accentuate_weight, recipe.reference_scale)
     with torch.no_grad():
         x0 = param.image(p0)
     schedule = draw_schedule(generators, recipe).to(device)
@@ -138,7 +146,7 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
                                                   recipe.reference_scale)
         return StepObjective(features_of, pre.input_size, pre.mean, pre.std, recipe.copies, recipe.reference_scale,
                              recipe.tv_coef, lambda: engine.autocast(device), device, goal.readout(device), goal.sign,
-                             pool, diversity)
+                             pool, diversity, anchor)
 
     if k == 1:
         eager_fn = objective(features_of)
@@ -147,7 +155,8 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
                              lambda t: goal.pool(t, block))
     step_fn = eager_fn if cut is None else compiled_step(
         net, (block.index, block.name, site, recipe.copies, recipe.reference_scale, recipe.tv_coef, engine.precision,
-              engine.compile_mode, str(device), recipe.objective, recipe.direction, recipe.negative),
+              engine.compile_mode, str(device), recipe.objective, recipe.direction, recipe.negative, recipe.accentuate,
+              recipe.accentuate_weight),
         lambda: objective(cut), None if engine.compile_mode == "default" else engine.compile_mode)
 
     def loss_fn(x: torch.Tensor, step: int, part: slice, fn=None):

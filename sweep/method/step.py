@@ -33,17 +33,18 @@ class StepObjective(nn.Module):
     network (compiled); `pool` (when given) turns its unreduced tensor into (B, width) as the
     objective says, and `readout` into one number per copy for the feature `which` names
     (sweep/method/objective.py); `sign` -1 minimizes it. `diversity` (when given) adds each image's
-    penalty from the unreduced tensor (objective_diversity.py). The network runs under `autocast`
+    penalty from the unreduced tensor (objective_diversity.py), `anchor` (when given) each image's
+    penalty for leaving a photo's pooled features (accentuate.py). The network runs under `autocast`
     (bf16 or nothing); the image, TV and the loss stay fp32. The loss and activation are per image.
     """
 
     def __init__(self, features_of: Callable[[torch.Tensor], torch.Tensor], size: int, mean, std, copies: int,
                  reference_scale: bool, tv_coef: float, autocast: Callable[[], object], device: torch.device,
                  readout: nn.Module, sign: float = 1.0, pool: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 diversity: nn.Module | None = None):
+                 diversity: nn.Module | None = None, anchor: nn.Module | None = None):
         super().__init__()
         self.features_of = features_of  # a cut network is a submodule: its weights are the network's own
-        self.readout, self.sign, self.pool, self.diversity = readout, sign, pool, diversity
+        self.readout, self.sign, self.pool, self.diversity, self.anchor = readout, sign, pool, diversity, anchor
         self.size, self.copies, self.reference_scale, self.tv_coef = size, copies, reference_scale, tv_coef
         self.autocast = autocast
         for name, value in (("mean", mean), ("std", std)):
@@ -54,11 +55,14 @@ class StepObjective(nn.Module):
         z = augment_with(x, mu, sigma, offset, shift)
         with self.autocast():
             raw = self.features_of(normalize(z, self.size, self.mean, self.std))
-        acts = self.readout(raw if self.pool is None else self.pool(raw), which)
+        pooled = raw if self.pool is None else self.pool(raw)
+        acts = self.readout(pooled, which)
         tv = total_variation(z).view(-1, self.copies).mean(1)
         loss = feature_loss(self.sign * acts, self.copies, self.reference_scale) + self.tv_coef * tv
         if self.diversity is not None:
             loss = loss + self.diversity(raw)
+        if self.anchor is not None:
+            loss = loss + self.anchor(pooled)
         return loss, acts.view(-1, self.copies).mean(1)
 
 

@@ -65,6 +65,8 @@ FEATURE_SCHEMA = pa.schema([
     ("negative", pa.bool_()),  # minimized
     ("diversity", pa.int32()),  # images per feature (recipe diversity); null: rows before the choice, 1
     ("diversity_weight", pa.float64()),
+    ("accentuate", pa.string()),  # the photo accentuation started from (photo:NAME or FILE#sha256=pin); null: noise
+    ("accentuate_weight", pa.float64()),
     ("method", pa.string()),  # the method in a few words (Recipe.method): "pixel unit", "maco -neuron@centre"
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
