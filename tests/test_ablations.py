@@ -10,7 +10,8 @@ from sweep_checks import job_main
 from sweep.core.errors import SweepError
 from sweep.data.imagenet import parse_voc, train_with_boxes, val_from_solution
 from sweep.experiments.ablations import ModelSpec, registry_model
-from sweep.experiments.conditions import apply_mask_condition, box_union_mask, resize_center_crop
+from sweep.data.transforms import resize_center_crop
+from sweep.experiments.conditions import apply_mask_condition, box_union_mask
 from sweep.pipelines.ablations import AblationConfig, DataSpec, run_ablation
 
 ray.cloudpickle.register_pickle_by_value(fx)  # Ray workers cannot import the tests folder

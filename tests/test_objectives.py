@@ -284,3 +284,32 @@ def test_bad_accentuate_is_one_line(kwargs, words, tmp_path, monkeypatch):
     with pytest.raises((SweepError, ValueError)) as err:
         Recipe(**kwargs)
     assert words in str(err.value)
+
+
+def test_rows_carry_the_measures(tmp_path):
+    """Every row of a real render has its robustness to shifts and zooms and its plausibility, beside
+    the photos' own; values recomputed here from the written PNG agree."""
+    pytest.importorskip("skimage")
+    from sweep.cli import main
+    from sweep.method.measures import SCALES, zoom
+    from sweep.store.results import Results
+
+    out = tmp_path / "m"
+    assert main(["visualize", "--model", "dev/vit-micro", "--weights", "random", "--layer", "1", "--feature", "2",
+                 "7", "--steps", "3", "--quiet", "--out", str(out)]) == 0
+    rows = Results(str(out)).features()
+    for col in ("shift_robustness", "scale_robustness", "plausibility", "plausibility_reference"):
+        assert rows[col].notna().all(), col
+    assert rows["plausibility"].between(-1, 1).all() and 0 < rows["plausibility_reference"].iloc[0] <= 1
+    torch.testing.assert_close(zoom(torch.arange(64.0).view(1, 1, 8, 8), 1.0), torch.arange(64.0).view(1, 1, 8, 8))
+    from PIL import Image
+
+    anatomy = anatomy_of("dev/vit-micro")
+    net = build(anatomy.entry, "random")
+    for row in rows.itertuples():
+        png = torch.from_numpy(np.asarray(Image.open(out / row.image_path), dtype=np.float32) / 255).permute(2, 0, 1)
+        zooms = torch.stack([zoom(png[None], s)[0] for s in SCALES])
+        acts = site_tensor(net, anatomy, 1, "mlp", zooms)[:, 1:].mean(1)[:, row.feature]
+        clean = float(site_tensor(net, anatomy, 1, "mlp", png[None])[:, 1:].mean(1)[0, row.feature])
+        expected = float(acts.mean()) / clean if clean > 0 else 0.0
+        assert row.scale_robustness == pytest.approx(expected, rel=0.05, abs=0.02)  # the PNG is 8-bit

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from torchvision import transforms
 
-from sweep.experiments.conditions import resize_center_crop
+from sweep.data.transforms import resize_center_crop
 
 
 @pytest.mark.parametrize("width, height", [(500, 375), (500, 333), (333, 500), (1, 1000), (224, 224), (225, 300)])

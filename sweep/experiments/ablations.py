@@ -24,12 +24,12 @@ from PIL import Image, UnidentifiedImageError
 
 from sweep.core.errors import SweepError, choices, one_line, storage_error
 from sweep.data.boxes import box_problem
+from sweep.data.transforms import resize_center_crop
 from sweep.experiments.conditions import (
     MASK_CONDITIONS,
     apply_mask_condition,
     frequency_condition,
     frequency_conditions,
-    resize_center_crop,
 )
 from sweep.models.sources import Preprocess
 from sweep.store.layout import ABLATION_SCHEMA

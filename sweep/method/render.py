@@ -50,6 +50,7 @@ class Rendered:
     variants: torch.Tensor | None = None    # (F, k - 1, 3, S, S) a feature's other images (recipe diversity k)
     variant_act_final: torch.Tensor | None = None  # (F, k - 1)
     variant_seeds: list[list[int]] | None = None   # the seeds each variant image was drawn from
+    measured: object | None = None  # sweep.method.measures.Measured, filled in by whoever measures the images
 
 
 class ModelInput:

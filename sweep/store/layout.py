@@ -72,6 +72,10 @@ FEATURE_SCHEMA = pa.schema([
     ("act_final", pa.float64()),
     ("pre_final", pa.float64()),   # an MLP unit's objective before its GELU on the final image (mlp, mlp_pre sites)
     ("post_final", pa.float64()),  # ... after it: <= 0 means the image switched the unit off
+    ("shift_robustness", pa.float64()),  # sweep/method/measures.py: the objective on 8 seeded shifts / clean
+    ("scale_robustness", pa.float64()),  # ... on zooms 0.8, 0.9, 1.1, 1.2 / clean
+    ("plausibility", pa.float64()),  # best cosine of the model's final features with a reference photo's
+    ("plausibility_reference", pa.float64()),  # the same for the photos among themselves (their mean)
     ("loss_final", pa.float64()),
     ("curve_steps", pa.list_(pa.int32())),
     ("loss_curve", pa.list_(pa.float32())),

@@ -276,3 +276,54 @@ class Results:
     def tuning(self, model: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Recipe-tuning trials (`sweep tune`), one row per trial with its (lr, tv) and scores."""
         return self._read("tuning", {"model": model}, columns)
+
+    def quality(self, model: str | None = None, split: str | None = None) -> pd.DataFrame:
+        """Every `ok` visualization with its measures (sweep/method/measures.py), `switched_off` (an MLP
+        unit whose image leaves its post-GELU mean at or below 0), and, where the top-images job ran
+        on the model, `natural_rank`: how many of the unit's stored top natural images beat the
+        image (0: it beats every image of the split; `top_k`: none of those stored). See `quality_frame`."""
+        feats = self.features(model=model)
+        if feats.empty:
+            return quality_frame(feats, pd.DataFrame())
+        tops = pd.DataFrame()
+        splits = DATASETS["top_images"].values(self.fs, self.root, "split")
+        if split is None and len(splits) > 1:
+            raise SweepError(f"top images of several splits under {self.root!r}: name one with split=; "
+                             f"allowed: {', '.join(splits)}")
+        if split is not None and split not in splits:
+            raise SweepError(f"no top images of split {split!r}; allowed: {', '.join(splits) or 'none'}")
+        if splits:
+            tops = self.top_images(split=split or splits[0], model=model)
+        return quality_frame(feats, tops)
+
+
+def quality_frame(features: pd.DataFrame, tops: pd.DataFrame) -> pd.DataFrame:
+    """The quality columns of `Results.quality` from feature rows and top-image rows (pure pandas).
+
+    A visualization is compared with natural images only where both measure the same number: the
+    unit objective, not negative, at the site the top images were read at (an `mlp_pre` image by its
+    post-GELU value against the `mlp` top images)."""
+    out = features[features["status"] == "ok"].copy() if "status" in features else features.copy()
+    post = pd.to_numeric(out.get("post_final"), errors="coerce") if "post_final" in out else None
+    out["switched_off"] = (post <= 0) if post is not None else False
+    out["natural_rank"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    out["top_k"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    if out.empty or tops.empty:
+        return out
+    objective = out["objective"].fillna("unit") if "objective" in out else pd.Series("unit", index=out.index)
+    negative = out["negative"].fillna(False).astype(bool) if "negative" in out else False
+    site = out["site"].where(out["site"] != "mlp_pre", "mlp")
+    value = out["act_final"].where(out["site"] != "mlp_pre", post if post is not None else out["act_final"])
+    comparable = (objective == "unit") & ~negative
+    keys = ["model", "layer", "site", "feature"] if "model" in tops and "model" in out else ["layer", "site", "feature"]
+    probe = out.loc[comparable, [k for k in keys if k != "site"]].assign(site=site[comparable],
+                                                                          value=value[comparable], row=out.index[comparable])
+    merged = probe.merge(tops[[*keys, "activation"]], on=keys, how="inner")
+    if merged.empty:
+        return out
+    ranks = merged.assign(beats=merged["activation"] > merged["value"]).groupby("row").agg(
+        natural_rank=("beats", "sum"), top_k=("beats", "size"))
+    out.loc[ranks.index, "natural_rank"] = ranks["natural_rank"].astype("Int64")
+    out.loc[ranks.index, "top_k"] = ranks["top_k"].astype("Int64")
+    return out
+

@@ -22,10 +22,12 @@ import torch
 
 import sweep
 from sweep.core.devices import resolve_device
+from sweep.core.errors import SweepError
 from sweep.method.engine import Engine
 from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe, config_hash
-from sweep.method.render import Rendered, render, seeds_for
+from sweep.method.measures import Plausibility, measure
+from sweep.method.render import ModelInput, Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
@@ -115,6 +117,16 @@ def failure_rows(batch: Batch, errors: dict[int, str]) -> list[dict]:
             for f, err in sorted(errors.items())]
 
 
+def measured_columns(measured, i: int) -> dict:
+    """Row i's measures (sweep.method.measures), null where nothing was measured (a stand-in's rows)."""
+    if measured is None:
+        return {}
+    return {"shift_robustness": float(measured.shift_robustness[i]),
+            "scale_robustness": float(measured.scale_robustness[i]),
+            "plausibility": None if measured.plausibility is None else float(measured.plausibility[i]),
+            "plausibility_reference": measured.plausibility_reference}
+
+
 class BatchRunner:
     """Renders batches and writes their outputs; keeps the last model loaded between batches.
 
@@ -132,6 +144,7 @@ class BatchRunner:
         self.engine = (engine or Engine()).resolved(self.device)
         self.versions = json.dumps(library_versions(), sort_keys=True)
         self._loaded: tuple[tuple[str, str], torch.nn.Module] | None = None
+        self._reference: tuple[tuple[str, str], Plausibility | None] | None = None
 
     def network(self, model: str, weights: str) -> torch.nn.Module:
         key = (model, weights)
@@ -171,8 +184,27 @@ class BatchRunner:
                      progress: Callable[[int], None] | None = None) -> Rendered:
         """The images and numbers of one batch: the recipe run on the loaded network."""
         net = self.network(batch.model, batch.weights)
-        return render(net, anatomy, block, site, batch.features, recipe, seeds_for(batch.features, batch.base_seed),
+        made = render(net, anatomy, block, site, batch.features, recipe, seeds_for(batch.features, batch.base_seed),
                       self.device, progress=progress, engine=self.engine)
+        made.measured = measure(net, anatomy, block, site, recipe, made, self.device,
+                                self.plausibility(anatomy, batch.weights, net))
+        return made
+
+    def plausibility(self, anatomy: Anatomy, weights: str, net: torch.nn.Module) -> Plausibility | None:
+        """The reference photos' final features for this model, once per loaded model; None without
+        the photos (scikit-image not installed): the rows' plausibility is then null."""
+        key = (anatomy.entry.key, weights)
+        if self._reference is None or self._reference[0] != key:
+            try:
+                from sweep.data.photos import photos
+
+                shipped = photos()
+            except SweepError as exc:
+                log.info("no reference photos for plausibility (%s)", exc)
+                shipped = None
+            self._reference = (key, None if shipped is None else
+                               Plausibility(net, anatomy, shipped, ModelInput(anatomy), self.device))
+        return self._reference[1]
 
     def write_rows(self, model: str, batch: Batch, rows: list[dict]) -> str:
         path = posixpath.join(self.root, FEATURES.part(batch.part_name, model=model))
@@ -188,6 +220,7 @@ class BatchRunner:
             rows.append({
                 **base, "feature": feat, "seed": seed, "status": "ok", "error": None,
                 "act_init": float(result.act_init[i]), "act_final": float(result.act_final[i]),
+                **measured_columns(result.measured, i),
                 "pre_final": None if result.pre_final is None else float(result.pre_final[i]),
                 "post_final": None if result.post_final is None else float(result.post_final[i]),
                 "loss_final": float(result.trace.loss[-1, i]),

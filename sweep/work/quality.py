@@ -21,13 +21,12 @@ import torch
 from torch import nn
 
 from sweep.method.engine import Engine
+from sweep.method.measures import SHIFT_SEED_OFFSET
 from sweep.method.recipe import Recipe
 from sweep.method.render import render, seeds_for
 from sweep.models.anatomy import Anatomy
 from sweep.work.tuning import unit_activations
 
-#: Shifts of each image tried for the shift robustness, from a generator seeded base_seed + feature + this.
-SHIFT_SEED_OFFSET = 2_000_003
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class UnitQuality:
 
 def photo_batch(photos: Mapping[str, np.ndarray], size: int, resize: int, interpolation: str) -> torch.Tensor:
     """(N, 3, size, size) in [0, 1]: each photo through the model's evaluation transform."""
-    from sweep.experiments.conditions import resize_center_crop
+    from sweep.data.transforms import resize_center_crop
 
     return torch.from_numpy(np.stack([resize_center_crop(p, size, resize, interpolation) for p in photos.values()])
                             ).permute(0, 3, 1, 2).contiguous().float()

@@ -112,7 +112,7 @@ def folder_references(root: str, count: int, size: int, storage_options: dict | 
     """Up to `count` images of a folder, resized and centre-cropped to `size`; unreadable ones skipped."""
     from sweep.data.imagenet import image_folder
     from sweep.experiments.ablations import decode
-    from sweep.experiments.conditions import resize_center_crop
+    from sweep.data.transforms import resize_center_crop
 
     images = []
     for rec in image_folder(root, storage_options).records:
