@@ -313,3 +313,23 @@ def test_rows_carry_the_measures(tmp_path):
         clean = float(site_tensor(net, anatomy, 1, "mlp", png[None])[:, 1:].mean(1)[0, row.feature])
         expected = float(acts.mean()) / clean if clean > 0 else 0.0
         assert row.scale_robustness == pytest.approx(expected, rel=0.05, abs=0.02)  # the PNG is 8-bit
+
+
+def test_atlas_shows_the_method_its_measures_the_diversity_strip_and_the_start_photo(tmp_path):
+    pytest.importorskip("skimage")
+    from sweep.cli import main
+    from sweep.views.atlas import build_atlas
+
+    root, site = tmp_path / "root", tmp_path / "site"
+    assert main(["visualize", "--model", "dev/vit-micro", "--weights", "random", "--layer", "1", "--feature", "4",
+                 "--steps", "2", "--diversity", "2", "--accentuate", "photo:coffee", "--quiet",
+                 "--out", str(root)]) == 0
+    build_atlas(str(root), str(site), progress=False)
+    (folder,) = (site / "features").iterdir()  # the model's slug
+    page = (folder / "1" / "mlp-4.html").read_text()
+    assert "pixel unit x2 diverse accentuating photo:coffee" in page and "shift robustness" in page
+    assert "diverse image 2" in page and "the photo this accentuation started from" in page
+    shown = sorted(p.name for p in (site / "img" / folder.name / "1").iterdir())
+    assert "mlp-4-v1.png" in shown and any(n.startswith("start-") for n in shown)
+    again = build_atlas(str(root), str(site), progress=False)
+    assert again["written"] == []  # incremental: the strip and the start photo are not copied again

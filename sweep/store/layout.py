@@ -92,7 +92,8 @@ FEATURE_SCHEMA = pa.schema([
     ("image_bytes", pa.int64()),
     ("variant_paths", pa.list_(pa.string())),  # a feature's other images (recipe diversity > 1), written before the row
     ("variant_seeds", pa.list_(pa.int64())),
-    ("variant_act_final", pa.list_(pa.float64())),  # the PNG's size: a resume checks images against a listing (sweep.store.index)
+    ("variant_act_final", pa.list_(pa.float64())),
+    ("start_path", pa.string()),  # the photo an accentuation started from, as a PNG in the root (start_relpath)  # the PNG's size: a resume checks images against a listing (sweep.store.index)
 ])
 
 #: Top-k natural images of each unit (split and model are the partition).
@@ -236,6 +237,11 @@ FEATURE_INDEX = "_index/features.parquet"
 def thumb_name(image_id: str) -> str:
     """The file of a top image's thumbnail: a hash, since image ids hold '/' and anything else."""
     return hashlib.sha256(str(image_id).encode("utf-8", "surrogatepass")).hexdigest()[:24] + ".png"
+
+
+def start_relpath(model: str, layer: int, site: str) -> str:
+    """Where the photo an accentuation started from is written (as optimized: resized, cropped), once per layer."""
+    return IMAGES.part(f"{site}-start.png", model=model, layer=layer)
 
 
 def image_relpath(model: str, layer: int, site: str, feature: int, variant: int = 0) -> str:

@@ -31,7 +31,7 @@ from sweep.method.render import ModelInput, Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
-from sweep.store.layout import FEATURES, image_relpath
+from sweep.store.layout import FEATURES, image_relpath, start_relpath
 from sweep.store.outputs import atomic_write, open_root, parquet_bytes, png_bytes
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,8 @@ class BatchRunner:
                 rows.append({**row, "image_bytes": len(png)})
             else:
                 failed[row["feature"]] = f"non-finite result (act_final={row['act_final']})"
+        if rows and rows[0]["start_path"]:  # the accentuated photo, beside its accentuations (same bytes each batch)
+            atomic_write(self.fs, posixpath.join(self.root, rows[0]["start_path"]), png_bytes(result.initial[0]))
         if rows:
             self.write_rows(anatomy.entry.key, batch, rows)
         return {"rows": rows, "failed": failed}
@@ -235,6 +237,8 @@ class BatchRunner:
                     image_relpath(anatomy.entry.key, base["layer"], batch.site, feat, j + 1)
                     for j in range(result.variants.shape[1])],
                 "variant_seeds": None if result.variant_seeds is None else result.variant_seeds[i],
+                "start_path": start_relpath(anatomy.entry.key, base["layer"], batch.site)
+                if recipe.accentuate is not None and result.initial is not None else None,
                 "variant_act_final": None if result.variant_act_final is None
                 else result.variant_act_final[i].tolist(),
                 "created_at": now,

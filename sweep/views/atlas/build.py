@@ -177,6 +177,7 @@ def build_layer(task: LayerTask) -> dict:
                     continue
                 put(target, got[0], key)
             map_srcs.append(href("..", "..", "..", *img_dir, name))
+        extra = _extra_images(r, stem, img_dir, images, held, files, put) if r.status == "ok" else {}
         up = ("..", "..", "..")
         feature_href = href("..", "..", "features", m, str(layer), f"{stem}.html")
         labels = [names[j] if 0 <= j < len(rows) else None for j in (i - 1, i + 1)]
@@ -187,11 +188,12 @@ def build_layer(task: LayerTask) -> dict:
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
         page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
                                       text(r.part), shown, map_srcs, labels, i // task.page_size,
-                                      fmt(tops), fmt(concepts)]).encode())
+                                      fmt(tops), fmt(concepts), extra, fmt(measures(r))]).encode())
         if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
-            metrics = {"model": model, "source": source_of(model), "weights": text(r.weights),
+            metrics = {"model": model, "source": source_of(model), "method": text(getattr(r, "method", "")) or
+                       "pixel unit", **measures(r), "weights": text(r.weights),
                        "layer": f"{layer} ({text(r.layer_name)})", "site": site, "feature": feature,
                        "status": text(r.status), "error": text(r.error), "activation init": r.act_init,
                        "activation final": r.act_final, "final loss": r.loss_final, "seed": r.seed,
@@ -210,6 +212,8 @@ def build_layer(task: LayerTask) -> dict:
                           image=href(*up, *img_dir, f"{stem}.png") if shown else None,
                           unavailable=r.status == "ok" and not shown,
                           metrics=[(k, fmt(v)) for k, v in metrics.items()],
+                          variants=[href(*up, *img_dir, n) for n in extra.get("variants", [])],
+                          start=href(*up, *img_dir, extra["start"]) if extra.get("start") else None,
                           tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs,
                           concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts])
             put(page_rel, page, page_key)
@@ -252,6 +256,47 @@ def build_layer(task: LayerTask) -> dict:
     writer.write_json(_layer_state_path(model, layer), {"files": files})
     return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
             "deleted": writer.deleted}
+
+
+def measures(r) -> dict:
+    """The row's measures for the feature page (sweep/method/measures.py; absent in older roots)."""
+    names = {"pre-GELU final": "pre_final", "post-GELU final": "post_final", "shift robustness": "shift_robustness",
+             "scale robustness": "scale_robustness", "plausibility": "plausibility",
+             "plausibility of the photos": "plausibility_reference"}
+    return {k: getattr(r, c) for k, c in names.items() if number(getattr(r, c, None)) is not None}
+
+
+def _extra_images(r, stem: str, img_dir: tuple, images: RootImages, held: dict, files: dict, put) -> dict:
+    """A row's other images copied from the root: its diversity variants and the photo an
+    accentuation started from ({"variants": [file names], "start": file name or None})."""
+    key = _row_key(r)
+    out: dict = {"variants": []}
+    paths = getattr(r, "variant_paths", None)
+    for j, rel in enumerate(list(paths) if paths is not None and not isinstance(paths, float) else []):
+        name = f"{stem}-v{j + 1}.png"
+        target = posixpath.join(*img_dir, name)
+        if held.get(target) == key:
+            files[target] = key
+        else:
+            got = images.read(rel)
+            if got is None:
+                continue
+            put(target, got[0], key)
+        out["variants"].append(name)
+    start = getattr(r, "start_path", None)
+    if isinstance(start, str) and start:
+        name = f"start-{digest(start.encode())[:12]}.png"
+        target = posixpath.join(*img_dir, name)
+        same = digest(f"{start}\0{text(r.config_hash)}".encode())  # one photo per recipe: shared by its rows
+        if files.get(target) == same or held.get(target) == same:
+            files[target] = same
+            out["start"] = name
+        else:
+            got = images.read(start)
+            if got is not None:
+                put(target, got[0], same)
+                out["start"] = name
+    return out
 
 
 def _top_thumb(top: dict, task: LayerTask, images: RootImages, held: dict, files: dict, put, img_dir) -> str | None:
