@@ -20,6 +20,7 @@ import platform
 import time
 
 import torch
+from PIL import Image
 
 
 def main(argv=None) -> int:
@@ -38,7 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--site", help="the site optimized (default: the model's, mlp); mlp_pre optimizes the same "
                         "unit before its GELU; units are judged at mlp either way (sweep/work/quality.py)")
     parser.add_argument("--label", default="", help="a name for this configuration in the CSV")
-    parser.add_argument("--csv", help="append the per-unit rows here")
+    parser.add_argument("--csv", help="append the per-unit rows here (after each block)")
+    parser.add_argument("--images", help="save each unit's image as IMAGES/LABEL/L<layer>-f<feature>.png "
+                        "(benchmarks/contact_sheet.py tiles them)")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -58,30 +61,41 @@ def main(argv=None) -> int:
              for f in pick.pick(anatomy.block(layer).width(site), anatomy.entry.key, layer)]
     recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe, param=args.param)
     start = time.perf_counter()
-    judged, _images = judge_units(net, anatomy, units, recipe, photos(), site)
+    judged = []
+    for layer in args.layers:  # one block at a time: its rows and images are kept as soon as it is done
+        began = time.perf_counter()
+        mine, images = judge_units(net, anatomy, [u for u in units if u[0] == layer], recipe, photos(), site)
+        seconds = (time.perf_counter() - began) / max(1, len(mine))
+        rows = []
+        for q, image in zip(mine, images):
+            row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key,
+                   "site": site, **q.row(), "param": args.param, "unit_seed": args.unit_seed,
+                   "seconds_per_unit": round(seconds, 2), "host": platform.node(), "device": "cpu",
+                   "threads": args.threads}
+            rows.append(row)
+            print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "
+                  f"best photo {q.best_photo_act:7.3f} ({q.best_photo}) shift {q.shift_ratio:5.2f} "
+                  f"{'beats every photo' if q.beats_photos else 'switched off' if not q.switched_on else 'below a photo'}",
+                  flush=True)
+            if args.images:
+                folder = os.path.join(args.images, args.label or "unlabelled")
+                os.makedirs(folder, exist_ok=True)
+                Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
+                    os.path.join(folder, f"L{q.layer}-f{q.feature}.png"))
+        print(f"block {layer}: {sum(q.beats_photos for q in mine)}/{len(mine)} beat every photo "
+              f"({seconds:.0f} s per unit)", flush=True)
+        if args.csv:
+            new = not os.path.exists(args.csv)
+            with open(args.csv, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                if new:
+                    writer.writeheader()
+                writer.writerows(rows)
+        judged += mine
     wall = time.perf_counter() - start
-    rows = []
-    for q in judged:
-        row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key, "site": site,
-               **q.row(), "param": args.param, "unit_seed": args.unit_seed, "host": platform.node(), "device": "cpu",
-               "threads": args.threads}
-        rows.append(row)
-        print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "
-              f"best photo {q.best_photo_act:7.3f} ({q.best_photo}) shift {q.shift_ratio:5.2f} "
-              f"{'beats every photo' if q.beats_photos else 'switched off' if not q.switched_on else 'below a photo'}")
-    for layer in args.layers:
-        mine = [q for q in judged if q.layer == layer]
-        print(f"block {layer}: {sum(q.beats_photos for q in mine)}/{len(mine)} beat every photo")
     total = sum(q.beats_photos for q in judged)
     print(f"{args.label or 'all'}: lr {judged[0].lr:g} tv {judged[0].tv:g} steps {args.steps}: {total}/{len(judged)} "
           f"units beat every photo ({total / len(judged):.0%}); {wall:.0f} s")
-    if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
     return 0
 
 

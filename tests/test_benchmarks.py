@@ -65,3 +65,25 @@ def test_check_engine_reports_per_feature_differences(tmp_path):
     assert {r["b"] for r in rows if r["check"] == "compile-vs-eager"} == {"bf16+compile", "bf16+step"}
     same = [r for r in rows if r["check"] == "device-vs-cpu"]
     assert all(float(r["image_max_abs_diff"]) == 0.0 for r in same)  # cpu against itself
+
+
+def test_contact_sheet_tiles_methods_by_depth_and_tabulates(tmp_path, capsys):
+    from PIL import Image
+
+    from benchmarks import contact_sheet
+
+    rows = []
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for layer, feature in ((0, 3), (0, 9), (5, 1)):
+            Image.new("RGB", (20, 20), "blue").save(tmp_path / label / f"L{layer}-f{feature}.png")
+            rows.append({"label": label, "layer": layer, "feature": feature, "beats_photos": label == "b" or layer == 5,
+                         "shift_ratio": 0.5, "seconds_per_unit": 10.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
+    out = tmp_path / "sheet.png"
+    assert contact_sheet.main(["--images", str(tmp_path), "--labels", "a", "b", "--csv", str(tmp_path / "q.csv"),
+                               "--out", str(out)]) == 0
+    with Image.open(out) as sheet:
+        assert sheet.size == (150 + 2 * 100, 24 + 2 * (2 * 100 + 12))  # 2 blocks; 2 methods of up to 2 units
+    text = capsys.readouterr().out
+    assert "| a | 0/2 | 1/1 | 1/3 (33%) | 0.50 | 10 |" in text and "| b | 2/2 | 1/1 | 3/3 (100%)" in text
