@@ -88,7 +88,7 @@ VISUALIZE_FIELDS = {"model": "model", "model_args": "model_arg", "taps": "tap", 
 METHOD_FIELDS = {"recipe.param": "param", "recipe.objective": "objective", "recipe.position": "position",
                  "recipe.direction": "direction", "recipe.negative": "negative", "recipe.diversity": "diversity",
                  "recipe.diversity_weight": "diversity_weight", "recipe.accentuate": "accentuate",
-                 "recipe.accentuate_weight": "accentuate_weight"}
+                 "recipe.accentuate_weight": "accentuate_weight", "recipe.spectrum": "spectrum"}
 RECIPE_FIELDS = {"recipe.steps": "steps", "recipe.tv": "tv", "recipe.lr": "lr", "recipe.copies": "copies",
                  "recipe.jitter": "jitter", "recipe.image_size": "image_size", "recipe.defaults": "recipe",
                  **METHOD_FIELDS}
@@ -136,6 +136,8 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                    help="what is optimized: pixel (the paper's raw pixels, the default), fourier (a 1/f-scaled "
                    "spectrum with decorrelated colour, after Lucid) or maco (only the phase of natural images' "
                    "mean magnitude spectrum, after MACO; needs scikit-image's photos)")
+    p.add_argument("--spectrum", metavar="FOLDER", help="maco: the folder of natural images whose mean magnitude "
+                   "spectrum the images keep (any fsspec URL; default: the 15 photos scikit-image ships)")
     p.add_argument("--objective", choices=["unit", "neuron", "direction"],
                    help="what is raised: unit (the paper's: the unit's mean over patch tokens, the default), "
                    "neuron (the unit at one --position) or direction (feature i is row i of --direction)")

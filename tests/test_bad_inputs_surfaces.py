@@ -240,6 +240,8 @@ CASES = [
     ("site-pre-unknown", vis("--site", "mlp_post"), "site 'mlp_post' is not available"),
     ("diversity-0", vis("--diversity", "0"), "--diversity: input should be greater than or equal to 1"),
     ("accentuate-no-photo", vis("--accentuate", "photo:mona_lisa"), "no such photo"),
+    ("spectrum-not-folder", vis("--param", "maco", "--spectrum", "{tmp}/notes.txt"), "is not a folder"),
+    ("spectrum-empty", run("--param", "maco", "--spectrum", "{tmp}"), "holds no images"),
     ("accentuate-text", run("--accentuate", "{tmp}/notes.txt"), "not a readable image"),
     ("accentuate-fourier", vis("--accentuate", "photo:coffee", "--param", "fourier"), "param pixel only"),
     ("accentuate-weight-negative", tune("--accentuate", "photo:coffee", "--accentuate-weight", "-2"),

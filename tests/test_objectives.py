@@ -333,3 +333,26 @@ def test_atlas_shows_the_method_its_measures_the_diversity_strip_and_the_start_p
     assert "mlp-4-v1.png" in shown and any(n.startswith("start-") for n in shown)
     again = build_atlas(str(root), str(site), progress=False)
     assert again["written"] == []  # incremental: the strip and the start photo are not copied again
+
+
+def test_maco_saves_its_attribution_map(tmp_path):
+    pytest.importorskip("skimage")
+    from sweep.cli import main
+    from sweep.store.results import Results
+    from sweep.views.atlas import build_atlas
+
+    anatomy = anatomy_of("dev/vit-micro")
+    net = build(anatomy.entry, "random")
+    made = render(net, anatomy, anatomy.block(1), "mlp", [1, 2], Recipe(steps=3, param="maco", lr=0.2, tv=1.0),
+                  [1, 2], "cpu", engine=EXACT)
+    assert made.attribution.shape == (2, 32, 32) and made.attribution.min() >= 0
+    assert torch.allclose(made.attribution.flatten(1).amax(1), torch.ones(2))  # each normalized to its peak
+    assert render(net, anatomy, anatomy.block(1), "mlp", [1], Recipe(steps=1), [1], "cpu").attribution is None
+    root = tmp_path / "r"
+    assert main(["visualize", "--model", "dev/vit-micro", "--weights", "random", "--layer", "1", "--feature", "2",
+                 "--steps", "2", "--param", "maco", "--quiet", "--out", str(root)]) == 0
+    row = Results(str(root)).features().iloc[0]
+    assert row["attribution_path"].endswith("mlp-2-attribution.png") and (root / row["attribution_path"]).exists()
+    build_atlas(str(root), str(tmp_path / "site"), progress=False)
+    (folder,) = (tmp_path / "site" / "features").iterdir()
+    assert "attribution map of" in (folder / "1" / "mlp-2.html").read_text()

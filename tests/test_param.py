@@ -108,3 +108,37 @@ def test_maco_keeps_the_natural_magnitude_spectrum():
     torch.testing.assert_close(spectrum[..., 1:-1], natural.expand_as(spectrum)[..., 1:-1], atol=1e-5, rtol=1e-4)
     assert natural[:, 1, 1].mean() > natural[:, 8, 8].mean() > natural[:, 16, 16].mean()  # natural images' 1/f fall
     assert spectrum_hash(natural) == spectrum_hash(Maco().spectrum(32, torch.device("cpu")))
+
+
+def test_maco_spectrum_from_a_folder_is_pinned_and_kept(tmp_path):
+    """A user's folder gives its own mean magnitude spectrum (the images keep it), pinned to its listing:
+    another image in the folder is another pin, hence another config hash."""
+    from PIL import Image
+
+    from sweep.core.errors import SweepError
+    from sweep.method.param_maco import Maco, magnitude
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "natural"
+    folder.mkdir()
+    for i in range(3):  # smooth images: low frequencies dominate
+        noise = rng.normal(size=(8, 8, 3)).cumsum(0).cumsum(1)
+        arr = ((noise - noise.min()) / np.ptp(noise) * 255).astype(np.uint8)
+        Image.fromarray(arr).resize((40, 30)).save(folder / f"{i}.png")
+    recipe = Recipe(param="maco", spectrum=str(folder))
+    assert recipe.spectrum.startswith(str(folder) + "#sha256=") and "spectrum" in recipe.identity()
+    param = Maco(recipe.spectrum)
+    natural = param.spectrum(16, torch.device("cpu"))
+    torch.testing.assert_close(natural, magnitude(16, recipe.spectrum))
+    phase = param.init(feature_generators([4]), 16)
+    spectrum = torch.fft.rfft2(param.raw(phase), norm="ortho").abs()
+    torch.testing.assert_close(spectrum[..., 1:-1], natural.expand_as(spectrum)[..., 1:-1], atol=1e-5, rtol=1e-4)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder / "3.png")
+    assert Recipe(param="maco", spectrum=str(folder)).spectrum != recipe.spectrum
+    for kwargs, words in ((dict(param="maco", spectrum=str(tmp_path / "none")), "not a folder"),
+                          (dict(param="pixel", spectrum=str(folder)), "param maco only")):
+        with pytest.raises((SweepError, ValueError), match=words):
+            Recipe(**kwargs)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SweepError, match="holds no images"):
+        Recipe(param="maco", spectrum=str(tmp_path / "empty"))

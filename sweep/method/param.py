@@ -49,9 +49,9 @@ class Pixels:
 PARAMS = ("pixel", "fourier", "maco")
 
 
-def parametrization(name: str):
-    """The parametrization a recipe names."""
+def parametrization(name: str, spectrum: str | None = None):
+    """The parametrization a recipe names (`spectrum`: maco's folder of images; None: the shipped photos)."""
     from sweep.method.param_fourier import Fourier
     from sweep.method.param_maco import Maco
 
-    return {"pixel": Pixels, "fourier": Fourier, "maco": Maco}[name]()
+    return Maco(spectrum) if name == "maco" else {"pixel": Pixels, "fourier": Fourier}[name]()

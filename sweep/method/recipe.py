@@ -21,16 +21,19 @@ from sweep.core.validation import (
 )
 from sweep.method.accentuate import pin_accentuate
 from sweep.method.objective_direction import pin_direction
+from sweep.method.param_maco import pin_spectrum
 
 #: A direction spec (sweep/method/objective_direction.py), a file pinned to its bytes on validation.
 Direction = Annotated[Text, AfterValidator(pin_direction)]
 #: The photo accentuation starts from (sweep/method/accentuate.py), a file pinned to its bytes on validation.
 Accentuate = Annotated[Text, AfterValidator(pin_accentuate)]
+#: MACO's folder of natural images, pinned to a hash of its listing on validation.
+Spectrum = Annotated[Text, AfterValidator(pin_spectrum)]
 
 #: Fields added after the paper's recipe, with the value that means "as the paper": left out of
 #: `identity` at that value, so every hash made before the choice existed still names the same images.
 PAPER_CHOICES = {"param": "pixel", "objective": "unit", "position": None, "direction": None, "negative": False,
-                 "diversity": 1, "accentuate": None}
+                 "diversity": 1, "accentuate": None, "spectrum": None}
 
 
 @config_dataclass
@@ -61,6 +64,8 @@ class Recipe:
     accentuate: start every feature's image from this photo (a file or URL, or photo:NAME) and keep
         the site's pooled features near the photo's (sweep/method/accentuate.py); pixel only.
     accentuate_weight: that penalty's weight, in units of the feature's activation.
+    spectrum: maco's natural images: a folder (any fsspec URL), pinned to a hash of its listing;
+        None: the 15 photos the project ships.
     diversity_weight: the penalty's weight, in units of the feature's activation (0.3: on the test
         model it takes 4 images' Gram similarity from 0.44 without it to 0.28, each image still rising).
     """
@@ -89,6 +94,7 @@ class Recipe:
     diversity: Count = 1
     diversity_weight: NonNegative = 0.3
     accentuate: Accentuate | None = None
+    spectrum: Spectrum | None = None
     accentuate_weight: NonNegative = 1.0
 
     def __post_init__(self):
@@ -100,6 +106,8 @@ class Recipe:
             raise ValueError("objective direction needs a direction: A-B (two unit indices) or a .npy file")
         if self.direction is not None and self.objective != "direction":
             raise ValueError(f"direction is for objective direction only, not {self.objective}")
+        if self.spectrum is not None and self.param != "maco":
+            raise ValueError(f"spectrum is maco's magnitude spectrum: param maco only, not {self.param}")
         if self.accentuate is not None and self.param != "pixel":
             raise ValueError(f"accentuate starts from a photo's pixels: param pixel only, not {self.param}")
 

@@ -51,6 +51,7 @@ class Rendered:
     variant_act_final: torch.Tensor | None = None  # (F, k - 1)
     variant_seeds: list[list[int]] | None = None   # the seeds each variant image was drawn from
     measured: object | None = None  # sweep.method.measures.Measured, filled in by whoever measures the images
+    attribution: torch.Tensor | None = None  # (F, S, S) in [0, 1]: MACO's transparency map (param maco only)
 
 
 class ModelInput:
@@ -120,7 +121,7 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         return readout(feats, which)
 
     start = time.perf_counter()
-    param = parametrization(recipe.param)
+    param = parametrization(recipe.param, recipe.spectrum)
     p0 = param.init(generators, recipe.image_size, device)
     anchor = None
     if recipe.accentuate is not None:  # pixels only (the recipe says so): the photo is the parameter
@@ -164,8 +165,19 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
         which = copies_index[part.start * recipe.copies:part.stop * recipe.copies]
         return (fn or step_fn)(x, *schedule.features(part).at(step), which)
 
+    # MACO's attribution (transparency) map: each image's absolute input gradient, summed over
+    # channels and every step of the optimization: where the image mattered to the objective.
+    attribution = torch.zeros(len(image_seeds), recipe.image_size, recipe.image_size, device=device) \
+        if recipe.param == "maco" else None
+
     def param_loss(p: torch.Tensor, step: int, part: slice):
-        return loss_fn(param.image(p), step, part)
+        image = param.image(p)
+        if attribution is not None and image.requires_grad:
+            def keep(grad: torch.Tensor, part: slice = part) -> None:  # returns None: the gradient is unchanged
+                attribution[part].add_(grad.detach().abs().sum(1))
+
+            image.register_hook(keep)
+        return loss_fn(image, step, part)
 
     def clean_activations(images: torch.Tensor, per_pass: int | None, at: str = site) -> torch.Tensor:
         exact = Engine(precision="fp32", compile="off")
@@ -195,8 +207,11 @@ def render(net: nn.Module, anatomy: Anatomy, block: Block, site: str, features: 
     def rest(t: torch.Tensor) -> torch.Tensor:
         return t.view(len(features), k, *t.shape[1:])[:, 1:].cpu()
 
+    if attribution is not None:
+        attribution = attribution[first] / attribution[first].flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     return Rendered(list(features), list(seeds), image[first].cpu(), act_init[first].cpu(), act_final[first].cpu(),
                     Trace(trace.steps, trace.loss[:, first], trace.activation[:, first]), wall, engine,
                     x0[first].cpu(), *(both[at][first].cpu() if at in both else None for at in ("mlp_pre", "mlp")),
                     variants=rest(image) if k > 1 else None, variant_act_final=rest(act_final) if k > 1 else None,
-                    variant_seeds=[image_seeds[i * k + 1:(i + 1) * k] for i in range(len(features))] if k > 1 else None)
+                    variant_seeds=[image_seeds[i * k + 1:(i + 1) * k] for i in range(len(features))] if k > 1 else None,
+                    attribution=None if attribution is None else attribution.cpu())

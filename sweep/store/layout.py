@@ -67,6 +67,7 @@ FEATURE_SCHEMA = pa.schema([
     ("diversity_weight", pa.float64()),
     ("accentuate", pa.string()),  # the photo accentuation started from (photo:NAME or FILE#sha256=pin); null: noise
     ("accentuate_weight", pa.float64()),
+    ("spectrum", pa.string()),  # maco's folder of natural images, FOLDER#sha256=<listing>; null: the shipped photos
     ("method", pa.string()),  # the method in a few words (Recipe.method): "pixel unit", "maco -neuron@centre"
     ("act_init", pa.float64()),
     ("act_final", pa.float64()),
@@ -93,6 +94,7 @@ FEATURE_SCHEMA = pa.schema([
     ("variant_paths", pa.list_(pa.string())),  # a feature's other images (recipe diversity > 1), written before the row
     ("variant_seeds", pa.list_(pa.int64())),
     ("variant_act_final", pa.list_(pa.float64())),
+    ("attribution_path", pa.string()),  # MACO's transparency map (param maco): summed absolute input gradients
     ("start_path", pa.string()),  # the photo an accentuation started from, as a PNG in the root (start_relpath)  # the PNG's size: a resume checks images against a listing (sweep.store.index)
 ])
 
@@ -237,6 +239,11 @@ FEATURE_INDEX = "_index/features.parquet"
 def thumb_name(image_id: str) -> str:
     """The file of a top image's thumbnail: a hash, since image ids hold '/' and anything else."""
     return hashlib.sha256(str(image_id).encode("utf-8", "surrogatepass")).hexdigest()[:24] + ".png"
+
+
+def attribution_relpath(model: str, layer: int, site: str, feature: int) -> str:
+    """Where a MACO image's attribution (transparency) map is written, a greyscale PNG."""
+    return IMAGES.part(f"{site}-{feature}-attribution.png", model=model, layer=layer)
 
 
 def start_relpath(model: str, layer: int, site: str) -> str:

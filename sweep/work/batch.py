@@ -31,7 +31,7 @@ from sweep.method.render import ModelInput, Rendered, render, seeds_for
 from sweep.method.tuned import resolve_recipe
 from sweep.models.anatomy import Anatomy, Block, anatomy_of
 from sweep.models.build import RANDOM_WEIGHTS_SEED, build
-from sweep.store.layout import FEATURES, image_relpath, start_relpath
+from sweep.store.layout import FEATURES, attribution_relpath, image_relpath, start_relpath
 from sweep.store.outputs import atomic_write, open_root, parquet_bytes, png_bytes
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,9 @@ class BatchRunner:
                     result.variants is None or bool(torch.isfinite(result.variants[i]).all())):
                 for j, path in enumerate(row["variant_paths"] or ()):  # before the image: the row commits all
                     atomic_write(self.fs, posixpath.join(self.root, path), png_bytes(result.variants[i, j]))
+                if row["attribution_path"]:
+                    atomic_write(self.fs, posixpath.join(self.root, row["attribution_path"]),
+                                 png_bytes(result.attribution[i][None].expand(3, -1, -1)))
                 png = png_bytes(result.images[i])
                 atomic_write(self.fs, posixpath.join(self.root, row["image_path"]), png)
                 rows.append({**row, "image_bytes": len(png)})
@@ -237,6 +240,8 @@ class BatchRunner:
                     image_relpath(anatomy.entry.key, base["layer"], batch.site, feat, j + 1)
                     for j in range(result.variants.shape[1])],
                 "variant_seeds": None if result.variant_seeds is None else result.variant_seeds[i],
+                "attribution_path": None if result.attribution is None
+                else attribution_relpath(anatomy.entry.key, base["layer"], batch.site, feat),
                 "start_path": start_relpath(anatomy.entry.key, base["layer"], batch.site)
                 if recipe.accentuate is not None and result.initial is not None else None,
                 "variant_act_final": None if result.variant_act_final is None

@@ -214,6 +214,7 @@ def build_layer(task: LayerTask) -> dict:
                           metrics=[(k, fmt(v)) for k, v in metrics.items()],
                           variants=[href(*up, *img_dir, n) for n in extra.get("variants", [])],
                           start=href(*up, *img_dir, extra["start"]) if extra.get("start") else None,
+                          attribution=href(*up, *img_dir, extra["attribution"]) if extra.get("attribution") else None,
                           tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs,
                           concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts])
             put(page_rel, page, page_key)
@@ -267,8 +268,8 @@ def measures(r) -> dict:
 
 
 def _extra_images(r, stem: str, img_dir: tuple, images: RootImages, held: dict, files: dict, put) -> dict:
-    """A row's other images copied from the root: its diversity variants and the photo an
-    accentuation started from ({"variants": [file names], "start": file name or None})."""
+    """A row's other images copied from the root: its diversity variants, MACO's attribution map and
+    the photo an accentuation started from ({"variants": [file names], "attribution", "start": a file name})."""
     key = _row_key(r)
     out: dict = {"variants": []}
     paths = getattr(r, "variant_paths", None)
@@ -283,6 +284,15 @@ def _extra_images(r, stem: str, img_dir: tuple, images: RootImages, held: dict, 
                 continue
             put(target, got[0], key)
         out["variants"].append(name)
+    rel = getattr(r, "attribution_path", None)
+    if isinstance(rel, str) and rel:
+        name, target = f"{stem}-attribution.png", posixpath.join(*img_dir, f"{stem}-attribution.png")
+        if held.get(target) == key:
+            files[target] = key
+            out["attribution"] = name
+        elif (got := images.read(rel)) is not None:
+            put(target, got[0], key)
+            out["attribution"] = name
     start = getattr(r, "start_path", None)
     if isinstance(start, str) and start:
         name = f"start-{digest(start.encode())[:12]}.png"
