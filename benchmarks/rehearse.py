@@ -39,6 +39,7 @@ driver-side reduction alone, `rehearsal/labels.py`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -247,29 +248,41 @@ ABLATION_FIELDS = ["date", "machine", "cpus", "experiment", "conditions", "image
 FREQUENCY_CONDITIONS = ("original", "lowpass_gauss_1", "lowpass_fft_0.25", "highpass_gauss_1")
 
 
-def rehearse_ablations(sizes: list[int], work: Path, args) -> list[dict]:
-    """fg/bg and frequency on 50,000-image-style val sets: each size, the bare classifier, a kill and resume."""
+@contextlib.contextmanager
+def own_head(prefix: str, cpus: int, object_store_mb: int):
+    """A Ray head of the rehearsal's own, yielding (its pid, its address, the env for stages there).
+
+    Its own token (`ray start` turns token auth on where ~/.ray/auth_token exists, and a client then
+    needs the mode and the token), never RAY_ADDRESS's Ray; stopped by its process group, nothing else.
+    """
     from sweep_checks import free_port, start_ray_head, stop_process_group
 
+    temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Unix socket paths stop at ~107 chars
+    port = free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    head = start_ray_head(temp, port, {**base, **auth}, f"--num-cpus={cpus}", "--num-gpus=0",
+                          f"--object-store-memory={object_store_mb * 2**20}")
+    address = f"127.0.0.1:{port}"
+    env = {**base, **auth, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    try:
+        wait_for_head(address, env)
+        yield head.pid, address, env
+    finally:
+        stop_process_group(head)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def rehearse_ablations(sizes: list[int], work: Path, args) -> list[dict]:
+    """fg/bg and frequency on 50,000-image-style val sets: each size, the bare classifier, a kill and resume."""
     from rehearsal import ablations
 
     root = str(work / "imagenet")
     started = time.perf_counter()
     ablations.make_val(root, max(sizes))
     print(f"synthetic val set: {max(sizes)} JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
-    temp = tempfile.mkdtemp(prefix="rab", dir="/tmp")  # short: Unix socket paths stop at ~107 chars
-    port = free_port()
-    # a head of its own: its own token (`ray start` turns token auth on where ~/.ray/auth_token exists,
-    # and a client then needs the mode and the token), never RAY_ADDRESS's Ray
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    head = start_ray_head(temp, port, {**base, **auth}, "--num-cpus=2", "--num-gpus=0",
-                          f"--object-store-memory={512 * 2**20}")
-    address = f"127.0.0.1:{port}"
-    env = {**base, **auth, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
     rows = []
-    try:
-        wait_for_head(address, env)
+    with own_head("rab", 2, 512) as (_pid, address, env):
         for experiment, conditions in (("foreground_background", None), ("frequency", FREQUENCY_CONDITIONS)):
             conds = len(conditions) if conditions else 3
             times = {}
@@ -293,9 +306,6 @@ def rehearse_ablations(sizes: list[int], work: Path, args) -> list[dict]:
             if experiment == "foreground_background":
                 rows.append(kill_and_resume(ablations, experiment, root, max(sizes), times[max(sizes)], work, env,
                                             address))
-    finally:
-        stop_process_group(head)
-        shutil.rmtree(temp, ignore_errors=True)
     return rows
 
 
@@ -304,34 +314,22 @@ def rehearse_labels(images: int, work: Path, args) -> list[dict]:
     actor's 2 and the decode tasks'), its workers' peak memory sampled from /proc while it runs."""
     import threading
 
-    from sweep_checks import free_port, start_ray_head, stop_process_group
-
     from rehearsal import ablations
 
     probe = work / "probe"
     started = time.perf_counter()
     ablations.make_val(str(probe), images)
     print(f"synthetic probe set: {images} JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
-    temp = tempfile.mkdtemp(prefix="rlb", dir="/tmp")  # short: Unix socket paths stop at ~107 chars
-    port = free_port()
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # see rehearse_ablations
-    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    head = start_ray_head(temp, port, {**base, **auth}, "--num-cpus=4", "--num-gpus=0",
-                          f"--object-store-memory={1024 * 2**20}")
-    address = f"127.0.0.1:{port}"
-    env = {**base, **auth, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
     peaks: dict[int, tuple[str, float]] = {}
     done = threading.Event()
-    sampler = threading.Thread(target=sample_workers, args=(head.pid, peaks, done), daemon=True)
-    try:
-        wait_for_head(address, env)
+    with own_head("rlb", 4, 1024) as (pid, address, env):  # 4 logical CPUs: the actor's 2 and the decode tasks'
+        sampler = threading.Thread(target=sample_workers, args=(pid, peaks, done), daemon=True)
         sampler.start()
-        result = run_stage("labels", {}, env, ray=address, images_dir=str(probe / "val"),
-                           out=str(work / "labels-root"), actor_cpus=2, vocabulary=args.vocabulary)
-    finally:
-        done.set()
-        stop_process_group(head)
-        shutil.rmtree(temp, ignore_errors=True)
+        try:
+            result = run_stage("labels", {}, env, ray=address, images_dir=str(probe / "val"),
+                               out=str(work / "labels-root"), actor_cpus=2, vocabulary=args.vocabulary)
+        finally:
+            done.set()
     by_kind: dict[str, float] = {}
     for name, peak, _ in peaks.values():
         by_kind[name] = max(by_kind.get(name, 0.0), peak)

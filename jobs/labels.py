@@ -47,7 +47,7 @@ def run(args) -> int:
     data, flags = gather(args, FIELDS)
     config = parse(LabelsConfig, data, flags=flags)
     check_options(args, {"limit": Count | None})
-    check_labels(config)  # model, layers, weights, vocabulary, judge, --k, root: one line, before Ray starts
+    checked = check_labels(config)  # model, layers, weights, vocabulary, judge, --k, root: one line, before Ray
     profile = args.method in ("profile", "both")
     if profile and not (args.images or args.val or args.train):
         raise SweepError(f"--method {args.method}: give the probe images (--images, --val or --train); "
@@ -57,8 +57,9 @@ def run(args) -> int:
         check_visualized(config)
     connect_ray(args.address)
     memo: dict = {}  # the concepts' text embeddings, made once for both methods
-    runs = ([("units", label_units, (config, listing, memo))] if profile else []) + (
-        [("visualizations", label_visualizations, (config, memo))] if args.method in ("visualization", "both") else [])
+    runs = ([("units", label_units, (config, listing, memo, checked))] if profile else []) + (
+        [("visualizations", label_visualizations, (config, memo, checked))]
+        if args.method in ("visualization", "both") else [])
     for what, fn, fn_args in runs:
         summary = fn(*fn_args)
         print(f"{config.model} {what}: labelled layer(s) {summary['labelled'] or 'none'}, skipped "

@@ -41,9 +41,9 @@ def run(args) -> int:
     config = parse(TopImagesConfig, data, flags=flags)
     check_options(args, {"limit": Count | None})
     listing = image_listing(args)
-    check_top_images(config)
+    checked = check_top_images(config)  # model, layers, weights, root: one line, before Ray starts
     connect_ray(args.address)
-    rows = scan_top_images(config, listing)
+    rows = scan_top_images(config, listing, checked)
     print(f"{len(rows)} rows: top-{args.k} images of {rows.groupby(['layer', 'feature']).ngroups} units "
           f"over {len(listing.records)} images; in {args.out}/top_images")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import ray
 
 from sweep.experiments.ablations import prepare_batch
@@ -32,3 +33,9 @@ def prepared_images(records: list[dict], size: int, experiment: str = "frequency
 def gpus_per_actor() -> float:
     """One GPU per actor where the cluster has GPUs, else CPU actors."""
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def stacked(column: np.ndarray) -> np.ndarray:
+    """A column of per-image vectors as one (B, n) array (Ray Data gives an object array of rows
+    when it could not make a tensor column)."""
+    return np.array(np.stack(column) if column.dtype == object else column)

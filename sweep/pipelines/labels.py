@@ -38,7 +38,7 @@ from sweep.experiments.labels import (
 )
 from sweep.experiments.top_images import unit_table
 from sweep.models.build import check_weights
-from sweep.pipelines.images import gpus_per_actor, prepared_images
+from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
 from sweep.store.layout import LABEL_SCHEMA, LABELS
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
@@ -49,12 +49,6 @@ def part_key(config: LabelsConfig, vocab_hash: str, site: str, method: str = MET
     blob = json.dumps({"vocabulary": vocab_hash, "split": config.split if method == METHOD else "", "site": site,
                        "weights": config.weights, "method": method}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def stacked(column: np.ndarray) -> np.ndarray:
-    """A column of per-image vectors as one (B, n) array (Ray Data gives an object array of rows
-    when it could not make a tensor column)."""
-    return np.array(np.stack(column) if column.dtype == object else column)
 
 
 def concept_text(config: LabelsConfig, concepts: tuple[str, ...], prompts: tuple[str, ...], vhash: str,
@@ -102,10 +96,11 @@ def check_labels(config: LabelsConfig):
     return anatomy, blocks, site, name, concepts, prompts, vhash
 
 
-def label_units(config: LabelsConfig, listing: Listing, memo: dict | None = None) -> dict:
+def label_units(config: LabelsConfig, listing: Listing, memo: dict | None = None, checked: tuple | None = None) -> dict:
     """Label every unit of the requested layers over `listing`; returns a summary
-    {"labelled": [layers], "skipped": [layers], "rows": n, "vocabulary_hash": h}."""
-    anatomy, blocks, site, name, concepts, prompts, vhash = check_labels(config)
+    {"labelled": [layers], "skipped": [layers], "rows": n, "vocabulary_hash": h}. `checked`: the
+    result of `check_labels` when the caller ran it (else it is run here)."""
+    anatomy, blocks, site, name, concepts, prompts, vhash = checked or check_labels(config)
     fs, root = open_root(config.out, config.storage_options)
     key = part_key(config, vhash, site)
     model = anatomy.entry.key
@@ -157,22 +152,23 @@ def label_units(config: LabelsConfig, listing: Listing, memo: dict | None = None
             "concept": [concepts[c] for c in i.reshape(-1).tolist()], "score": v.reshape(-1).numpy(),
             "method": METHOD, "judge": config.judge, "vocabulary": name, "vocabulary_hash": vhash,
             "split": config.split, "images": stats.n, "weights": config.weights, "created_at": created})
-        atomic_write(fs, parts[block.index], frame_parquet_bytes(rows, LABEL_SCHEMA, secret_values(config.storage_options)))
+        atomic_write(fs, parts[block.index],
+                     frame_parquet_bytes(rows, LABEL_SCHEMA, secret_values(config.storage_options)))
         total += len(rows)
     log.info("%s: labelled %d unit(s) of layer(s) %s with %d concept(s) of %s over %d image(s) (%d unreadable)",
              model, sum(widths), ", ".join(str(b.index) for b in todo), len(concepts), name, stats.n, skipped)
     return {"labelled": [b.index for b in todo], "skipped": done, "rows": total, "vocabulary_hash": vhash}
 
 
-def label_visualizations(config: LabelsConfig, memo: dict | None = None) -> dict:
+def label_visualizations(config: LabelsConfig, memo: dict | None = None, checked: tuple | None = None) -> dict:
     """Label each unit's visualization (the sweep's PNG in the same root) with its k best concepts by
     the judge's cosine similarity; one part per layer like `label_units`, method
-    `visualization-zero-shot`. Units without a visualization are left out."""
+    `visualization-zero-shot`. Units without a visualization are left out. `checked` as `label_units`."""
     import ray
 
     from sweep.store.results import Results
 
-    anatomy, blocks, site, name, concepts, prompts, vhash = check_labels(config)
+    anatomy, blocks, site, name, concepts, prompts, vhash = checked or check_labels(config)
     fs, root = open_root(config.out, config.storage_options)
     model = anatomy.entry.key
     key = part_key(config, vhash, site, VISUALIZATION_METHOD)

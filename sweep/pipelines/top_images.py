@@ -16,7 +16,7 @@ from sweep.data.imagenet import Listing
 from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table, write_thumbs
 from sweep.experiments.topk import TopK
 from sweep.models.build import check_weights
-from sweep.pipelines.images import gpus_per_actor, prepared_images
+from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
 from sweep.store.layout import TOP_IMAGES, TOP_SCHEMA
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
@@ -35,9 +35,10 @@ def check_top_images(config: TopImagesConfig):
     return anatomy, blocks, site, units
 
 
-def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
-    """Run the scan over `listing`; write and return the top-k rows."""
-    anatomy, blocks, site, units = check_top_images(config)
+def scan_top_images(config: TopImagesConfig, listing: Listing, checked: tuple | None = None) -> pd.DataFrame:
+    """Run the scan over `listing`; write and return the top-k rows. `checked`: the result of
+    `check_top_images` when the caller ran it (else it is run here)."""
+    anatomy, blocks, site, units = checked or check_top_images(config)
     fs, root = open_root(config.out, config.storage_options)
     records = listing.records
     index = {r["image_id"]: i for i, r in enumerate(records)}
@@ -52,7 +53,7 @@ def scan_top_images(config: TopImagesConfig, listing: Listing) -> pd.DataFrame:
     state = TopK(len(units), config.k)
     seen = skipped = 0
     for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
-        acts = torch.as_tensor(np.stack(batch["acts"]) if batch["acts"].dtype == object else batch["acts"])
+        acts = torch.from_numpy(stacked(batch["acts"]))
         ok = ~torch.isnan(acts).any(dim=1)
         skipped += int((~ok).sum())
         for error in np.asarray(batch["error"])[~ok.numpy()]:
