@@ -23,6 +23,10 @@ import torch
 from PIL import Image
 
 
+def verdict(q) -> str:
+    return "beats every photo" if q.beats_photos else "switched off" if not q.switched_on else "below a photo"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo/dinov2-vits14")
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "
                   f"best photo {q.best_photo_act:7.3f} ({q.best_photo}) shift {q.shift_ratio:5.2f} "
-                  f"{'beats every photo' if q.beats_photos else 'switched off' if not q.switched_on else 'below a photo'}",
+                  f"{verdict(q)}",
                   flush=True)
             if args.images:
                 folder = os.path.join(args.images, args.label or "unlabelled")

@@ -387,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arg(p)
     p.add_argument("--layer", required=True, help="block index (negative counts from the end) or name")
     p.add_argument("--feature", required=True, type=int, nargs="+", help="feature indices")
-    p.add_argument("--site", help="mlp | mlp_pre | q | k | v | attn_out | channel | output: where to read: MLP hidden units "
-                   "(default for transformers; mlp_pre: the same units before the GELU), attention q/k/v/output, channel (CNN blocks, the default there) "
+    p.add_argument("--site", help="mlp | mlp_pre | q | k | v | attn_out | channel | output: where to read: MLP "
+                   "hidden units (default for transformers; mlp_pre: the same units before the GELU), attention "
+                   "q/k/v/output, channel (CNN blocks, the default there) "
                    "or output (a --tap module)")
     p.add_argument("--steps", type=int, help=f"cosine schedule length; runs steps+1 iterations "
                    f"(default {defaults.steps})")

@@ -22,7 +22,8 @@ from sweep.core.errors import SweepError, storage_reason
 from sweep.models.build import PIN, content_digest, split_pin
 
 #: What the `direction` field accepts, for error lines.
-DIRECTION_CHOICES = "allowed: A-B (unit A minus unit B, two unit indices) or a .npy file of (width,) or (N, width) floats"
+DIRECTION_CHOICES = ("allowed: A-B (unit A minus unit B, two unit indices) or a .npy file of (width,) or "
+                     "(N, width) floats")
 
 _DIFFERENCE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
 

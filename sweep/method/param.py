@@ -35,7 +35,8 @@ class Pixels:
 
     name = "pixel"
 
-    def init(self, generators: Sequence[torch.Generator], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def init(self, generators: Sequence[torch.Generator], size: int,
+             device: torch.device | str = "cpu") -> torch.Tensor:
         return init_pixels(generators, size, device)
 
     def image(self, p: torch.Tensor) -> torch.Tensor:

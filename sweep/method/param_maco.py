@@ -122,7 +122,8 @@ class Maco:
             self._magnitude[key] = _cached_magnitude(size, self.folder).to(device)
         return self._magnitude[key]
 
-    def init(self, generators: Sequence[torch.Generator], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def init(self, generators: Sequence[torch.Generator], size: int,
+             device: torch.device | str = "cpu") -> torch.Tensor:
         shape = (3, size, size // 2 + 1)
         return torch.stack([(torch.rand(shape, generator=g) * 2 - 1) * math.pi for g in generators]).to(device)
 
