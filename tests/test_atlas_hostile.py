@@ -46,7 +46,7 @@ def _row(layer, site, feature, image_path, status="ok", text=SCRIPT) -> dict:
     return {**strings, "layer": layer, "layer_name": text, "site": site, "feature": feature, "status": status,
             "error": ONERROR, "seed": 1, "steps": 3, "lr": 0.05, "tv": float("inf"), "act_init": float("nan"),
             "curve_steps": [0, 1, 2, 3], "loss_curve": [1.0, float("nan"), float("inf"), 0.5],
-            "image_path": image_path}
+            "image_path": image_path, "attribution_path": None, "start_path": None}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,10 @@ def hostile(tmp_path_factory):
                  "javascript:alert(1)", f"images/model={first}/layer=0/link.png", "images\\..\\..\\x.png",
                  f"images/model={first}/layer=0/empty.png", f"images/model={first}/layer=0/truncated.png", None]
     rows[first] += [_row(0, "attn", 10 + i, path) for i, path in enumerate(bad_paths)]
+    # A good image whose other images (diversity, attribution, accentuation start) point out of the root.
+    rows[first].append({**_row(0, "attn", 99, f"images/model={first}/layer=0/ok.png"),
+                        "variant_paths": ["/etc/hostname"], "attribution_path": str(outside / "secret.png"),
+                        "start_path": "../outside/secret.png"})
     for folder, part_rows in rows.items():
         part = results / "features" / f"model={folder}"
         part.mkdir(parents=True)
@@ -225,7 +229,7 @@ def test_bad_images_unavailable_with_one_warning_each(hostile):
     _, _, site, _, _, warnings, _ = hostile
     outside = [w for w in warnings if "not inside the results root" in w]
     damaged = [w for w in warnings if "cannot be read" in w and ".png" in w]
-    assert len(outside) == 9  # 8 bad image paths of the first model and one link-out map
+    assert len(outside) == 12  # 8 bad image paths of the first model, one link-out map, 3 bad other images
     assert sum("has no image path" in w for w in warnings) == 1
     assert any("'/etc/hostname'" in w for w in outside) and any("link.png" in w for w in outside)
     assert sorted("empty.png" in w for w in damaged) == [False, True]  # the empty and the truncated PNG
