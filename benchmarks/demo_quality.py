@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--lr", type=float, help="default: the family's (see --recipe)")
     parser.add_argument("--tv", type=float, help="default: the family's (see --recipe)")
+    parser.add_argument("--jitter", type=int, help="max circular shift in pixels (default: the paper's 32)")
+    parser.add_argument("--units", nargs="+", metavar="LAYER:FEATURE",
+                        help="these units instead of a sample of --count per block of --layers")
     parser.add_argument("--recipe", choices=("tuned", "paper"), default="tuned",
                         help="where lr and tv not given come from (default tuned: the family's stored values)")
     parser.add_argument("--param", choices=("pixel", "fourier", "maco"), default="pixel",
@@ -63,7 +66,11 @@ def main(argv=None) -> int:
     pick = FeatureSelection(mode="sample", count=args.count, seed=args.unit_seed)
     units = [(layer, f) for layer in args.layers
              for f in pick.pick(anatomy.block(layer).width(site), anatomy.entry.key, layer)]
-    recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe, param=args.param)
+    if args.units:
+        units = [tuple(int(v) for v in u.split(":")) for u in args.units]
+        args.layers = sorted({layer for layer, _ in units})
+    extra = {} if args.jitter is None else {"jitter": args.jitter}
+    recipe = Recipe(steps=args.steps, lr=args.lr, tv=args.tv, defaults=args.recipe, param=args.param, **extra)
     start = time.perf_counter()
     judged = []
     for layer in args.layers:  # one block at a time: its rows and images are kept as soon as it is done
@@ -73,7 +80,7 @@ def main(argv=None) -> int:
         rows = []
         for q, image in zip(mine, images):
             row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key,
-                   "site": site, **q.row(), "param": args.param, "unit_seed": args.unit_seed,
+                   "site": site, **q.row(), "param": args.param, "jitter": recipe.jitter, "unit_seed": args.unit_seed,
                    "seconds_per_unit": round(seconds, 2), "host": platform.node(), "device": "cpu",
                    "threads": args.threads}
             rows.append(row)

@@ -53,7 +53,7 @@ def test_feature_selection_modes():
     ({"models": ["dev/vit-micro"], "layers": [5]}, "layer 5 out of range"),
     ({"models": ["dev/vit-micro"], "features": {"mode": "list", "indices": [99]}}, "feature 99 out of range"),
     ({"models": ["dev/vit-micro"], "features": {"mode": "best"}}, "features.mode: input should be 'all', 'first', 'list' or 'sample'; got 'best'"),
-    ({"models": ["dev/vit-micro"], "recipe": {"stepz": 3}}, "recipe.stepz: unknown key; allowed: beta1, beta2,"),
+    ({"models": ["dev/vit-micro"], "recipe": {"stepz": 3}}, "recipe.stepz: unknown key; allowed: accentuate, accentuate_weight, beta1, beta2,"),
     ({"models": ["dev/vit-micro"], "site": "q", "layers": [0], "features": {"count": 1}}, None),
 ])
 def test_bad_configs_fail_at_planning(tmp_path, data, message):
