@@ -8,6 +8,7 @@ import json
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator
+
 from sweep.core.errors import SweepError
 from sweep.core.validation import (
     MAX_IMAGE_SIZE,
@@ -53,6 +54,8 @@ class Recipe:
     param: what is optimized (sweep/method/param.py): pixel (the paper's raw pixels), fourier (a
         1/f-scaled spectrum with decorrelated colour, param_fourier.py) or maco (the phase of the
         shipped photos' mean magnitude spectrum, param_maco.py).
+    spectrum: maco's natural images: a folder (any fsspec URL), pinned to a hash of its listing;
+        None: the 15 photos the project ships.
     objective: what is raised (sweep/method/objective.py): unit (the paper's: the unit's mean over
         patch tokens), neuron (the unit at one `position`: a patch token index, default the centre
         patch) or direction (feature i is row i of `direction`).
@@ -61,13 +64,11 @@ class Recipe:
     negative: minimize the objective instead (the unit's most negative image).
     diversity: images per feature, optimized together with a penalty on the similarity of their
         Gram matrices (sweep/method/objective_diversity.py); 1 = one image, the paper's.
+    diversity_weight: the penalty's weight, in units of the feature's activation (0.3: on the test
+        model it takes 4 images' Gram similarity from 0.44 without it to 0.28, each image still rising).
     accentuate: start every feature's image from this photo (a file or URL, or photo:NAME) and keep
         the site's pooled features near the photo's (sweep/method/accentuate.py); pixel only.
     accentuate_weight: that penalty's weight, in units of the feature's activation.
-    spectrum: maco's natural images: a folder (any fsspec URL), pinned to a hash of its listing;
-        None: the 15 photos the project ships.
-    diversity_weight: the penalty's weight, in units of the feature's activation (0.3: on the test
-        model it takes 4 images' Gram similarity from 0.44 without it to 0.28, each image still rising).
     """
 
     steps: Count = 400
@@ -87,6 +88,7 @@ class Recipe:
     log_every: Count = 20
     defaults: Literal["tuned", "paper"] = "tuned"
     param: Literal["pixel", "fourier", "maco"] = "pixel"
+    spectrum: Spectrum | None = None
     objective: Literal["unit", "neuron", "direction"] = "unit"
     position: NonNegativeInt | None = None
     direction: Direction | None = None
@@ -94,7 +96,6 @@ class Recipe:
     diversity: Count = 1
     diversity_weight: NonNegative = 0.3
     accentuate: Accentuate | None = None
-    spectrum: Spectrum | None = None
     accentuate_weight: NonNegative = 1.0
 
     def __post_init__(self):
