@@ -15,30 +15,15 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 
-import fsspec
 import numpy as np
 import torch
 from torch import nn
 
-from sweep.core.errors import SweepError, storage_reason
-from sweep.models.build import PIN, content_digest, split_pin
+from sweep.core.errors import SweepError
+from sweep.models.build import PIN, content_digest, pinned_file
 
 ACCENTUATE_CHOICES = "allowed: an image file (path or URL: PNG, JPEG, ...) or photo:NAME (sweep.data.photos.PHOTOS)"
-
-
-def _read(path: str) -> bytes:
-    try:
-        fs, local = fsspec.core.url_to_fs(path)
-        if fs.isdir(local):
-            raise SweepError(f"recipe accentuate {path!r} is a folder; {ACCENTUATE_CHOICES}")
-        return fs.cat_file(local)
-    except SweepError:
-        raise
-    except Exception as exc:  # missing file, bucket, access denied, unreachable endpoint...
-        raise SweepError(f"cannot read recipe accentuate {path!r}: {storage_reason(exc, path)}; "
-                         f"{ACCENTUATE_CHOICES}") from None
 
 
 def _decode(data: bytes, path: str) -> np.ndarray:
@@ -66,16 +51,9 @@ def pin_accentuate(spec: str) -> str:
             raise SweepError(f"recipe accentuate {spec!r}: no such photo; allowed: photo:NAME with NAME one of "
                              f"{', '.join(PHOTOS)}")
         return spec
-    path, pin = split_pin(spec)
-    if pin is not None and not re.fullmatch(r"[0-9a-f]{16}", pin):
-        raise SweepError(f"recipe accentuate {spec!r}: malformed pin {PIN[1:]}{pin!r}; a pin is {PIN} and the "
-                         "first 16 lowercase hex digits of the file's SHA-256 (give the path alone to pin it)")
-    data = _read(path)
-    digest = content_digest(data)
-    if pin is not None and pin != digest:
-        raise SweepError(f"recipe accentuate {path!r} changed since it was pinned ({pin}, now {digest})")
+    path, data = pinned_file(spec, "recipe accentuate", ACCENTUATE_CHOICES)
     _decode(data, path)
-    return f"{path}{PIN}{digest}"
+    return f"{path}{PIN}{content_digest(data)}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,11 +62,7 @@ def _pixels(spec: str) -> np.ndarray:
         from sweep.data.photos import photos
 
         return photos()[spec[len("photo:"):]]
-    path, pin = split_pin(spec)
-    data = _read(path)
-    if pin is not None and content_digest(data) != pin:
-        raise SweepError(f"recipe accentuate {path!r} changed since the job was planned (pinned {pin}, now "
-                         f"{content_digest(data)}); plan the job again")
+    path, data = pinned_file(spec, "recipe accentuate", ACCENTUATE_CHOICES)
     return _decode(data, path)
 
 

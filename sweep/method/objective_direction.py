@@ -14,12 +14,11 @@ import functools
 import io
 import re
 
-import fsspec
 import numpy as np
 import torch
 
-from sweep.core.errors import SweepError, storage_reason
-from sweep.models.build import PIN, content_digest, split_pin
+from sweep.core.errors import SweepError
+from sweep.models.build import PIN, content_digest, pinned_file, split_pin
 
 #: What the `direction` field accepts, for error lines.
 DIRECTION_CHOICES = ("allowed: A-B (unit A minus unit B, two unit indices) or a .npy file of (width,) or "
@@ -34,19 +33,6 @@ def units_difference(spec: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _read(path: str) -> bytes:
-    try:
-        fs, local = fsspec.core.url_to_fs(path)
-        if fs.isdir(local):
-            raise SweepError(f"recipe direction {path!r} is a folder; {DIRECTION_CHOICES}")
-        return fs.cat_file(local)
-    except SweepError:
-        raise
-    except Exception as exc:  # missing file, bucket, access denied, unreachable endpoint...
-        raise SweepError(f"cannot read recipe direction {path!r}: {storage_reason(exc, path)}; "
-                         f"{DIRECTION_CHOICES}") from None
-
-
 def pin_direction(spec: str) -> str:
     """`A-B` as it is (units checked against the width later); a file pinned to its bytes, its array checked."""
     spec = spec.strip()
@@ -55,18 +41,11 @@ def pin_direction(spec: str) -> str:
         if a == b:
             raise SweepError(f"recipe direction {spec!r}: unit {a} minus itself is no direction; {DIRECTION_CHOICES}")
         return f"{a}-{b}"
-    path, pin = split_pin(spec)
-    if not path.lower().endswith(".npy"):
+    if not split_pin(spec)[0].lower().endswith(".npy"):
         raise SweepError(f"recipe direction {spec!r} is neither A-B nor a .npy file; {DIRECTION_CHOICES}")
-    if pin is not None and not re.fullmatch(r"[0-9a-f]{16}", pin):
-        raise SweepError(f"recipe direction {spec!r}: malformed pin {PIN[1:]}{pin!r}; a pin is {PIN} and the first "
-                         "16 lowercase hex digits of the file's SHA-256 (give the path alone and it is pinned for you)")
-    data = _read(path)
-    digest = content_digest(data)
-    if pin is not None and pin != digest:
-        raise SweepError(f"recipe direction {path!r} changed since it was pinned ({pin}, now {digest})")
+    path, data = pinned_file(spec, "recipe direction", DIRECTION_CHOICES)
     _array(data, path)  # the array is checked once, where the config is validated
-    return f"{path}{PIN}{digest}"
+    return f"{path}{PIN}{content_digest(data)}"
 
 
 def _array(data: bytes, path: str) -> np.ndarray:
@@ -91,11 +70,7 @@ def _array(data: bytes, path: str) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _pinned_rows(spec: str) -> np.ndarray:
     """A pinned file's rows; cached by the pinned spec, whose bytes cannot change under it."""
-    path, pin = split_pin(spec)
-    data = _read(path)
-    if pin is not None and content_digest(data) != pin:
-        raise SweepError(f"recipe direction {path!r} changed since the job was planned (pinned {pin}, now "
-                         f"{content_digest(data)}); plan the job again")
+    path, data = pinned_file(spec, "recipe direction", DIRECTION_CHOICES)
     return _array(data, path)
 
 

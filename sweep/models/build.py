@@ -104,19 +104,25 @@ def _freeze(net: nn.Module) -> nn.Module:
 WEIGHTS_CHOICES = "expected 'pretrained', 'random' or the path (or URL) of a safetensors file or torch state dict"
 
 
+def read_file_bytes(path: str, what: str, allowed: str) -> bytes:
+    """The bytes of a file a user named (a local path or any fsspec URL: weights, a direction, a
+    photo), or one line naming `what`, the file and why not, then what is `allowed`."""
+    try:
+        fs, local = fsspec.core.url_to_fs(path)
+        if fs.isdir(local):
+            raise SweepError(f"{what} {path!r} is a folder; {allowed}")
+        return fs.cat_file(local)
+    except SweepError:
+        raise
+    except Exception as exc:  # missing file, object or bucket, access denied, unreachable endpoint...
+        raise SweepError(f"cannot read {what} {path!r}: {storage_reason(exc, path)}; {allowed}") from None
+
+
 def read_weights_bytes(path: str) -> bytes:
     """The bytes of a weights file (a local path or any fsspec URL), or one line saying why not."""
     if not path.strip():
         raise SweepError(f"weights: empty value; {WEIGHTS_CHOICES}")
-    try:
-        fs, local = fsspec.core.url_to_fs(path)
-        if fs.isdir(local):
-            raise SweepError(f"weights {path!r} is a folder; {WEIGHTS_CHOICES}")
-        data = fs.cat_file(local)
-    except SweepError:
-        raise
-    except Exception as exc:  # missing file, object or bucket, access denied, unreachable endpoint...
-        raise SweepError(f"cannot read weights {path!r}: {storage_reason(exc, path)}; {WEIGHTS_CHOICES}") from None
+    data = read_file_bytes(path, "weights", WEIGHTS_CHOICES)
     if not data:
         raise SweepError(f"weights {path!r} is an empty file (0 bytes); {WEIGHTS_CHOICES}")
     return data
@@ -146,10 +152,27 @@ def pin_weights(weights: str) -> str:
     path, pin = split_pin(weights)
     if pin is None:
         return f"{weights}{PIN}{content_digest(read_weights_bytes(weights))}"
-    if not re.fullmatch(r"[0-9a-f]{16}", pin):
-        raise SweepError(f"weights {weights!r}: malformed pin {PIN[1:]}{pin!r}; a pin is {PIN} and the first 16 "
-                         "lowercase hex digits of the file's SHA-256 (give the path alone and it is pinned for you)")
+    check_pin(weights, pin, "weights")
     return weights  # its bytes are checked against the pin where they are loaded (`load_state_dict_file`)
+
+
+def check_pin(spec: str, pin: str | None, what: str) -> None:
+    """A pin, where there is one, must be 16 lowercase hex digits: else one line."""
+    if pin is not None and not re.fullmatch(r"[0-9a-f]{16}", pin):
+        raise SweepError(f"{what} {spec!r}: malformed pin {PIN[1:]}{pin!r}; a pin is {PIN} and the first 16 "
+                         "lowercase hex digits of the file's SHA-256 (give the path alone and it is pinned for you)")
+
+
+def pinned_file(spec: str, what: str, allowed: str) -> tuple[str, bytes]:
+    """(path, bytes) of a `PATH[#sha256=pin]` a recipe names (a direction, a photo): the bytes must
+    still be those of the pin, where there is one. The caller pins `PATH` to `content_digest(bytes)`."""
+    path, pin = split_pin(spec)
+    check_pin(spec, pin, what)
+    data = read_file_bytes(path, what, allowed)
+    if pin is not None and content_digest(data) != pin:
+        raise SweepError(f"{what} {path!r} changed since it was pinned ({pin}, now {content_digest(data)}); "
+                         "plan the job again")
+    return path, data
 
 
 #: The `weights` field of every job config: pretrained | random | PATH or URL (pinned on validation).
