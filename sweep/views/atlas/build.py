@@ -168,15 +168,9 @@ def build_layer(task: LayerTask) -> dict:
         map_srcs = []
         for rel, fp in sorted(task.maps.get((layer, site, feature), [])):
             name = f"{stem}-map{len(map_srcs)}.png"
-            target, key = posixpath.join(*img_dir, name), digest(f"{rel}\0{fp}".encode())
-            if held.get(target) == key:
-                files[target] = key
-            else:
-                got = images.read(rel)
-                if got is None:
-                    continue
-                put(target, got[0], key)
-            map_srcs.append(href("..", "..", "..", *img_dir, name))
+            if _copy_image(rel, posixpath.join(*img_dir, name), digest(f"{rel}\0{fp}".encode()), images, held,
+                           files, put):
+                map_srcs.append(href("..", "..", "..", *img_dir, name))
         extra = _extra_images(r, stem, img_dir, images, held, files, put) if r.status == "ok" else {}
         up = ("..", "..", "..")
         feature_href = href("..", "..", "features", m, str(layer), f"{stem}.html")
@@ -267,6 +261,19 @@ def measures(r) -> dict:
     return {k: getattr(r, c) for k, c in names.items() if number(getattr(r, c, None)) is not None}
 
 
+def _copy_image(rel, target: str, key: str, images: RootImages, held: dict, files: dict, put) -> bool:
+    """Copy the root's image `rel` to the site's `target` unless this build or the last one already
+    has it under `key`; False when it cannot be read (outside the root, damaged: one warning)."""
+    if files.get(target) == key or held.get(target) == key:
+        files[target] = key
+        return True
+    got = images.read(rel)
+    if got is None:
+        return False
+    put(target, got[0], key)
+    return True
+
+
 def _extra_images(r, stem: str, img_dir: tuple, images: RootImages, held: dict, files: dict, put) -> dict:
     """A row's other images copied from the root: its diversity variants, MACO's attribution map and
     the photo an accentuation started from ({"variants": [file names], "attribution", "start": a file name})."""
@@ -275,37 +282,19 @@ def _extra_images(r, stem: str, img_dir: tuple, images: RootImages, held: dict, 
     paths = getattr(r, "variant_paths", None)
     for j, rel in enumerate(list(paths) if paths is not None and not isinstance(paths, float) else []):
         name = f"{stem}-v{j + 1}.png"
-        target = posixpath.join(*img_dir, name)
-        if held.get(target) == key:
-            files[target] = key
-        else:
-            got = images.read(rel)
-            if got is None:
-                continue
-            put(target, got[0], key)
-        out["variants"].append(name)
+        if _copy_image(rel, posixpath.join(*img_dir, name), key, images, held, files, put):
+            out["variants"].append(name)
     rel = getattr(r, "attribution_path", None)
-    if isinstance(rel, str) and rel:
-        name, target = f"{stem}-attribution.png", posixpath.join(*img_dir, f"{stem}-attribution.png")
-        if held.get(target) == key:
-            files[target] = key
-            out["attribution"] = name
-        elif (got := images.read(rel)) is not None:
-            put(target, got[0], key)
-            out["attribution"] = name
+    name = f"{stem}-attribution.png"
+    if isinstance(rel, str) and rel and _copy_image(rel, posixpath.join(*img_dir, name), key, images, held, files,
+                                                    put):
+        out["attribution"] = name
     start = getattr(r, "start_path", None)
     if isinstance(start, str) and start:
         name = f"start-{digest(start.encode())[:12]}.png"
-        target = posixpath.join(*img_dir, name)
         same = digest(f"{start}\0{text(r.config_hash)}".encode())  # one photo per recipe: shared by its rows
-        if files.get(target) == same or held.get(target) == same:
-            files[target] = same
+        if _copy_image(start, posixpath.join(*img_dir, name), same, images, held, files, put):
             out["start"] = name
-        else:
-            got = images.read(start)
-            if got is not None:
-                put(target, got[0], same)
-                out["start"] = name
     return out
 
 
