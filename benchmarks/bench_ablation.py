@@ -19,7 +19,6 @@ the CPU ratio says little about a GPU node.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import io
 import os
@@ -35,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
+
+from benchmarks.csv_rows import append_rows  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -150,12 +151,7 @@ def main(argv=None) -> int:
     print(f"Ray Data pipeline, steady state:   {steady:8.1f} images/s  (start-up {startup:.1f} s apart)")
     print(f"ratio vs bare forward {steady / forward:.2f}, vs bare decode + forward {steady / decode_forward:.2f}")
     if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_rows(args.csv, [row])
     return 0
 
 

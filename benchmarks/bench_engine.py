@@ -31,10 +31,8 @@ fails is reported and skipped, so one family's error does not cost the others' m
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import logging
-import os
 import platform
 import statistics
 import sys
@@ -47,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import visualize_one  # noqa: E402
+from benchmarks.csv_rows import append_rows  # noqa: E402
 from sweep.core.devices import resolve_device  # noqa: E402
 from sweep.method.augment import draw_schedule  # noqa: E402
 from sweep.method.engine import Engine  # noqa: E402
@@ -108,13 +107,7 @@ def append_csv(path: str, rows: list[dict], device: torch.device, name: str, **e
     lead = {"date": dt.date.today().isoformat(), "device": str(device), "device_name": name,
             "torch": torch.__version__, **extra}
     rows = [{**lead, **r} for r in rows]
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(path, rows, list(dict.fromkeys(k for r in rows for k in r)))
 
 
 def sync(device: torch.device) -> None:

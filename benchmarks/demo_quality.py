@@ -13,14 +13,19 @@ image beats every photo, per block and in all; appends the rows to --csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.csv_rows import append_rows  # noqa: E402
 
 
 def verdict(q) -> str:
@@ -96,12 +101,7 @@ def main(argv=None) -> int:
         print(f"block {layer}: {sum(q.beats_photos for q in mine)}/{len(mine)} beat every photo "
               f"({seconds:.0f} s per unit)", flush=True)
         if args.csv:
-            new = not os.path.exists(args.csv)
-            with open(args.csv, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                if new:
-                    writer.writeheader()
-                writer.writerows(rows)
+            append_rows(args.csv, rows)
         judged += mine
     wall = time.perf_counter() - start
     total = sum(q.beats_photos for q in judged)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
 import json
 import math
@@ -63,6 +62,8 @@ sys.path[:0] = [str(HERE), str(REPO), str(REPO / "tests")]
 for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1",
                    "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(key, value)
+
+from benchmarks.csv_rows import append_rows  # noqa: E402
 
 KINDS = ("list", "head", "get", "put", "delete", "other")
 FIELDS = ["date", "machine", "cpus", "nodes", "storage", "fraction", "features", "batches", "stage", "wall_s",
@@ -424,12 +425,7 @@ def ablation_row(experiment: str, conds: int, n: int, stage: str, result: dict) 
 
 
 def append_csv(path: str, rows: list[dict], fields: list[str] = FIELDS) -> None:
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(path, rows, fields)
 
 
 def main(argv=None) -> int:

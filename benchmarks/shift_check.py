@@ -12,13 +12,18 @@ image made with `--jitter 0` reads 1.00 by construction. This re-judges the PNGs
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.csv_rows import append_rows  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -57,13 +62,8 @@ def main(argv=None) -> int:
                      "shift_ratio": ratio})
         print(f"block {layer:2d} unit {feature:4d}: clean {clean:7.3f}, mean over shifts up to {args.max_shift} px "
               f"{ratio * clean:7.3f} (ratio {ratio:.2f})", flush=True)
-    if args.csv and rows:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+    if args.csv:
+        append_rows(args.csv, rows)
     return 0
 
 
