@@ -109,12 +109,12 @@ def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], 
         at = judged_site(site)
         on_photos = unit_activations(net, anatomy, layer, at, feats, refs).cpu()
         final = made.images.to(device)
-        acts = unit_activations(net, anatomy, layer, at, feats, final).diagonal().cpu()
+        acts = made.act_final if at == site else made.post_final  # the render measured both sides of the GELU
         inits = made.act_init if at == site else unit_activations(
             net, anatomy, layer, at, feats, made.initial.to(device)).diagonal().cpu()
-        has_pre = "mlp_pre" in anatomy.block(layer).sites and at == "mlp"
-        pre = unit_activations(net, anatomy, layer, "mlp_pre", feats, final).diagonal().cpu() if has_pre else None
-        pre_photos = unit_activations(net, anatomy, layer, "mlp_pre", feats, refs).amax(0).cpu() if has_pre else None
+        pre = made.pre_final
+        pre_photos = None if pre is None else unit_activations(
+            net, anatomy, layer, "mlp_pre", feats, refs).amax(0).cpu()
         for i, f in enumerate(feats):
             best = int(on_photos[:, i].argmax())
             act = float(acts[i])
