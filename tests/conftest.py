@@ -31,6 +31,10 @@ os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sweep-tests-", dir=os.enviro
 atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
 # Weights a package ships are converted into this run's own cache (sweep.models.packaged), never the user's.
 os.environ["SWEEP_CACHE_DIR"] = os.path.join(os.environ["RAY_TMPDIR"], "cache")
+# A user's own `module:` models (tests/model_factories.py) are importable on Ray's workers too, as a
+# user's module on the path of their job is.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")) if p)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -5,10 +5,10 @@ from torch import nn
 
 
 class MixerBlock(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, act=nn.GELU):
         super().__init__()
         self.norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), act(), nn.Linear(2 * width, width))
 
     def forward(self, x):
         return x + self.mlp(self.norm(x))
@@ -17,11 +17,11 @@ class MixerBlock(nn.Module):
 class TinyMixer(nn.Module):
     """Patch embedding, a learned class token, two MLP blocks, a linear head."""
 
-    def __init__(self, width: int = 16, depth: int = 2):
+    def __init__(self, width: int = 16, depth: int = 2, act=nn.GELU):
         super().__init__()
         self.embed = nn.Conv2d(3, width, 8, 8)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = nn.Sequential(*[MixerBlock(width) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[MixerBlock(width, act) for _ in range(depth)])
         self.head = nn.Linear(width, 10)
 
     def forward(self, x):
@@ -32,6 +32,29 @@ class TinyMixer(nn.Module):
 
 def tiny_mixer(width: int = 16):
     return TinyMixer(width), {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def relu_mixer(width: int = 16, seed: int = 0, twin: int = 0):
+    """A TinyMixer with ReLU MLPs and weights drawn from `seed`. twin=1: the same network with each
+    block's hidden units permuted and rescaled by positive factors: since ReLU(s x) = s ReLU(x), its
+    outputs are unchanged and hidden unit j is unit perm[j] of the original times scale[j] (the
+    matching job's planted twin; tests/test_matching.py)."""
+    g = torch.Generator().manual_seed(seed)
+    net = TinyMixer(width, act=nn.ReLU)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        if twin:
+            t = torch.Generator().manual_seed(1000 + twin)
+            for block in net.blocks:
+                fc1, fc2 = block.mlp[0], block.mlp[2]
+                perm = torch.randperm(fc1.out_features, generator=t)
+                scale = torch.rand(fc1.out_features, generator=t) * 2 + 0.5
+                fc1.weight.copy_(fc1.weight[perm] * scale[:, None])
+                fc1.bias.copy_(fc1.bias[perm] * scale)
+                fc2.weight.copy_(fc2.weight[:, perm] / scale[None, :])
+            net.twin_perm = perm  # the last block's, for a test to read
+    return net, {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
 class SeqEncoder(nn.Module):

@@ -55,6 +55,23 @@ def _decoded() -> tuple[tuple[str, np.ndarray], ...]:
     return tuple(out)
 
 
+def photo_crops(grid: int = 3) -> dict[str, np.ndarray]:
+    """The photos and their crops, a probe set that needs no download: each whole photo, and the
+    grid x grid overlapping square crops of half its short side ("<name>-crop<i>"), 150 images in all
+    at grid 3. More images than photos is what a correlation across images needs; crops keep them
+    natural."""
+    out = {}
+    for name, image in photos().items():
+        out[name] = image
+        h, w = image.shape[:2]
+        side = min(h, w) // 2
+        for i in range(grid * grid):
+            y = round((h - side) * (i // grid) / max(grid - 1, 1))
+            x = round((w - side) * (i % grid) / max(grid - 1, 1))
+            out[f"{name}-crop{i}"] = image[y:y + side, x:x + side]
+    return out
+
+
 def write_photos(folder: str | Path) -> list[Path]:
     """The photos as PNG files in `folder` (a reference folder for `sweep tune --reference`)."""
     from PIL import Image

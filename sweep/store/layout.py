@@ -17,6 +17,9 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     labels/model=<m>/layer=<l>/part-<key>.parquet            LABEL_SCHEMA, the best concepts per unit
     tuning/model=<m>/trial-<key>.parquet                     TRIAL_SCHEMA, one row per (lr, tv) trial
     tuning_images/model=<m>/trial-<key>/...png
+    matches/pair=<a>~<b>/part-<key>.parquet                 MATCH_SCHEMA, each unit's best units in the other model
+    _profiles/model=<m>/key=<key>/layer-<l>-<j>.npy, done.json  the matching job's unit profiles (a cache)
+    _probes/set=photos/<name>.png                            the shipped photos and their crops, as probe images
     runs/<run id>/manifest.json, driver.log                  what each sweep run did
     _index/features.parquet                                  a cache of the feature rows' index, per part
                                                              fingerprint (sweep.store.index); never the truth
@@ -144,6 +147,18 @@ TRIAL_SCHEMA = pa.schema([
 ])
 
 
+#: One unit's match in another model (sweep/experiments/matching.py; the model pair is the partition):
+#: rank 0 is its best unit over all of model_b's layers; `mutual` marks a rank-0 match that is also
+#: unit_b's best in model_a. probe/probe_hash name the probe images, images how many were readable.
+MATCH_SCHEMA = pa.schema([
+    ("model_a", pa.string()), ("layer_a", pa.int32()), ("site_a", pa.string()), ("unit_a", pa.int32()),
+    ("model_b", pa.string()), ("layer_b", pa.int32()), ("site_b", pa.string()), ("unit_b", pa.int32()),
+    ("score", pa.float32()), ("rank", pa.int32()), ("mutual", pa.bool_()), ("method", pa.string()),
+    ("probe", pa.string()), ("probe_hash", pa.string()), ("images", pa.int32()),
+    ("weights_a", pa.string()), ("weights_b", pa.string()), ("created_at", pa.string()),
+])
+
+
 def partition_value(value) -> str:
     """URI-encode a hive partition value (pyarrow decodes it back when reading)."""
     return urllib.parse.quote(str(value), safe="")
@@ -224,16 +239,25 @@ MAP_TABLE = Dataset("activation_maps/table", ("model", "layer"))
 LABELS = Dataset("labels", ("model", "layer"), LABEL_SCHEMA)
 TUNING = Dataset("tuning", ("model",), TRIAL_SCHEMA)
 TUNING_IMAGES = Dataset("tuning_images", ("model",))
+MATCHES = Dataset("matches", ("pair",), MATCH_SCHEMA)
+PROFILES = Dataset("_profiles", ("model", "key"))  # underscore: a cache no dataset reader sees
+PROBES = Dataset("_probes", ("set",))  # probe images the job made itself (the shipped photos and crops)
 RUNS = Dataset("runs", ())
 
 #: Every dataset, by name; the folders a results root reserves for its data.
 DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
-                                LABELS, TUNING, TUNING_IMAGES, RUNS)}
+                                LABELS, TUNING, TUNING_IMAGES, MATCHES, PROFILES, PROBES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
 
 
 #: The feature index cache (sweep.store.index): an underscore folder, so no dataset reader sees it.
 FEATURE_INDEX = "_index/features.parquet"
+
+
+def pair_name(model_a: str, model_b: str) -> str:
+    """The `pair` partition of two models' matches: one folder per unordered pair (never parsed back:
+    the rows name their models)."""
+    return "~".join(sorted((model_a, model_b)))
 
 
 def thumb_name(image_id: str) -> str:

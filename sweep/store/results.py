@@ -181,7 +181,7 @@ class Results:
 
     #: The datasets read here, with their partition keys (sweep.store.layout).
     DATASETS = {name: DATASETS[name].keys
-                for name in ("features", "ablations", "top_images", "invariance", "labels", "tuning")}
+                for name in ("features", "ablations", "top_images", "invariance", "labels", "tuning", "matches")}
 
     def __init__(self, root: str, storage_options: dict | None = None,
                  filesystem: fsspec.AbstractFileSystem | None = None):
@@ -276,6 +276,28 @@ class Results:
     def tuning(self, model: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Recipe-tuning trials (`sweep tune`), one row per trial with its (lr, tv) and scores."""
         return self._read("tuning", {"model": model}, columns)
+
+    def matches(self, model: str | None = None, layer: int | None = None, unit: int | None = None,
+                other: str | None = None, site: str | None = None, mutual: bool | None = None,
+                columns: list[str] | None = None) -> pd.DataFrame:
+        """Cross-model unit matches (`jobs/matching.py`): one row per (unit of model_a, rank) with its
+        match in model_b (layer_b, unit_b), the Pearson score over the probe images, `mutual` where the
+        two are each other's best. model/layer/unit/site select the query unit, other the model matched
+        into; mutual=True keeps mutual best matches only."""
+        if model is not None:
+            model = self._key(model)
+        if other is not None:
+            other = self._key(other)
+        frame = self._read("matches", {"model_a": model, "layer_a": layer, "unit_a": unit, "site_a": site,
+                                       "model_b": other, "mutual": mutual}, columns)
+        sort = [c for c in ("model_a", "layer_a", "unit_a", "model_b", "rank") if c in frame]
+        return frame.sort_values(sort, kind="stable").reset_index(drop=True) if sort else frame
+
+    @staticmethod
+    def _key(model: str) -> str:
+        from sweep.models.zoo import REGISTRY
+
+        return REGISTRY.get(model).key if model in REGISTRY else model
 
     def quality(self, model: str | None = None, split: str | None = None) -> pd.DataFrame:
         """Every `ok` visualization with its measures (sweep/method/measures.py), `switched_off` (an MLP

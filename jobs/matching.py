@@ -1,0 +1,109 @@
+"""The same unit across models: match every unit of every listed model to its counterparts in the others.
+
+    python jobs/matching.py --model B_16_imagenet1k ViT-B/32 ResNet-50 --val /data/imagenet/val \
+        --val-solution /data/LOC_val_solution.csv --limit 50000 --probe val --out results/atlas
+    python jobs/matching.py --model dev/vit-micro dev/vit-micro-b --weights random --out r   # shipped photos
+
+Every model reads the same probe images (a folder, ImageNet-layout data, or by default the photos the
+project ships and their crops); each unit's profile (its patch-mean activation per image at the
+model's site) is correlated with every unit of every other model, streamed in shards
+(sweep/experiments/matching.py). Writes <out>/matches/pair=<a>~<b>/part-<key>.parquet: per unit its
+--k best units in each other model, with the Pearson score, mutual best matches marked; prints the
+Rosetta sets (units that are mutual best matches across at least --min-models models). A re-run skips
+what is there; a new probe set or new weights recompute.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from sweep.cli import (  # noqa: E402
+    ADDRESS_HELP,
+    MODEL_HELP,
+    add_image_source,
+    add_model_arg,
+    address_arg,
+    check_options,
+    connect_ray,
+    gather,
+    guarded,
+    image_listing,
+    setup_logging,
+)
+from sweep.core.validation import Count, parse  # noqa: E402
+from sweep.experiments.matching import MatchConfig  # noqa: E402
+
+#: Where each option lands in MatchConfig (field path -> argparse dest).
+FIELDS = {"models": "model", "out": "out", "weights": "weights", "probe": "probe", "k": "k", "layers": "layers",
+          "site": "site", "chunk": "chunk", "batch_size": "batch_size", "actors": "actors"}
+
+
+def run(args) -> int:
+    from sweep.core.errors import SweepError
+    from sweep.experiments.matching import photo_probe, probe_hash, rosetta_sets
+    from sweep.pipelines.matching import check_matching, keyed, run_matching
+    from sweep.store.outputs import open_root
+    from sweep.store.results import Results
+
+    if args.model_arg:
+        from sweep.models.names import with_args
+
+        args.model = [with_args(m, tuple(args.model_arg)) for m in args.model]
+    data, flags = gather(args, FIELDS)
+    config = parse(MatchConfig, data, flags=flags)
+    check_options(args, {"limit": Count | None, "min_models": Count})
+    if args.min_models < 2:
+        raise SweepError(f"--min-models: at least 2; got {args.min_models}")
+    if args.images or args.val or args.train:
+        records = image_listing(args).records
+    else:
+        if args.limit is not None:
+            raise SweepError("--limit: only with --images, --val or --train (the shipped photos are 150 images)")
+        records = None
+    models = check_matching(config)  # models, layers, weights, root: one line, before anything is written
+    if records is None:  # the shipped photos and their crops, written into the root once
+        fs, root = open_root(config.out, config.storage_options)
+        records = photo_probe(fs, root)
+    phash = probe_hash(records)
+    models = keyed(config, models, records, phash)
+    connect_ray(args.address)
+    summary = run_matching(config, records, phash, models)
+    print(f"{len(models)} models, {summary['pairs']} pair(s): matched {summary['matched']}, skipped "
+          f"{summary['skipped']} (already there); {summary['rows']} row(s), {summary['mutual']} mutual; "
+          f"probe {config.probe} ({len(records)} images, {phash}); in {args.out}/matches")
+    sets = rosetta_sets(Results(config.out, config.storage_options).matches(mutual=True), args.min_models)
+    count = sets["set"].nunique() if len(sets) else 0
+    print(f"{count} Rosetta set(s) across at least {args.min_models} models")
+    for set_id, members in list(sets.groupby("set", sort=True))[:args.show]:
+        units = ", ".join(f"{r.model} L{r.layer}/{r.unit}" for r in members.itertuples(index=False))
+        print(f"  set {set_id}: {members['models'].iloc[0]} models, weakest {members['score_min'].iloc[0]:.3f}: {units}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="matching.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", nargs="+", required=True, help=f"two or more models: {MODEL_HELP}")
+    add_model_arg(p, taps=False)
+    p.add_argument("--out", required=True, help="results root (local path or s3://...)")
+    add_image_source(p, required=False, what="; default: the shipped photos and their crops (150 images)")
+    p.add_argument("--probe", help="a name for the probe images in the rows (default: probe)")
+    p.add_argument("--weights", nargs="+", help="pretrained | random | PATH: one for every model, or one per model "
+                   "(default pretrained)")
+    p.add_argument("--k", type=int, help="matches kept per unit and other model (default 5)")
+    p.add_argument("--layers", nargs="+", help="block indices or names read in every model (default: all)")
+    p.add_argument("--site", help="mlp | q | k | v | attn_out | channel | output (default: each model's)")
+    p.add_argument("--chunk", type=int, help="images per profile shard (default 1024)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--actors", type=int, help="scanner actors per model (default 1)")
+    p.add_argument("--limit", type=int, help="at most this many probe images")
+    p.add_argument("--min-models", type=int, default=3, help="Rosetta sets span at least this many models (default 3)")
+    p.add_argument("--show", type=int, default=10, help="Rosetta sets printed (default 10)")
+    p.add_argument("--address", type=address_arg, help=ADDRESS_HELP)
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    return guarded("matching.py", run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,352 @@
+"""The same unit across models: cross-model unit matching ("Rosetta neurons", Dravid et al., ICCV 2023).
+
+Every model reads the same probe images; a unit's profile is its activation per image, at the
+model's site, averaged over the patch tokens (the paper's objective, what the top-images job ranks
+by). Two units of two models match as well as their profiles correlate (Pearson, so a unit's scale
+and offset do not matter and units of different depths, widths and architectures compare). Per unit
+we keep its k best units in each other model, over all of that model's layers, and mark a pair of
+units that are each other's best match as *mutual*; a **Rosetta set** is a group of units that are
+mutual best matches across at least m models.
+
+Why profiles on storage, not in memory: 47 models x 50,000 images x ~37,000 units of a ViT-B is
+~70 GB per model, and every unit meets every unit of every other model. So each model is scanned
+once, its profiles written in shards of `chunk` images per layer (`_profiles/` in the root, a cache
+the job re-reads); then one task per model pair streams the two models' shards, one layer pair at a
+time, into running sums (`PairSums`, float64, the size of one layer pair's units x units) from which
+every Pearson correlation of the layer pair follows, and folds them into each unit's running top-k
+(`TopK`, ties to the earlier unit). Memory: one layer pair's sums, never a model's profiles or a
+model pair's full correlation matrix; time: images x units_a x units_b per pair, the work itself.
+
+Pure torch and files; no Ray here (`sweep.pipelines.matching` runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from dataclasses import field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sweep.core.errors import SweepError
+from sweep.core.validation import Count, Layer, Positive, Text, config_dataclass
+from sweep.experiments.labels import inverse_std, variance
+from sweep.experiments.topk import TopK
+from sweep.models.build import Weights
+from sweep.store.outputs import atomic_write
+
+METHOD = "profile-pearson"
+
+
+@config_dataclass
+class MatchConfig:
+    """Which models' units to match, on which probe images (named by `probe` in the output, hashed
+    by their listing), how many matches to keep per unit and other model."""
+
+    models: tuple[Text, ...]
+    out: Text
+    weights: tuple[Weights, ...] = ("pretrained",)  # one for every model, or one per model in order
+    probe: Text = "probe"
+    k: Count = 5
+    layers: tuple[Layer, ...] | None = None  # block indices (or names) read in every model; default all
+    site: Text | None = None  # default: each model's own (its paper site)
+    chunk: Count = 1024  # images per profile shard
+    batch_size: Count = 32
+    actors: Count | None = None
+    actor_cpus: Positive = 0.5
+    pair_cpus: Positive = 1.0
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def weights_of(self, i: int) -> str:
+        return self.weights[0] if len(self.weights) == 1 else self.weights[i]
+
+
+def probe_hash(records: Iterable[dict]) -> str:
+    """Identifies the probe set: its images' ids and paths in order (a changed set gives a new hash, and
+    the matching is made again rather than mixed)."""
+    blob = json.dumps([[str(r["image_id"]), str(r["path"])] for r in records])
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def profile_key(probe: str, weights: str, site: str, layers: list[int], chunk: int, method: str = METHOD) -> str:
+    """Names one model's profiles: everything they depend on besides the model."""
+    blob = json.dumps({"probe": probe, "weights": weights, "site": site, "layers": layers, "chunk": chunk,
+                       "method": method}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pair_key(a: dict, b: dict, k: int) -> str:
+    """Names one model pair's matches: both models' profile keys (probe, weights, site, layers) and k."""
+    blob = json.dumps({"a": [a["model"], a["key"]], "b": [b["model"], b["key"]], "k": k}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- profiles: one model's activations per probe image, in shards -------------------------------------
+
+
+def shard_name(layer: int, chunk: int) -> str:
+    return f"layer-{layer}-{chunk:05d}.npy"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+class ProfileWriter:
+    """Folds a scanner's batches (image index, per-unit activations of every layer concatenated) into
+    shards of `chunk` images per layer, written as .npy under `folder` as soon as each is complete:
+    whatever order the batches come in, shard j holds images j*chunk .. (j+1)*chunk-1 of the listing
+    (an unreadable image is a row of NaN). `finish` writes `done.json` last, what the pairs check."""
+
+    def __init__(self, fs, folder: str, total: int, layers: list[int], widths: list[int], chunk: int):
+        self.fs, self.folder, self.total, self.chunk = fs, folder, total, chunk
+        self.layers, self.widths = layers, widths
+        self.pending: dict[int, dict[int, np.ndarray]] = {}
+        self.written = 0
+        self.sum = np.zeros(sum(widths))
+        self.sum2 = np.zeros(sum(widths))
+        self.readable = 0
+
+    def rows_in(self, j: int) -> int:
+        return min(self.chunk, self.total - j * self.chunk)
+
+    def add(self, index: np.ndarray, acts: np.ndarray) -> None:
+        ok = ~np.isnan(acts).any(axis=1)
+        self.readable += int(ok.sum())
+        self.sum += acts[ok].astype(np.float64).sum(0)
+        self.sum2 += (acts[ok].astype(np.float64) ** 2).sum(0)
+        for i, row in zip(index.tolist(), acts):
+            j = i // self.chunk
+            self.pending.setdefault(j, {})[i] = row
+            if len(self.pending[j]) == self.rows_in(j):
+                self._write(j, self.pending.pop(j))
+
+    def _write(self, j: int, rows: dict[int, np.ndarray]) -> None:
+        block = np.stack([rows[i] for i in sorted(rows)]).astype(np.float32)
+        start = 0
+        for layer, width in zip(self.layers, self.widths):
+            atomic_write(self.fs, posixpath.join(self.folder, shard_name(layer, j)), npy_bytes(block[:, start:start + width]))
+            start += width
+        self.written += 1
+
+    def finish(self, meta: dict) -> dict:
+        if self.pending:
+            raise SweepError(f"profiles: shard(s) {sorted(self.pending)} incomplete (images missing from the scan)")
+        shards = -(-self.total // self.chunk)
+        if self.written != shards:
+            raise SweepError(f"profiles: wrote {self.written} of {shards} shard(s)")
+        done = {**meta, "layers": self.layers, "widths": self.widths, "chunk": self.chunk, "images": self.total,
+                "shards": shards, "readable": self.readable}
+        atomic_write(self.fs, posixpath.join(self.folder, "done.json"), json.dumps(done, sort_keys=True).encode())
+        return done
+
+
+def read_done(fs, folder: str) -> dict | None:
+    """A model's finished profiles' description, or None when they are not all there."""
+    path = posixpath.join(folder, "done.json")
+    if not fs.exists(path):
+        return None
+    try:
+        done = json.loads(fs.cat_file(path))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return done if isinstance(done, dict) and {"layers", "widths", "chunk", "images", "shards"} <= set(done) else None
+
+
+def shards(fs, folder: str, done: dict, layer: int) -> Iterator[np.ndarray]:
+    """One layer's profile, a shard at a time (float32 (rows, width)), each checked against `done`."""
+    width = done["widths"][done["layers"].index(layer)]
+    for j in range(done["shards"]):
+        path = posixpath.join(folder, shard_name(layer, j))
+        try:
+            array = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SweepError(f"profile shard {path}: unreadable ({exc}); delete {folder} to scan again") from None
+        rows = min(done["chunk"], done["images"] - j * done["chunk"])
+        if array.shape != (rows, width):
+            raise SweepError(f"profile shard {path}: shape {array.shape}, expected {(rows, width)}; delete {folder} "
+                             "to scan again")
+        yield array
+
+
+# --- the statistics ---------------------------------------------------------------------------------
+
+
+class PairSums:
+    """Running sums over images of two units' sets of profiles, a (B, Ua) and b (B, Ub), enough for
+    every (unit of a, unit of b) Pearson correlation; float64 so sums of many shards stay exact. An
+    image missing (NaN) in either is left out of both."""
+
+    def __init__(self, units_a: int, units_b: int, device: torch.device | str = "cpu"):
+        self.n = 0
+        f64 = dict(dtype=torch.float64, device=device)
+        self.sum_a, self.sum_a2 = torch.zeros(units_a, **f64), torch.zeros(units_a, **f64)
+        self.sum_b, self.sum_b2 = torch.zeros(units_b, **f64), torch.zeros(units_b, **f64)
+        self.sum_ab = torch.zeros(units_a, units_b, **f64)
+
+    def update(self, a, b) -> "PairSums":
+        device = self.sum_ab.device
+        a = torch.as_tensor(a).to(device, torch.float64)
+        b = torch.as_tensor(b).to(device, torch.float64)
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"{a.shape[0]} images of one model's profile but {b.shape[0]} of the other's")
+        ok = ~(torch.isnan(a).any(1) | torch.isnan(b).any(1))
+        a, b = a[ok], b[ok]
+        self.n += a.shape[0]
+        self.sum_a += a.sum(0)
+        self.sum_a2 += (a * a).sum(0)
+        self.sum_b += b.sum(0)
+        self.sum_b2 += (b * b).sum(0)
+        self.sum_ab.addmm_(a.T, b)
+        return self
+
+    def live(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which units vary over the images (a constant unit matches nothing)."""
+        n = max(self.n, 1)
+        return (variance(self.sum_a2 / n, self.sum_a / n) > 0), (variance(self.sum_b2 / n, self.sum_b / n) > 0)
+
+    def correlation(self) -> torch.Tensor:
+        """(Ua, Ub) Pearson correlations; 0 where either unit is constant over the images."""
+        n = max(self.n, 1)
+        mean_a, mean_b = self.sum_a / n, self.sum_b / n
+        scale_a = inverse_std(variance(self.sum_a2 / n, mean_a))
+        scale_b = inverse_std(variance(self.sum_b2 / n, mean_b))
+        cov = (self.sum_ab / n).addr_(mean_a, mean_b, alpha=-1)
+        return cov.mul_(scale_a[:, None]).mul_(scale_b[None, :]).clamp_(-1, 1)
+
+
+def match_pair(read_a: Callable[[int], Iterable], layers_a: list[int], widths_a: list[int],
+               read_b: Callable[[int], Iterable], layers_b: list[int], widths_b: list[int], k: int,
+               device: torch.device | str = "cpu", progress: Callable[[], None] | None = None):
+    """Every unit's k best units of the other model, both ways. `read_x(layer)` yields that layer's
+    profile in shards (the same images in the same order for both models).
+
+    Returns (top_a, top_b, n): top_a[la] a `TopK` over la's units whose ids index the other model's
+    units in (layer, feature) order (`unit_index`), top_b likewise; n the images used."""
+    offset_b = np.concatenate([[0], np.cumsum(widths_b)]).tolist()
+    offset_a = np.concatenate([[0], np.cumsum(widths_a)]).tolist()
+    top_a = {la: TopK(w, k) for la, w in zip(layers_a, widths_a)}
+    top_b = {lb: TopK(w, k) for lb, w in zip(layers_b, widths_b)}
+    live_a: dict[int, torch.Tensor] = {}
+    live_b: dict[int, torch.Tensor] = {}
+    n = 0
+    for ia, (la, wa) in enumerate(zip(layers_a, widths_a)):
+        for ib, (lb, wb) in enumerate(zip(layers_b, widths_b)):
+            sums = PairSums(wa, wb, device)
+            for a, b in zip(read_a(la), read_b(lb), strict=True):
+                sums.update(a, b)
+            n = sums.n
+            corr = sums.correlation().float().cpu()
+            alive_a, alive_b = (t.cpu() for t in sums.live())
+            live_a[la], live_b[lb] = alive_a, alive_b
+            # a constant unit is nobody's match: -inf never enters a top-k
+            corr[~alive_a, :] = float("-inf")
+            corr[:, ~alive_b] = float("-inf")
+            top_a[la].update(corr.T, torch.arange(offset_b[ib], offset_b[ib] + wb))
+            top_b[lb].update(corr, torch.arange(offset_a[ia], offset_a[ia] + wa))
+            if progress is not None:
+                progress()
+    for top, live in ((top_a, live_a), (top_b, live_b)):
+        for layer, t in top.items():  # a constant query unit keeps no matches
+            t.ids[~live[layer]] = -1
+            t.ids[torch.isinf(t.values)] = -1
+    return top_a, top_b, n
+
+
+def unit_index(layers: list[int], widths: list[int]) -> list[tuple[int, int]]:
+    """(layer, feature) of each unit in the order `match_pair`'s ids count them."""
+    return [(layer, f) for layer, w in zip(layers, widths) for f in range(w)]
+
+
+def match_rows(query: dict, other: dict, top: dict[int, TopK], k: int) -> pd.DataFrame:
+    """The rows of one direction: each unit of `query` with its ranked matches in `other`. `query` and
+    `other` describe a model: model, site, weights, layers, widths."""
+    units = unit_index(other["layers"], other["widths"])
+    frames = []
+    for layer, t in top.items():
+        valid = t.ids >= 0
+        u, r = torch.nonzero(valid, as_tuple=True)
+        ids = t.ids[u, r].tolist()
+        frames.append(pd.DataFrame({
+            "model_a": query["model"], "layer_a": np.int32(layer), "site_a": query["site"],
+            "unit_a": u.numpy().astype(np.int32), "model_b": other["model"],
+            "layer_b": np.array([units[i][0] for i in ids], np.int32), "site_b": other["site"],
+            "unit_b": np.array([units[i][1] for i in ids], np.int32),
+            "score": t.values[u, r].numpy().astype(np.float32), "rank": r.numpy().astype(np.int32)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def mark_mutual(rows: pd.DataFrame) -> pd.DataFrame:
+    """`mutual`: a rank-0 row whose unit_b's own best match (in model_a) is unit_a."""
+    best = rows[rows["rank"] == 0]
+    keys = set(zip(best["model_a"], best["layer_a"], best["unit_a"], best["model_b"], best["layer_b"], best["unit_b"]))
+    twin = list(zip(rows["model_b"], rows["layer_b"], rows["unit_b"], rows["model_a"], rows["layer_a"], rows["unit_a"]))
+    rows["mutual"] = (rows["rank"] == 0).to_numpy() & np.array([t in keys for t in twin], bool)
+    return rows
+
+
+def rosetta_sets(matches: pd.DataFrame, min_models: int = 3) -> pd.DataFrame:
+    """Groups of units linked by mutual best matches (connected components of the mutual-match graph,
+    one unit per model at most), spanning at least `min_models` models; ranked by how many models they
+    span, then by their weakest link. One row per (set, unit): set, models, score_min, score_mean,
+    model, layer, site, unit."""
+    mutual = matches[matches["mutual"]]
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    edges = []
+    for r in mutual.itertuples(index=False):
+        a, b = (r.model_a, int(r.layer_a), r.site_a, int(r.unit_a)), (r.model_b, int(r.layer_b), r.site_b, int(r.unit_b))
+        parent[find(a)] = find(b)
+        edges.append((a, float(r.score)))
+    groups: dict = {}
+    for unit in list(parent):
+        groups.setdefault(find(unit), set()).add(unit)
+    scores: dict = {}
+    for a, s in edges:
+        scores.setdefault(find(a), []).append(s)
+    sets = []
+    for root, members in groups.items():
+        models = {m[0] for m in members}
+        if len(models) < min_models or len(models) != len(members):  # two units of one model: not a Rosetta set
+            continue
+        sets.append((len(models), min(scores[root]), float(np.mean(scores[root])), sorted(members)))
+    sets.sort(key=lambda s: (-s[0], -s[1], s[3]))
+    rows = [{"set": i, "models": n, "score_min": lo, "score_mean": mean, "model": m, "layer": layer, "site": site,
+             "unit": unit} for i, (n, lo, mean, members) in enumerate(sets) for m, layer, site, unit in members]
+    return pd.DataFrame(rows, columns=["set", "models", "score_min", "score_mean", "model", "layer", "site", "unit"])
+
+
+def photo_probe(fs, root: str) -> list[dict]:
+    """The shipped photos and their crops (`sweep.data.photos.photo_crops`) as probe images: written
+    once into the root (`_probes/set=photos/`, so workers on any machine read them) and listed as
+    records like an image folder's."""
+    from PIL import Image
+
+    from sweep.data.photos import photo_crops
+    from sweep.store.layout import PROBES
+    from sweep.store.outputs import is_local
+
+    records = []
+    for name, image in sorted(photo_crops().items()):
+        rel = PROBES.part(f"{name}.png", set="photos")
+        path = posixpath.join(root, rel)
+        if not fs.exists(path):
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="PNG")
+            atomic_write(fs, path, buf.getvalue())
+        records.append({"image_id": f"photos/{name}", "path": path if is_local(fs) else fs.unstrip_protocol(path), "wnid": "",
+                        "label": -1, "boxes": [], "box_error": ""})
+    return records
