@@ -28,6 +28,7 @@ from sweep.experiments.matching import (
     mark_mutual,
     match_pair,
     match_rows,
+    moments,
     pair_key,
     profile_key,
     read_done,
@@ -154,13 +155,17 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
     for name, d in done.items():
         if d is None:
             raise SweepError(f"{name}: profiles missing under {folders[name]}")
+    for m in (a, b):
+        if done[m["model"]]["layers"] != m["layers"] or done[m["model"]]["widths"] != m["widths"]:
+            raise SweepError(f"{m['model']}: profiles under {folders[m['model']]} are of other layers or widths; "
+                             "delete that folder to scan again")
     if done[a["model"]]["images"] != done[b["model"]]["images"]:
         raise SweepError(f"profiles of {a['model']} and {b['model']} cover different numbers of images")
     started = time.perf_counter()
-    top_a, top_b, n = match_pair(
-        lambda layer: shards(fs, folders[a["model"]], done[a["model"]], layer), a["layers"], a["widths"],
-        lambda layer: shards(fs, folders[b["model"]], done[b["model"]], layer), b["layers"], b["widths"],
-        config.k, device)
+    fa, fb, da, db = folders[a["model"]], folders[b["model"]], done[a["model"]], done[b["model"]]
+    top_a, top_b, n = match_pair(lambda layer: shards(fs, fa, da, layer), a["layers"], a["widths"],
+                                 lambda layer: shards(fs, fb, db, layer), b["layers"], b["widths"],
+                                 config.k, device, moments(fs, fa, da), moments(fs, fb, db))
     rows = pd.concat([match_rows(a, b, top_a, config.k), match_rows(b, a, top_b, config.k)], ignore_index=True)
     rows = mark_mutual(rows)
     weights = {a["model"]: a["weights"], b["model"]: b["weights"]}
