@@ -81,11 +81,12 @@ def test_profile_shards_hold_listing_order_whatever_order_batches_come(tmp_path)
     assert done == read_done(fs, str(tmp_path)) and done["shards"] == 5 and done["readable"] == 23
     mean, inv = moments(fs, str(tmp_path), done)[3]
     assert np.allclose(mean, acts[:, 4:].mean(0), atol=1e-6) and np.allclose(inv, 1 / acts[:, 4:].std(0), rtol=1e-5)
-    assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, 0))), acts[:, :4])
-    assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, 3))), acts[:, 4:])
+    assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [0]))), acts[:, :4])
+    assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [3]))), acts[:, 4:])
+    assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [3, 0]))), acts[:, [4, 5, 6, 0, 1, 2, 3]])
     np.save(tmp_path / "layer-3-00001.npy", np.zeros((4, 3), np.float32))  # a damaged shard: one line
-    with pytest.raises(Exception, match="shape"):
-        list(shards(fs, str(tmp_path), done, 3))
+    with pytest.raises(Exception, match=r"float32 \(4, 3\), expected float32 \(5, 3\)"):
+        list(shards(fs, str(tmp_path), done, [3]))
 
 
 def test_rosetta_sets_are_mutual_matches_across_models():
@@ -196,3 +197,27 @@ def test_bad_inputs_are_one_line_and_write_nothing(probe, tmp_path, capsys):
         assert code == 2 and len(err) == 1 and err[0].startswith("matching.py: error:"), (argv, err)
         assert needle in err[0], (needle, err[0])
         assert sorted(p.relative_to(out) for p in out.rglob("*")) == before, argv
+
+
+def test_layer_groups_fit_the_budget_and_give_the_same_matches():
+    from sweep.experiments.matching import layer_groups, match_pair
+
+    assert layer_groups([4, 4, 4], 10, budget_bytes=8 * 10 * 8) == [[0, 1], [2]]
+    assert layer_groups([4, 4, 4], 10, budget_bytes=1) == [[0], [1], [2]]  # a layer alone even when over
+    rng = np.random.default_rng(3)
+    a = {0: rng.normal(size=(40, 6)), 1: rng.normal(size=(40, 5)), 2: rng.normal(size=(40, 4))}
+    b = {0: rng.normal(size=(40, 3)), 1: np.column_stack([a[1][:, 2] * 2, rng.normal(size=(40, 6))])}
+
+    def reader(profile):
+        return lambda layers: (np.concatenate([profile[layer][i:i + 9] for layer in layers], 1) for i in range(0, 40, 9))
+
+    runs = [match_pair(reader(a), [0, 1, 2], [6, 5, 4], reader(b), [0, 1], [3, 7], 2, budget_bytes=budget)
+            for budget in (1, 1e9)]
+    for (top_a1, top_b1, n1), (top_a2, top_b2, n2) in [runs]:
+        assert n1 == n2 == 40
+        for one, two in ((top_a1, top_a2), (top_b1, top_b2)):
+            for layer in one:
+                assert torch.equal(one[layer].ids, two[layer].ids)
+                assert torch.allclose(one[layer].values, two[layer].values, atol=1e-6)
+    top_a = runs[0][0]
+    assert top_a[1].ids[2, 0] == 3 and top_a[1].values[2, 0] == pytest.approx(1.0)  # b's unit 3 = layer 1 unit 0

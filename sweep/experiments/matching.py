@@ -60,6 +60,7 @@ class MatchConfig:
     actors: Count | None = None
     actor_cpus: Positive = 0.5
     pair_cpus: Positive = 1.0
+    pair_memory_gb: Positive = 2.0  # a pair task's units x units arrays (sums and correlations) at most, about
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def weights_of(self, i: int) -> str:
@@ -183,20 +184,24 @@ def moments(fs, folder: str, done: dict) -> dict[int, tuple[np.ndarray, np.ndarr
     return out
 
 
-def shards(fs, folder: str, done: dict, layer: int) -> Iterator[np.ndarray]:
-    """One layer's profile, a shard at a time (float32 (rows, width)), each checked against `done`."""
-    width = done["widths"][done["layers"].index(layer)]
+def shards(fs, folder: str, done: dict, layers: list[int]) -> Iterator[np.ndarray]:
+    """The profiles of `layers` side by side, a shard at a time (float32 (rows, their widths)), each
+    file checked against `done`."""
     for j in range(done["shards"]):
-        path = posixpath.join(folder, shard_name(layer, j))
-        try:
-            array = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise SweepError(f"profile shard {path}: unreadable ({exc}); delete {folder} to scan again") from None
         rows = min(done["chunk"], done["images"] - j * done["chunk"])
-        if array.shape != (rows, width):
-            raise SweepError(f"profile shard {path}: shape {array.shape}, expected {(rows, width)}; delete {folder} "
-                             "to scan again")
-        yield array
+        parts = []
+        for layer in layers:
+            width = done["widths"][done["layers"].index(layer)]
+            path = posixpath.join(folder, shard_name(layer, j))
+            try:
+                array = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise SweepError(f"profile shard {path}: unreadable ({exc}); delete {folder} to scan again") from None
+            if array.shape != (rows, width) or array.dtype != np.float32:
+                raise SweepError(f"profile shard {path}: {array.dtype} {array.shape}, expected float32 {(rows, width)}; "
+                                 f"delete {folder} to scan again")
+            parts.append(array)
+        yield np.concatenate(parts, axis=1)
 
 
 # --- the statistics ---------------------------------------------------------------------------------
@@ -206,11 +211,11 @@ class PairSums:
     """Running sums over images of two sets of unit profiles, a (B, Ua) and b (B, Ub), enough for every
     (unit of a, unit of b) Pearson correlation. An image missing (NaN) in either is left out of both.
 
-    Precision: per-unit sums are float64; the cross products are taken in float32 (a GPU's fast path:
-    float64 runs at 1/32 to 1/64 of it on the L4/A10G class) one shard at a time and added up in
-    float64. Give each side's `center` (per-unit means) and `scale` (1/std), the profile scan's
-    (`moments`), so the products are of standardized values: then a shard's float32 error is ~1e-7 of
-    the correlation, and Pearson does not care about the affine change."""
+    Precision: per-unit sums are float64; the cross products are float32 (a GPU's fast path: float64
+    runs at 1/32 to 1/64 of it on the L4/A10G class; and half the memory of the units x units array).
+    Give each side's `center` (per-unit means) and `scale` (1/std), the profile scan's (`moments`),
+    so the products are of standardized values, each about 1: then the float32 error is ~1e-6 of a
+    correlation after 50,000 images, and Pearson does not care about the affine change."""
 
     def __init__(self, units_a: int, units_b: int, device: torch.device | str = "cpu",
                  center_a=None, scale_a=None, center_b=None, scale_b=None):
@@ -218,8 +223,8 @@ class PairSums:
         f64 = dict(dtype=torch.float64, device=device)
         self.sum_a, self.sum_a2 = torch.zeros(units_a, **f64), torch.zeros(units_a, **f64)
         self.sum_b, self.sum_b2 = torch.zeros(units_b, **f64), torch.zeros(units_b, **f64)
-        self.sum_ab = torch.zeros(units_a, units_b, **f64)
         f32 = dict(dtype=torch.float32, device=device)
+        self.sum_ab = torch.zeros(units_a, units_b, **f32)
         self.affine = [(torch.as_tensor(c, **f32) if c is not None else None, torch.as_tensor(s, **f32) if s is not None else None)
                        for c, s in ((center_a, scale_a), (center_b, scale_b))]
 
@@ -244,7 +249,7 @@ class PairSums:
         self.sum_a2 += (a64 * a64).sum(0)
         self.sum_b += b64.sum(0)
         self.sum_b2 += (b64 * b64).sum(0)
-        self.sum_ab += torch.mm(a.T, b).double()
+        self.sum_ab.addmm_(a.T, b)
         return self
 
     def live(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,51 +258,88 @@ class PairSums:
         return (variance(self.sum_a2 / n, self.sum_a / n) > 0), (variance(self.sum_b2 / n, self.sum_b / n) > 0)
 
     def correlation(self) -> torch.Tensor:
-        """(Ua, Ub) Pearson correlations; 0 where either unit is constant over the images."""
+        """(Ua, Ub) float32 Pearson correlations; 0 where either unit is constant over the images. One
+        new units x units array (the sums' size again), changed in place."""
         n = max(self.n, 1)
         mean_a, mean_b = self.sum_a / n, self.sum_b / n
-        scale_a = inverse_std(variance(self.sum_a2 / n, mean_a))
-        scale_b = inverse_std(variance(self.sum_b2 / n, mean_b))
-        cov = (self.sum_ab / n).addr_(mean_a, mean_b, alpha=-1)
+        scale_a = inverse_std(variance(self.sum_a2 / n, mean_a)).float()
+        scale_b = inverse_std(variance(self.sum_b2 / n, mean_b)).float()
+        cov = (self.sum_ab / n).addr_(mean_a.float(), mean_b.float(), alpha=-1)
         return cov.mul_(scale_a[:, None]).mul_(scale_b[None, :]).clamp_(-1, 1)
 
 
-def match_pair(read_a: Callable[[int], Iterable], layers_a: list[int], widths_a: list[int],
-               read_b: Callable[[int], Iterable], layers_b: list[int], widths_b: list[int], k: int,
+def layer_groups(widths_a: list[int], units_b: int, budget_bytes: float) -> list[list[int]]:
+    """Consecutive runs of model a's layers (indices into widths_a) whose sums with all of model b's
+    units fit the budget (a float32 units x units array, and the correlations made from it: 8 bytes
+    a pair); a layer bigger than the budget on its own is a group of one."""
+    groups, current, size = [], [], 0
+    for i, width in enumerate(widths_a):
+        if current and (size + width) * units_b * 8 > budget_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += width
+    return groups + ([current] if current else [])
+
+
+def _joined(moments: dict | None, layers: list[int]):
+    if not moments:
+        return None, None
+    return (np.concatenate([moments[layer][0] for layer in layers]),
+            np.concatenate([moments[layer][1] for layer in layers]))
+
+
+def match_pair(read_a: Callable[[list[int]], Iterable], layers_a: list[int], widths_a: list[int],
+               read_b: Callable[[list[int]], Iterable], layers_b: list[int], widths_b: list[int], k: int,
                device: torch.device | str = "cpu", moments_a: dict | None = None, moments_b: dict | None = None,
-               progress: Callable[[], None] | None = None):
-    """Every unit's k best units of the other model, both ways. `read_x(layer)` yields that layer's
-    profile in shards (the same images in the same order for both models); `moments_x[layer]` its
-    units' (mean, 1/std), as `moments` reads them (None: raw values, fine for small profiles).
+               budget_bytes: float = 2e9, progress: Callable[[], None] | None = None):
+    """Every unit's k best units of the other model, both ways.
+
+    `read_x(layers)` yields, shard by shard (the same images in the same order for both models), the
+    profiles of those layers side by side; `moments_x[layer]` its units' (mean, 1/std), as `moments`
+    reads them (None: raw values, fine for small profiles). Model a's layers go in groups that fit
+    `budget_bytes` against all of b's units (`layer_groups`): each group is one pass over the shards,
+    so b's profile is read once per group, a's once in all.
 
     Returns (top_a, top_b, n): top_a[la] a `TopK` over la's units whose ids index the other model's
     units in (layer, feature) order (`unit_index`), top_b likewise; n the images used."""
-    offset_b = np.concatenate([[0], np.cumsum(widths_b)]).tolist()
-    offset_a = np.concatenate([[0], np.cumsum(widths_a)]).tolist()
+    offset_a = np.concatenate([[0], np.cumsum(widths_a)]).astype(int).tolist()
+    offset_b = np.concatenate([[0], np.cumsum(widths_b)]).astype(int).tolist()
+    units_b = offset_b[-1]
     top_a = {la: TopK(w, k) for la, w in zip(layers_a, widths_a)}
     top_b = {lb: TopK(w, k) for lb, w in zip(layers_b, widths_b)}
     live_a: dict[int, torch.Tensor] = {}
-    live_b: dict[int, torch.Tensor] = {}
+    live_b = torch.zeros(units_b, dtype=torch.bool)
+    cb, sb = _joined(moments_b, layers_b)
     n = 0
-    for ia, (la, wa) in enumerate(zip(layers_a, widths_a)):
-        for ib, (lb, wb) in enumerate(zip(layers_b, widths_b)):
-            ca, sa = (moments_a or {}).get(la, (None, None))
-            cb, sb = (moments_b or {}).get(lb, (None, None))
-            sums = PairSums(wa, wb, device, ca, sa, cb, sb)
-            for a, b in zip(read_a(la), read_b(lb), strict=True):
-                sums.update(a, b)
-            n = sums.n
-            corr = sums.correlation().float().cpu()
-            alive_a, alive_b = (t.cpu() for t in sums.live())
-            live_a[la], live_b[lb] = alive_a, alive_b
-            # a constant unit is nobody's match: -inf never enters a top-k
-            corr[~alive_a, :] = float("-inf")
-            corr[:, ~alive_b] = float("-inf")
-            top_a[la].update(corr.T, torch.arange(offset_b[ib], offset_b[ib] + wb))
-            top_b[lb].update(corr, torch.arange(offset_a[ia], offset_a[ia] + wa))
-            if progress is not None:
-                progress()
-    for top, live in ((top_a, live_a), (top_b, live_b)):
+    for group in layer_groups(widths_a, units_b, budget_bytes):
+        mine = [layers_a[i] for i in group]
+        ca, sa = _joined(moments_a, mine)
+        sums = PairSums(sum(widths_a[i] for i in group), units_b, device, ca, sa, cb, sb)
+        for a, b in zip(read_a(mine), read_b(list(layers_b)), strict=True):
+            sums.update(a, b)
+        n = sums.n
+        corr = sums.correlation().cpu()
+        alive_a, alive_b = (t.cpu() for t in sums.live())
+        del sums
+        live_b |= alive_b
+        corr[~alive_a, :] = float("-inf")  # a constant unit is nobody's match: -inf never enters a top-k
+        corr[:, ~alive_b] = float("-inf")
+        row = 0
+        for i in group:
+            la, wa = layers_a[i], widths_a[i]
+            live_a[la] = alive_a[row:row + wa]
+            top_a[la].update(corr[row:row + wa].T, torch.arange(units_b))
+            row += wa
+        first = offset_a[group[0]]
+        ids = torch.arange(first, first + corr.shape[0])
+        for j, lb in enumerate(layers_b):
+            top_b[lb].update(corr[:, offset_b[j]:offset_b[j + 1]], ids)
+        del corr
+        if progress is not None:
+            progress()
+    for top, live in ((top_a, live_a), (top_b, {lb: live_b[offset_b[j]:offset_b[j + 1]]
+                                                 for j, lb in enumerate(layers_b)})):
         for layer, t in top.items():  # a constant query unit keeps no matches
             t.ids[~live[layer]] = -1
             t.ids[torch.isinf(t.values)] = -1

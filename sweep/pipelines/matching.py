@@ -163,9 +163,10 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
         raise SweepError(f"profiles of {a['model']} and {b['model']} cover different numbers of images")
     started = time.perf_counter()
     fa, fb, da, db = folders[a["model"]], folders[b["model"]], done[a["model"]], done[b["model"]]
-    top_a, top_b, n = match_pair(lambda layer: shards(fs, fa, da, layer), a["layers"], a["widths"],
-                                 lambda layer: shards(fs, fb, db, layer), b["layers"], b["widths"],
-                                 config.k, device, moments(fs, fa, da), moments(fs, fb, db))
+    top_a, top_b, n = match_pair(lambda layers: shards(fs, fa, da, layers), a["layers"], a["widths"],
+                                 lambda layers: shards(fs, fb, db, layers), b["layers"], b["widths"],
+                                 config.k, device, moments(fs, fa, da), moments(fs, fb, db),
+                                 budget_bytes=config.pair_memory_gb * 1e9)
     rows = pd.concat([match_rows(a, b, top_a, config.k), match_rows(b, a, top_b, config.k)], ignore_index=True)
     rows = mark_mutual(rows)
     weights = {a["model"]: a["weights"], b["model"]: b["weights"]}
