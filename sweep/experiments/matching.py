@@ -325,16 +325,19 @@ def match_pair(read_a: Callable[[list[int]], Iterable], layers_a: list[int], wid
         live_b |= alive_b
         corr[~alive_a, :] = float("-inf")  # a constant unit is nobody's match: -inf never enters a top-k
         corr[:, ~alive_b] = float("-inf")
+        # each unit's best k of this group first (torch.topk, linear in the candidates), then merged
+        # into its running top-k: a full sort of every units x units block would cost as much as the sums
         row = 0
         for i in group:
             la, wa = layers_a[i], widths_a[i]
             live_a[la] = alive_a[row:row + wa]
-            top_a[la].update(corr[row:row + wa].T, torch.arange(units_b))
+            values, index = torch.topk(corr[row:row + wa], min(k, units_b), dim=1)
+            top_a[la].offer(values, index)
             row += wa
         first = offset_a[group[0]]
-        ids = torch.arange(first, first + corr.shape[0])
         for j, lb in enumerate(layers_b):
-            top_b[lb].update(corr[:, offset_b[j]:offset_b[j + 1]], ids)
+            values, index = torch.topk(corr[:, offset_b[j]:offset_b[j + 1]], min(k, corr.shape[0]), dim=0)
+            top_b[lb].offer(values.T, index.T + first)
         del corr
         if progress is not None:
             progress()
@@ -436,3 +439,24 @@ def photo_probe(fs, root: str) -> list[dict]:
         records.append({"image_id": f"photos/{name}", "path": path if is_local(fs) else fs.unstrip_protocol(path), "wnid": "",
                         "label": -1, "boxes": [], "box_error": ""})
     return records
+
+
+def matching_cost(models: list[dict], images: int, k: int, chunk: int, budget_bytes: float) -> dict:
+    """What a matching of `models` (as `check_matching` describes them, with `flops`: one image's
+    forward FLOPs to its last layer) over `images` probe images costs, by the job's own arithmetic:
+    scan FLOPs (one forward per image and model), pair FLOPs (2 x images x units_a x units_b per pair),
+    profile bytes (float32), bytes the pair tasks read (b's profile once per layer group of a, a's
+    once), the largest pair task's arrays, and the rows written (k per unit, other model)."""
+    units = [sum(m["widths"]) for m in models]
+    pairs = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))]
+    pair_flop = sum(2.0 * images * units[i] * units[j] for i, j in pairs)
+    reads, peak = 0.0, 0.0
+    for i, j in pairs:
+        groups = layer_groups(models[i]["widths"], units[j], budget_bytes)
+        reads += 4.0 * images * (units[i] + len(groups) * units[j])
+        biggest = max(sum(models[i]["widths"][g] for g in group) for group in groups)
+        peak = max(peak, 8.0 * biggest * units[j] + 4.0 * chunk * (biggest + units[j]))
+    return {"models": len(models), "units": sum(units), "pairs": len(pairs), "images": images,
+            "scan_tflop": sum(m["flops"] for m in models) * images / 1e12, "pair_tflop": pair_flop / 1e12,
+            "profile_bytes": 4.0 * images * sum(units), "pair_read_bytes": reads, "pair_peak_bytes": peak,
+            "rows": sum(k * (units[i] + units[j]) for i, j in pairs)}

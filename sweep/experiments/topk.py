@@ -32,6 +32,12 @@ class TopK:
         self._keep(torch.cat([self.values, acts], 1), torch.cat([self.ids, ids], 1))
         return self
 
+    def offer(self, values: torch.Tensor, ids: torch.Tensor) -> "TopK":
+        """Add candidates given per unit: values (units, m) and their ids (units, m) (e.g. each unit's
+        own best m of a larger set, taken with torch.topk: then ties at its m-th place are torch's)."""
+        self._keep(torch.cat([self.values, values.detach().float().cpu()], 1), torch.cat([self.ids, ids.long().cpu()], 1))
+        return self
+
     def merge(self, other: "TopK") -> "TopK":
         """Combine two partial scans of disjoint images (e.g. from two workers)."""
         out = TopK(self.values.shape[0], self.k)

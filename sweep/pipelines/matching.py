@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
+import resource
 import time
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from sweep.core.errors import SweepError
@@ -44,11 +46,12 @@ from sweep.store.outputs import atomic_write, check_writable, frame_parquet_byte
 log = logging.getLogger(__name__)
 
 
-def check_matching(config: MatchConfig) -> list[dict]:
+def check_matching(config: MatchConfig, check: bool = True) -> list[dict]:
     """Everything checked before Ray starts or anything is written: at least two distinct models, each
     known with its layers, site and weights; a root that holds no rows of these models made with other
     weights; a writable root. Returns one description per model (model, name, weights, site, layers,
-    widths); `keyed` adds the profile key once the probe images are known."""
+    widths, flops to the last layer); `keyed` adds the profile key once the probe images are known.
+    check=False (a dry run) leaves the weights and the root alone."""
     if len(config.models) < 2:
         raise SweepError(f"models: matching needs at least two models; got {len(config.models)}")
     if len(config.weights) not in (1, len(config.models)):
@@ -65,10 +68,14 @@ def check_matching(config: MatchConfig) -> list[dict]:
         blocks = list(anatomy.blocks) if config.layers is None else [anatomy.block(layer) for layer in config.layers]
         widths = [b.width(site) for b in blocks]  # a site the model lacks: one line
         weights = config.weights_of(i)
-        check_weights(anatomy.entry, weights)
+        if check:
+            check_weights(anatomy.entry, weights)
         layers = [b.index for b in blocks]
+        flops = anatomy.flops[max(layers)] if anatomy.flops else 0.0
         models.append({"model": key, "name": name, "weights": weights, "site": site, "layers": layers,
-                       "widths": widths})
+                       "widths": widths, "flops": flops})
+    if not check:
+        return models
     fs, root = open_root(config.out, config.storage_options)
     check_writable(fs, root, config.out)
     check_one_weights(config, models)
@@ -180,8 +187,11 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
     for stale in fs.glob(posixpath.join(posixpath.dirname(path), "part-*.parquet")):
         if posixpath.basename(stale) != posixpath.basename(path):
             fs.rm(stale)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: this worker's peak so far
+    gpu_peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
     return {"pair": (a["model"], b["model"]), "rows": len(rows), "mutual": int(rows["mutual"].sum()),
-            "images": n, "seconds": time.perf_counter() - started, "device": str(device)}
+            "images": n, "seconds": time.perf_counter() - started, "device": str(device), "peak_rss_mib": peak,
+            "gpu_peak_mib": gpu_peak}
 
 
 def run_matching(config: MatchConfig, records: list[dict], probe_hash: str, models: list[dict]) -> dict:
@@ -207,4 +217,4 @@ def run_matching(config: MatchConfig, records: list[dict], probe_hash: str, mode
             log.info("%s ~ %s: %d row(s), %d mutual, %d image(s), %.1f s on %s", *made[-1]["pair"], made[-1]["rows"],
                      made[-1]["mutual"], made[-1]["images"], made[-1]["seconds"], made[-1]["device"])
     return {"pairs": len(pairs), "matched": len(made), "skipped": len(pairs) - len(made),
-            "rows": sum(m["rows"] for m in made), "mutual": sum(m["mutual"] for m in made)}
+            "rows": sum(m["rows"] for m in made), "mutual": sum(m["mutual"] for m in made), "made": made}
