@@ -59,6 +59,8 @@ def run(args) -> int:
 
         args.model = [with_args(m, tuple(args.model_arg)) for m in args.model]
     data, flags = gather(args, FIELDS)
+    if not (args.images or args.val or args.train):
+        data.setdefault("probe", "photos")  # the shipped photos and their crops
     config = parse(MatchConfig, data, flags=flags)
     check_options(args, {"limit": Count | None, "min_models": Count, "probe_images": Count | None,
                          "assume_tflops": Positive | None})
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
     add_model_arg(p, taps=False)
     p.add_argument("--out", required=True, help="results root (local path or s3://...)")
     add_image_source(p, required=False, what="; default: the shipped photos and their crops (150 images)")
-    p.add_argument("--probe", help="a name for the probe images in the rows (default: probe)")
+    p.add_argument("--probe", help="a name for the probe images in the rows (default: probe; photos for the shipped ones)")
     p.add_argument("--weights", nargs="+", help="pretrained | random | PATH: one for every model, or one per model "
                    "(default pretrained)")
     p.add_argument("--k", type=int, help="matches kept per unit and other model (default 5)")

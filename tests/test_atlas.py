@@ -55,6 +55,21 @@ def site(tmp_path_factory, smoke_root):
     label_part = results / LABELS.part("part-abc.parquet", model="dev/vit-micro", layer=0)
     label_part.parent.mkdir(parents=True)
     label_part.write_bytes(frame_parquet_bytes(labels, LABEL_SCHEMA))
+    from sweep.store.layout import MATCH_SCHEMA, MATCHES, pair_name
+
+    # One unit matched across three models (the third has no visualizations: listed without a link), as
+    # jobs/matching.py writes them, mutual both ways: a Rosetta set of 3.
+    trio = [("dev/vit-micro", 0, 0), ("dev/deit-micro-distilled", 0, 1), ("other/model", 2, 5)]
+    for i, (ma, la, ua) in enumerate(trio):
+        for mb, lb, ub in trio[i + 1:]:
+            rows = pd.DataFrame([{"model_a": x[0], "layer_a": x[1], "site_a": "mlp", "unit_a": x[2], "model_b": y[0],
+                                  "layer_b": y[1], "site_b": "mlp", "unit_b": y[2], "score": 0.9, "rank": 0,
+                                  "mutual": True, "method": "profile-pearson", "probe": "probe", "probe_hash": "h",
+                                  "images": 150, "weights_a": "random", "weights_b": "random", "created_at": ""}
+                                 for x, y in (((ma, la, ua), (mb, lb, ub)), ((mb, lb, ub), (ma, la, ua)))])
+            path = results / MATCHES.part("part-k.parquet", pair=pair_name(ma, mb))
+            path.parent.mkdir(parents=True)
+            path.write_bytes(frame_parquet_bytes(rows, MATCH_SCHEMA))
     out = tmp_path_factory.mktemp("site")
     first = build_atlas(str(results), str(out), page_size=2)
     return results, out, first
@@ -153,7 +168,7 @@ def test_browse_index_model_layer_feature_and_back(site):
         assert driver.current_url.endswith("layer-0-1.html"), "back to the page that holds feature 3"
         driver.get(urljoin(base, "features/dev_vit_micro-" + _slug_suffix(out) + "/0/mlp-0.html"))
         images, _ = _check_page(driver, base)
-        assert len(images) == 3  # the visualization, the top image "example" (its thumbnail) and the activation map
+        assert len(images) == 4  # the visualization, its match in deit-micro, the top image "example" (thumbnail), the map
         assert "Top natural images" in driver.page_source and "other" in driver.page_source  # "other": no picture
         assert driver.find_elements(By.CSS_SELECTOR, 'img[alt="top image 1: example"]')
         from selenium.webdriver.common.keys import Keys
@@ -279,6 +294,33 @@ def test_concept_labels_shown_and_searchable_across_models(site):
         assert errors == [], errors
 
 
+def test_units_link_their_counterparts_in_other_models_and_the_rosetta_sets(site):
+    """A matched unit's page lists its best unit in each other model (a link and picture where that unit
+    was visualized, text where not); the index links the Rosetta page, whose set links back."""
+    from selenium.webdriver.common.by import By
+
+    _, out, _ = site
+    m = "dev_vit_micro-" + _slug_suffix(out)
+    feature = (out / "features" / m / "0" / "mlp-0.html").read_text()
+    assert "The same unit in other models" in feature and "other/model" in feature
+    with browsing(out) as (base, driver):
+        driver.get(urljoin(base, f"features/{m}/0/mlp-0.html"))
+        links = driver.find_elements(By.XPATH, "//h2[contains(., 'other models')]/following-sibling::table[1]//a")
+        assert [a.text for a in links] == ["mlp 1"]
+        links[0].click()
+        _wait(driver, lambda d: "dev/deit-micro-distilled L0 mlp 1" in d.title)
+        _check_page(driver, base)
+        assert "dev/vit-micro" in driver.find_element(By.XPATH, "//h2[contains(., 'other models')]/following-sibling::table[1]").text
+        driver.get(urljoin(base, "index.html"))
+        driver.find_element(By.ID, "rosetta-link").click()
+        _wait(driver, lambda d: d.title.startswith("Rosetta sets: 1 across 3+ models"))
+        _check_page(driver, base)
+        cells = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#set-0 + ul .cell")]
+        assert cells == ["dev/deit-micro-distilled L0 mlp 1", "dev/vit-micro L0 mlp 0", "other/model L2 mlp 5 (not visualized)"]
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+
+
 @pytest.mark.browser
 def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
     """axe-core (the accessibility engine browsers' audits use) finds no violation on any page kind;
@@ -290,7 +332,7 @@ def test_every_page_kind_passes_axe_and_works_from_the_keyboard(site):
     _, out, _ = site
     m = "dev_vit_micro-" + _slug_suffix(out)
     pages = ["index.html", f"models/{m}/index.html", f"models/{m}/layer-0-1.html",
-             f"models/{m}/layer-0-0.html#sort=act", f"features/{m}/0/mlp-0.html", "concepts.html#q=o"]
+             f"models/{m}/layer-0-0.html#sort=act", f"features/{m}/0/mlp-0.html", "concepts.html#q=o", "rosetta.html"]
     with browsing(out) as (base, driver):
         for page in pages:
             driver.get(urljoin(base, page))

@@ -42,6 +42,15 @@ from sweep.core.errors import SweepError
 from sweep.models.names import source_of
 from sweep.store.layout import DATA_FOLDERS, TOP_THUMBS, thumb_name
 from sweep.store.outputs import check_writable, is_local, open_root, storage_problem
+from sweep.views.atlas.across import (
+    UNITS_PER_CONCEPT,
+    counterparts,
+    feature_parts,
+    read_matches,
+    visualized_units,
+    write_concept_search,
+    write_rosetta,
+)
 from sweep.views.atlas.inputs import (
     ModelInputs,
     RootImages,
@@ -68,7 +77,7 @@ from sweep.views.atlas.render import (
 log = logging.getLogger(__name__)
 
 #: Bump when the site's layout or state format changes: every model is then built again.
-ATLAS_FORMAT = 4
+ATLAS_FORMAT = 5
 STATE = "_atlas/state.json"
 #: Folders of the site that pages and images are written to.
 SITE_FOLDERS = ("models", "features", "img", "_atlas")
@@ -76,9 +85,6 @@ SITE_FOLDERS = ("models", "features", "img", "_atlas")
 POOL_MIN_FEATURES = 4000
 #: Strongest features shown per layer on the model page.
 TOP_PER_LAYER = 8
-#: Units kept per concept for the concept search (per layer, per model and for the whole site).
-UNITS_PER_CONCEPT = 24
-CONCEPTS_DATA = "concepts.js"
 
 
 def _model_state_path(model: str) -> str:
@@ -114,6 +120,7 @@ class LayerTask:
     salt: str = ""  # the site's format and templates: pages made with others are rendered again
     thumbs: dict = field(default_factory=dict)  # top_image_thumbs/... png -> fingerprint
     labels: dict = field(default_factory=dict)  # (layer, site, feature) -> [concept labels]
+    matches: dict = field(default_factory=dict)  # (layer, site, feature) -> [its best unit in each other model]
 
 
 def _row_key(r) -> str:
@@ -178,11 +185,13 @@ def build_layer(task: LayerTask) -> dict:
         tops = [{**t, "thumb": _top_thumb(t, task, images, held, files, put, img_dir)}
                 for t in task.tops.get((layer, site, feature), [])]
         concepts = task.labels.get((layer, site, feature), [])
+        matched = task.matches.get((layer, site, feature), [])
         page_rel = posixpath.join("features", m, str(layer), f"{stem}.html")
         # Everything the feature's page shows: when none of it changed, the page is not even rendered.
         page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
                                       text(r.part), shown, map_srcs, labels, i // task.page_size,
-                                      fmt(tops), fmt(concepts), extra, fmt(measures(r))]).encode())
+                                      fmt(tops), fmt(concepts), extra, fmt(measures(r)),
+                                      fmt(matched)]).encode())
         if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
@@ -210,7 +219,8 @@ def build_layer(task: LayerTask) -> dict:
                           start=href(*up, *img_dir, extra["start"]) if extra.get("start") else None,
                           attribution=href(*up, *img_dir, extra["attribution"]) if extra.get("attribution") else None,
                           tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs,
-                          concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts])
+                          concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts],
+                          matches=[{**c, "score": fmt(c["score"], ".3f")} for c in matched])
             put(page_rel, page, page_key)
         act = acts[i]
         rel_act = act / best if act is not None and best not in (None, 0) else None
@@ -374,10 +384,17 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
     total_files = sum(int(v.get("files", 0)) for v in known.values())
     written, deleted, summaries = [], [], {m: known[m] for m in inputs if m not in changed}
     tasks, contexts = [], {}
+    seen: dict = {}
+
+    def visualized() -> dict:  # every model's visualized units: read once, and only if a page links them
+        if "units" not in seen:
+            seen["units"] = visualized_units(fs, root, feature_parts(inputs))
+        return seen["units"]
+
     for model in changed:
         mstate = (writer.read_json(_model_state_path(model)) or {}) if model in known else {}
         found, context = _plan_model(fs, root, inputs[model], mstate, salt, results_root, storage_options,
-                                     site, site_options, page_size)
+                                     site, site_options, page_size, visualized)
         tasks += found
         contexts[model] = context
     n_features = sum(len(t.rows) for t in tasks)
@@ -414,50 +431,38 @@ def build_atlas(results_root: str, site: str, storage_options: dict | None = Non
         writer.discard(_model_concepts_path(model), report=False)
     deleted += writer.deleted
     has_concepts = bool(state.get("concepts"))
-    if changed or removed or not state:
-        has_concepts = _write_concept_search(writer, env, {m: s for m, s in summaries.items()
-                                                            if s["index"].get("concepts")})
+    match_items = sorted(next(iter(inputs.values())).matches.items())  # every model holds the same list
+    match_rels = [rel for rel, _ in match_items]
+    rosetta_key = digest(json.dumps([salt, match_items, {m: sorted(inputs[m].parts.items()) for m in sorted(inputs)}
+                                     if match_items else []]).encode())
+    has_rosetta = bool(state.get("rosetta"))
+    if rosetta_key != state.get("rosetta_key"):
+        has_rosetta = write_rosetta(writer, env, fs, root, match_rels, visualized() if match_rels else {})
+    if changed or removed or not state or rosetta_key != state.get("rosetta_key"):
+        has_concepts = write_concept_search(writer, env, {m: s for m, s in summaries.items()
+                                                          if s["index"].get("concepts")}, _model_concepts_path)
         models = [{"name": m, "href": href("models", slug(m), "index.html"), "slug": slug(m), **summaries[m]["index"]}
                   for m in sorted(summaries) if summaries[m]["index"]["layers"]]  # a model with no readable row: none
-        page = render(env, "index.html", 0, search=True, models=models, concepts=has_concepts,
+        page = render(env, "index.html", 0, search=True, models=models, concepts=has_concepts, rosetta=has_rosetta,
                       title=f"Atlas: {len(models)} models, {sum(m['ok'] + m['failed'] for m in models)} features",
                       catalog={m["name"]: {"slug": m["slug"], "layers": m["sites"]} for m in models})
         if digest(page) != state.get("index"):
             writer.write("index.html", page)
         index_digest = digest(page)
-        writer.write_json(STATE, {"salt": salt, "index": index_digest, "models": summaries, "concepts": has_concepts})
+        writer.write_json(STATE, {"salt": salt, "index": index_digest, "models": summaries, "concepts": has_concepts,
+                                  "rosetta": has_rosetta, "rosetta_key": rosetta_key})
     written = sorted(set(written + writer.written))
-    held = sum(int(v.get("files", 0)) for v in summaries.values()) + 1 + (2 if has_concepts else 0)
+    held = sum(int(v.get("files", 0)) for v in summaries.values()) + 1 + (2 if has_concepts else 0) + has_rosetta
     log.info("atlas: %d model(s) read of %d, %d file(s) written, %d deleted", len(changed), len(inputs),
              len(written), len(deleted))
     return {"written": written, "unchanged": max(0, max(total_files, held) - len(written)),
             "deleted": sorted(set(deleted)), "models_read": changed}
 
 
-def _write_concept_search(writer: SiteWriter, env, models: dict) -> bool:
-    """concepts.js (concept -> the units whose best concept it is, strongest first, across models) and
-    concepts.html, from the models' concept files; both removed when no model has labels."""
-    merged: dict[str, list] = {}
-    for model in sorted(models):
-        got = writer.read_json(_model_concepts_path(model)) or {}
-        for concept, units in got.get("concepts", {}).items():
-            merged.setdefault(concept, []).extend([model, got.get("slug", slug(model)), *u[1:], u[0]] for u in units)
-    if not merged:
-        for rel in (CONCEPTS_DATA, "concepts.html"):
-            writer.discard(rel)
-        return False
-    data = {k: sorted(v, key=lambda e: -e[-1])[:UNITS_PER_CONCEPT] for k, v in sorted(merged.items())}
-    for rel, body in ((CONCEPTS_DATA, script_data("atlasConcepts", "all", data)),
-                      ("concepts.html", render(env, "concepts.html", 0, search=False,
-                                               title=f"Concepts: {len(data)} labels over {len(models)} model(s)"))):
-        if writer.read_bytes(rel) != body:
-            writer.write(rel, body)
-    return True
-
-
 def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_root, storage_options,
-                site, site_options, page_size) -> tuple[list[LayerTask], dict]:
-    """The layer tasks of a changed model: read only the parts of layers that changed."""
+                site, site_options, page_size, visualized=dict) -> tuple[list[LayerTask], dict]:
+    """The layer tasks of a changed model: read only the parts of layers that changed. `visualized()`
+    gives every model's visualized units (read once per build, only where there are matches)."""
     model = inputs.model
     old_parts: dict = mstate.get("parts", {})  # part -> [fingerprint, [layers]]
     changed_parts = [p for p, fp in inputs.parts.items() if old_parts.get(p, [None])[0] != fp]
@@ -471,7 +476,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
     layers = tuple(sorted({lay for ls in part_layers.values() for lay in ls}))
     old_layers = tuple(sorted(int(k) for k in mstate.get("layers", {})))
     side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items()),
-                              sorted(inputs.thumbs.items()), sorted(inputs.labels.items())]).encode())
+                              sorted(inputs.thumbs.items()), sorted(inputs.labels.items()),
+                              sorted(inputs.matches.items()), sorted(inputs.others.items())]).encode())
     if side != mstate.get("side"):
         affected = set(layers)
     else:
@@ -489,6 +495,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
     tops = read_top_images(fs, root, list(inputs.tops)) if affected and inputs.tops else {}
     maps = {k: [(rel, inputs.maps[rel]) for rel in v] for k, v in map_files(inputs.maps).items()} if affected else {}
     labels = read_labels(fs, root, list(inputs.labels)) if affected and inputs.labels else {}
+    matches = counterparts(read_matches(fs, root, list(inputs.matches), model), visualized()) \
+        if affected and inputs.matches else {}
     tasks = []
     for layer in sorted(affected):
         lrows = rows[rows["layer"] == layer]
@@ -497,7 +505,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
         tasks.append(LayerTask(results_root, storage_options, site, site_options, model, layer, layers, page_size,
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
                                {k: v for k, v in maps.items() if k[0] == layer}, salt, inputs.thumbs,
-                               {k: v for k, v in labels.items() if k[0] == layer}))
+                               {k: v for k, v in labels.items() if k[0] == layer},
+                               {k: v for k, v in matches.items() if k[0] == layer}))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
                "model_page": mstate.get("model_page")}

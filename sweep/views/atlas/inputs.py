@@ -29,6 +29,7 @@ from sweep.store.layout import (
     LABEL_SCHEMA,
     LABELS,
     MAP_FILES,
+    MATCHES,
     TOP_IMAGES,
     TOP_SCHEMA,
     TOP_THUMBS,
@@ -55,10 +56,14 @@ class ModelInputs:
     maps: dict[str, str] = field(default_factory=dict)    # activation_maps/files/... png -> fingerprint
     thumbs: dict[str, str] = field(default_factory=dict)  # top_image_thumbs/... png of its splits -> fingerprint
     labels: dict[str, str] = field(default_factory=dict)  # labels/... part -> fingerprint
+    # Where the root has matches (jobs/matching.py): every match part, and the other models' features
+    # parts, since a unit's page links its counterparts' pages where those were visualized.
+    matches: dict[str, str] = field(default_factory=dict)
+    others: dict[str, str] = field(default_factory=dict)
 
     def digest(self, salt: str) -> str:
         h = hashlib.sha256(salt.encode())
-        for kind in (self.parts, self.tops, self.maps, self.thumbs, self.labels):
+        for kind in (self.parts, self.tops, self.maps, self.thumbs, self.labels, self.matches, self.others):
             for rel in sorted(kind):
                 h.update(f"{rel}\0{kind[rel]}\n".encode())
             h.update(b"|")
@@ -104,7 +109,19 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     for entry in models.values():  # a model's pages show the thumbnails of its splits' top images
         for split in {TOP_IMAGES.keys_of(rel).get("split") for rel in entry.tops}:
             entry.thumbs.update(thumbs.get(split, {}))
+    matches = match_parts(fs, root)
+    if matches:
+        for entry in models.values():
+            entry.matches = matches
+            entry.others = {rel: fp for other in models.values() if other is not entry for rel, fp in other.parts.items()}
     return {m: models[m] for m in sorted(models) if models[m].parts}
+
+
+def match_parts(fs, root: str) -> dict[str, str]:
+    """Every part of the matches dataset (`matches/pair=<a>~<b>/part-*.parquet`) with its fingerprint."""
+    base = posixpath.join(root, MATCHES.folder())
+    return {path[len(root) + 1:]: fingerprint(info) for path, info in sorted(_listing(fs, base).items())
+            if path.endswith(".parquet") and not any(n.startswith((".", "_")) for n in path[len(base) + 1:].split("/"))}
 
 
 def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
