@@ -1,6 +1,6 @@
 """Time and peak memory of the matching job (jobs/matching.py) for N models, measured, and extrapolated.
 
-Runs both stages on this machine's own local Ray over --images synthetic probe images (noise PNGs at
+Runs both stages on this machine's own local Ray (a GPU where there is one: `run_gpu.sh` part matching) over --images synthetic probe images (noise PNGs at
 224 px: timing needs no content) with random weights and every block of each model, and records per
 stage the wall time, the achieved TFLOP/s by the job's own arithmetic (`matching_cost`), the
 driver's peak RSS and the pair tasks' peak RSS. Then extrapolates with the measured rates: the
@@ -69,13 +69,17 @@ def main(argv=None) -> int:
     phash = probe_hash(records)
     paper = check_matching(MatchConfig(tuple(PRESETS["paper"]()["models"]), str(work / "paper"), weights=("random",)),
                            check=False)
+    import torch
+
     threads = os.cpu_count() or 1
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)  # this script's own Ray
     rows = []
     try:
         for count in args.count:
             config = MatchConfig(tuple(args.models[:count]), str(work / f"root-{count}"), weights=("random",),
-                                 pair_memory_gb=args.pair_memory_gb, pair_cpus=float(threads))
+                                 pair_memory_gb=args.pair_memory_gb,
+                                 pair_cpus=1.0 if device != "cpu" else float(threads))
             models = keyed(config, check_matching(config), records, phash)
             cost = matching_cost(models, len(records), config.k, config.chunk, config.pair_memory_gb * 1e9)
             began = time.perf_counter()
@@ -98,13 +102,14 @@ def main(argv=None) -> int:
                    "these_models_hours": round((big["scan_tflop"] / scan_rate + big["pair_tflop"] / pair_rate) / 3600, 1),
                    "paper_47_hours": round((whole["scan_tflop"] / scan_rate + whole["pair_tflop"] / pair_rate) / 3600),
                    "paper_47_tflop": round(whole["scan_tflop"] + whole["pair_tflop"]),
-                   "host": platform.node(), "device": "cpu", "threads": threads}
+                   "host": platform.node(), "device": device, "threads": threads,
+                   "pair_gpu_peak_mib": max((m["gpu_peak_mib"] or 0) for m in summary["made"]) or None}
             rows.append(row)
             print(f"{count} models ({cost['units']:,} units, {cost['pairs']} pairs) over {len(records)} images: scan "
                   f"{scan_s:.0f} s ({scan_rate * 1e3:.0f} GFLOP/s), pairs {pair_s:.0f} s ({pair_rate * 1e3:.0f} GFLOP/s); "
                   f"peak RSS driver {row['driver_peak_rss_mib']} MiB, pair task {row['pair_peak_rss_mib']} MiB; "
                   f"at {args.extrapolate:,} images: these {row['these_models_hours']} h, the paper's 47 "
-                  f"{row['paper_47_hours']:,} h on this CPU", flush=True)
+                  f"{row['paper_47_hours']:,} h on this machine ({device})", flush=True)
     finally:
         ray.shutdown()
     if args.csv:

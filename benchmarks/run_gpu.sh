@@ -23,6 +23,9 @@
 #   fidelity  what the compiled variants change in the images and activations (vs fp32 and vs bf16
 #             eager, 400 steps as in the paper) and host syncs in the loop: matters once a variant is
 #             made the default; the largest part                        -> DAY-engine-fidelity-TAG.csv
+#   matching  the cross-model matching job (jobs/matching.py) for 2 and 8 of the paper preset's ViT-B
+#             class models over 1,000 noise images: scan and pair rates, peak memory (issue 29; measured
+#             so far on a CPU only)                                            -> DAY-matching-TAG.csv
 # A default run should finish engine and families and skip the other two; PARTS="ablation fidelity"
 # runs those in a later call (about 8 minutes). The full family table of the earlier script (first,
 # middle and last block, bf16+compile and bf16+step) is about 4x the families part: split it over
@@ -70,19 +73,25 @@
 #             so each compiled variant compiles again: 99.5 + 1; start 15 -> H200 292.1 s, H100 380 s = 6.3 min
 #             FIDELITY_STEPS=100 saves 300 x (0.110 + 0.0195 + 4 x 0.0157) = 57.7 s (H100 305 s = 5.1 min):
 #             its cost is the compiles (3.5 of the 6.3 minutes), not the 400 steps, so it keeps the paper's 400
+#   matching  not yet run on a GPU; from the CPU run (2026-12-07-matching-cost-cpu.csv): Ray start and 1,000
+#             noise PNGs 15 + 10 model builds and scans, each bound by Ray Data's decode of 1,000 images
+#             (~40 images/s per decode task on this CPU; 16 cores here: ~10 s) 10 x 12 = 120 + 29 pairs of
+#             ViT-B class models (2 x 1,000 x 36,864^2 = 2.7 TFLOP each, float32) at an assumed 30 TFLOP/s
+#             = 2.6 + task starts 29 x 1 -> 240 s = 4.0 min; first rows (2 models) ~ 15 + 2 x 12 + 2 = 41 -> 120
+#             (slack for the model builds' first CUDA start)
 #   start-up  nvidia-smi and one Python start that reads the torch and timm versions: 20 s
 #   first rows (MIN_LEFT_S): engine (15 + 0.2 + 16.4) x 1.3 = 41 -> 45; families (15 + 7.9 + 19.1 + 2) x 1.3
 #             = 57 -> 60; ablation its whole 91 (one row at its end); fidelity (15 + 44.1 + 7.8) x 1.3 = 87 -> 90
 #   default   20 + 202 + 290 = 512 s of 540; the 28 s left skip ablation and fidelity.
-#   PARTS="ablation fidelity": 20 + 91 + 380 = 491 s.
+#   PARTS="ablation fidelity": 20 + 91 + 380 = 491 s. PARTS=matching: 20 + 240 = 260 s.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-all_parts="engine families ablation fidelity"
+all_parts="engine families ablation fidelity matching"
 all_variants="fp32 bf16 bf16+compile bf16+step bf16+step+fused bf16+step+graphs"  # bench_engine.VARIANTS
 all_checks="device-vs-cpu bf16-vs-fp32 host-syncs"                                 # check_engine --checks
 # The H100 seconds worked out above, and the seconds each part needs left to write its first rows.
-declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380)
-declare -A NEED=([engine]=45 [families]=60 [ablation]=91 [fidelity]=90)
+declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380 [matching]=240)
+declare -A NEED=([engine]=45 [families]=60 [ablation]=91 [fidelity]=90 [matching]=120)
 
 die() { echo "error: $*" >&2; exit 2; }
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
@@ -110,6 +119,9 @@ engine_model=${ENGINE_MODEL:-vit_base_patch16_224} features=${FEATURES:-128} war
 family_models=${FAMILY_MODELS:-} family_layers=${FAMILY_LAYERS:-last} family_variants=${FAMILY_VARIANTS:-bf16+compile}
 ablation_model=${ABLATION_MODEL:-deit_base_patch16_224.fb_in1k} ablation_images=${ABLATION_IMAGES:-512}
 fidelity_steps=${FIDELITY_STEPS:-400} fidelity_checks=${FIDELITY_CHECKS:-bf16-vs-fp32 host-syncs}
+matching_images=${MATCHING_IMAGES:-1000}
+matching_models=${MATCHING_MODELS:-vit_base_patch16_224.orig_in21k deit_base_patch16_224.fb_in1k ViT-B-16/openai \
+  deit_base_distilled_patch16_224.fb_in1k convit_base.fb_in1k vit_base_patch32_224.orig_in21k ViT-B-32/openai pit_b_224.in1k}
 
 # Bad input stops here, before any work: one line, exit 2.
 [ -n "${parts// /}" ] || die "PARTS is empty (allowed: $all_parts)"
@@ -120,7 +132,7 @@ for c in $fidelity_checks; do within "$c" "$all_checks" || die "unknown check $c
 for l in $family_layers; do
   within "$l" "first middle last all" || [[ $l =~ ^-?[0-9]+$ ]] || die "bad layer $l in FAMILY_LAYERS (allowed: first middle last all, or block indices)"
 done
-for name in BUDGET_S MIN_LEFT_S FEATURES WARMUP ITERS ABLATION_IMAGES FIDELITY_STEPS; do
+for name in BUDGET_S MIN_LEFT_S FEATURES WARMUP ITERS ABLATION_IMAGES FIDELITY_STEPS MATCHING_IMAGES; do
   value=${!name-}
   [ -z "$value" ] || [[ $value =~ ^[0-9]+$ ]] || die "$name must be a whole number, got '$value'"
 done
@@ -196,6 +208,9 @@ for part in $parts; do
     fidelity)
       run_part fidelity $py "$here/check_engine.py" --steps "$fidelity_steps" --checks $fidelity_checks \
           --csv "$out/$day-engine-fidelity-$tag.csv" ;;
+    matching)
+      run_part matching $py "$here/bench_matching.py" --models $matching_models --count 2 8 \
+          --images "$matching_images" --pair-memory-gb 32 --csv "$out/$day-matching-$tag.csv" ;;
   esac
 done
 summary=$(printf '%s, ' "${status[@]}")
