@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             cost = matching_cost(models, len(records), config.k, config.chunk, config.pair_memory_gb * 1e9)
             began = time.perf_counter()
             for model in models:
-                scan_profiles(config, model, records)
+                scan_profiles(config, model, records, phash)
             scan_s = time.perf_counter() - began
             began = time.perf_counter()
             summary = run_matching(config, records, phash, models)  # profiles there: pairs only

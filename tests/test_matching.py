@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sweep.experiments.matching import PairSums, ProfileWriter, moments, read_done, rosetta_sets, shards
+from sweep.experiments.matching import PairSums, ProfileWriter, moments, read_done, rosetta_sets, shards, unit_stats
 from sweep.store.results import Results
 
 BASE = "module:model_factories:relu_mixer"
@@ -81,6 +81,7 @@ def test_profile_shards_hold_listing_order_whatever_order_batches_come(tmp_path)
     assert done == read_done(fs, str(tmp_path)) and done["shards"] == 5 and done["readable"] == 23
     mean, inv = moments(fs, str(tmp_path), done)[3]
     assert np.allclose(mean, acts[:, 4:].mean(0), atol=1e-6) and np.allclose(inv, 1 / acts[:, 4:].std(0), rtol=1e-5)
+    assert np.array_equal(unit_stats(fs, str(tmp_path), done)[0][2], acts[:, :4].max(0))
     assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [0]))), acts[:, :4])
     assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [3]))), acts[:, 4:])
     assert np.array_equal(np.concatenate(list(shards(fs, str(tmp_path), done, [3, 0]))), acts[:, [4, 5, 6, 0, 1, 2, 3]])
@@ -221,3 +222,48 @@ def test_layer_groups_fit_the_budget_and_give_the_same_matches():
                 assert torch.allclose(one[layer].values, two[layer].values, atol=1e-6)
     top_a = runs[0][0]
     assert top_a[1].ids[2, 0] == 3 and top_a[1].values[2, 0] == pytest.approx(1.0)  # b's unit 3 = layer 1 unit 0
+
+
+def test_transfer_scores_a_visualization_on_its_twin_as_on_its_own_model(probe, tmp_path, capsys):
+    """The twin computes the same function with rescaled units, so the counterpart's z on each of the
+    base model's images equals the base unit's own z, and so does beating every probe image."""
+    import fsspec
+
+    from sweep.experiments.matching import read_done
+    from sweep.experiments.transfer import TransferScanner, profile_folder, transfer_scores
+    from sweep.method.recipe import Recipe
+    from sweep.work.visualize import VisualizeJob, run_visualize
+    from sweep_checks import job_main
+
+    out = tmp_path / "root"
+    run_visualize(VisualizeJob(BASE, 1, tuple(range(8)), weights="random", recipe=Recipe(steps=4, jitter=2)), str(out))
+    transfer = job_main("transfer")
+    assert transfer(["--model", BASE, "--other", TWIN, "--out", str(out)]) == 2  # no matches yet: one line
+    assert "run jobs/matching.py" in capsys.readouterr().err
+    assert run_job("--model", BASE, TWIN, "--weights", "random", "--images", probe, "--limit", 60, "--out", out,
+                   "--layers", 1) == 0
+    assert transfer(["--model", BASE, "--other", TWIN, "--out", str(out)]) == 0
+    assert "visualization(s) scored" in capsys.readouterr().out
+    rows = Results(str(out)).transfer(model=BASE, other=TWIN).sort_values("feature")
+    twins = twin_of()
+    assert len(rows) >= 4 and (rows["error"] == "").all()
+    assert [twins[(1, f)] for f in rows["feature"]] == rows["unit_b"].tolist()
+    # the base model's own z on the same PNGs, by the same scanner
+    fs = fsspec.filesystem("file")
+    scanner = TransferScanner(str(out), None, BASE, "random", "mlp", [1])
+    own = scanner({"image_path": rows["image_path"].to_numpy(), "layer_b": rows["layer"].to_numpy(),
+                   "unit_b": rows["feature"].to_numpy()})["act_b"]
+    folder = profile_folder(fs, str(out), BASE, rows["probe_hash"].iloc[0], "random", "mlp")
+    from sweep.experiments.matching import unit_stats
+
+    mean, std, top = unit_stats(fs, folder, read_done(fs, folder))[1]
+    f = rows["feature"].to_numpy()
+    z, beats = transfer_scores(own.astype(np.float64), mean[f], std[f], top[f])
+    assert np.allclose(rows["z"].to_numpy(), z, atol=1e-3) and (rows["beats_probe"].to_numpy() == beats).all()
+    quality = Results(str(out)).quality(model=BASE)
+    scored = quality[quality["transfer_models"] == 1]
+    assert len(scored) == len(rows) and np.allclose(scored.sort_values("feature")["transfer_z"], z, atol=1e-3)
+    assert transfer(["--model", BASE, "--other", TWIN, "--out", str(out)]) == 0  # nothing changed: skipped
+    assert "skipped" in capsys.readouterr().out
+    assert transfer(["--model", BASE, "--other", BASE, "--out", str(out)]) == 2
+    assert "the model itself" in capsys.readouterr().err

@@ -41,6 +41,9 @@ from sweep.models.build import Weights
 from sweep.store.outputs import atomic_write
 
 METHOD = "profile-pearson"
+#: The profiles' file format (shards, done.json, moments.npy with mean, std and max): part of their key,
+#: so a cache of an older format is scanned again rather than misread.
+PROFILE_FORMAT = 2
 
 
 @config_dataclass
@@ -77,7 +80,7 @@ def probe_hash(records: Iterable[dict]) -> str:
 def profile_key(probe: str, weights: str, site: str, layers: list[int], chunk: int, method: str = METHOD) -> str:
     """Names one model's profiles: everything they depend on besides the model."""
     blob = json.dumps({"probe": probe, "weights": weights, "site": site, "layers": layers, "chunk": chunk,
-                       "method": method}, sort_keys=True)
+                       "method": method, "format": PROFILE_FORMAT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -113,6 +116,7 @@ class ProfileWriter:
         self.written = 0
         self.sum = np.zeros(sum(widths))
         self.sum2 = np.zeros(sum(widths))
+        self.max = np.full(sum(widths), -np.inf)
         self.readable = 0
 
     def rows_in(self, j: int) -> int:
@@ -123,6 +127,8 @@ class ProfileWriter:
         self.readable += int(ok.sum())
         self.sum += acts[ok].astype(np.float64).sum(0)
         self.sum2 += (acts[ok].astype(np.float64) ** 2).sum(0)
+        if ok.any():
+            self.max = np.maximum(self.max, acts[ok].max(0))
         for i, row in zip(index.tolist(), acts):
             j = i // self.chunk
             self.pending.setdefault(j, {})[i] = row
@@ -148,7 +154,8 @@ class ProfileWriter:
         n = max(self.readable, 1)
         mean = self.sum / n
         std = np.sqrt(np.maximum(self.sum2 / n - mean ** 2, 0))
-        atomic_write(self.fs, posixpath.join(self.folder, "moments.npy"), npy_bytes(np.stack([mean, std])))
+        top = np.where(np.isfinite(self.max), self.max, 0.0)
+        atomic_write(self.fs, posixpath.join(self.folder, "moments.npy"), npy_bytes(np.stack([mean, std, top])))
         atomic_write(self.fs, posixpath.join(self.folder, "done.json"), json.dumps(done, sort_keys=True).encode())
         return done
 
@@ -165,23 +172,28 @@ def read_done(fs, folder: str) -> dict | None:
     return done if isinstance(done, dict) and {"layers", "widths", "chunk", "images", "shards"} <= set(done) else None
 
 
+def unit_stats(fs, folder: str, done: dict) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per layer, each unit's (mean, std, max) over the readable probe images (the scan's `moments.npy`)."""
+    path = posixpath.join(folder, "moments.npy")
+    try:
+        stats = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"profile moments {path}: unreadable ({exc}); delete {folder} to scan again") from None
+    if stats.shape != (3, sum(done["widths"])) or not np.isfinite(stats).all():
+        raise SweepError(f"profile moments {path}: not the {sum(done['widths'])} units' means, spreads and maxima; "
+                         f"delete {folder} to scan again")
+    out, start = {}, 0
+    for layer, width in zip(done["layers"], done["widths"]):
+        out[layer] = tuple(stats[:, start:start + width])
+        start += width
+    return out
+
+
 def moments(fs, folder: str, done: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per layer, (mean, 1/std) of each unit over the readable probe images (1 where the std is 0):
     what `PairSums` standardizes with."""
-    path = posixpath.join(folder, "moments.npy")
-    try:
-        both = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SweepError(f"profile moments {path}: unreadable ({exc}); delete {folder} to scan again") from None
-    if both.shape != (2, sum(done["widths"])) or not np.isfinite(both).all():
-        raise SweepError(f"profile moments {path}: not the {sum(done['widths'])} units' means and spreads; delete "
-                         f"{folder} to scan again")
-    out, start = {}, 0
-    for layer, width in zip(done["layers"], done["widths"]):
-        mean, std = both[0, start:start + width], both[1, start:start + width]
-        out[layer] = (mean, np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0))
-        start += width
-    return out
+    return {layer: (mean, np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0))
+            for layer, (mean, std, _) in unit_stats(fs, folder, done).items()}
 
 
 def shards(fs, folder: str, done: dict, layers: list[int]) -> Iterator[np.ndarray]:

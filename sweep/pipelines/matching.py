@@ -94,23 +94,26 @@ def check_one_weights(config: MatchConfig, models: list[dict]) -> None:
     than its visualizations' or its earlier matches' would put two networks under one name."""
     from sweep.store.results import Results
 
+    from sweep.work.batch import weights_label
+
     results = Results(config.out, config.storage_options)
     for m in models:
         found = set()
-        for dataset, column, filters in (("features", "weights", {"model": m["model"]}),
-                                         ("matches", "weights_a", {"model_a": m["model"]})):
+        label = weights_label(m["weights"], anatomy_of(m["name"]).entry.tag)  # how feature rows name weights
+        for dataset, column, filters, mine in (("features", "weights", {"model": m["model"]}, label),
+                                               ("matches", "weights_a", {"model_a": m["model"]}, m["weights"])):
             try:
                 frame = results._read(dataset, filters, [column])
             except SweepError:  # the dataset is not there
                 continue
-            found |= set(frame[column].dropna().astype(str))
-        other = sorted(found - {m["weights"]})
-        if other:
-            raise SweepError(f"weights: {m['model']!r} has rows made with weights {other[0]!r} in {config.out!r}, "
-                             f"not {m['weights']!r}; match with --weights {other[0]} or use another --out")
+            found |= set(frame[column].dropna().astype(str)) - {mine}
+        if found:
+            other = sorted(found)[0]
+            raise SweepError(f"weights: {m['model']!r} has rows made with weights {other!r} in {config.out!r}, "
+                             f"not {m['weights']!r}; match with the weights they were made with or use another --out")
 
 
-def scan_profiles(config: MatchConfig, model: dict, records: list[dict]) -> dict:
+def scan_profiles(config: MatchConfig, model: dict, records: list[dict], probe_hash: str = "") -> dict:
     """One model's unit profiles over the probe images, written in shards (skipped when all there)."""
     fs, root = open_root(config.out, config.storage_options)
     folder = posixpath.join(root, PROFILES.folder(model=model["model"], key=model["key"]))
@@ -138,7 +141,7 @@ def scan_profiles(config: MatchConfig, model: dict, records: list[dict]) -> dict
             writer.add(np.array([index[str(i)] for i in batch["image_id"]]), acts)
             bar.update(len(acts))
     done = writer.finish({"model": model["model"], "weights": model["weights"], "site": model["site"],
-                          "method": METHOD})
+                          "method": METHOD, "probe_hash": probe_hash})
     log.info("%s: profiles of %d unit(s) over %d image(s) (%d readable) in %.1f s", model["model"],
              sum(model["widths"]), len(records), done["readable"], time.perf_counter() - started)
     return done
@@ -201,7 +204,7 @@ def run_matching(config: MatchConfig, records: list[dict], probe_hash: str, mode
 
     fs, _ = open_root(config.out, config.storage_options)
     for model in models:
-        scan_profiles(config, model, records)
+        scan_profiles(config, model, records, probe_hash)
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     todo = [(a, b) for a, b in pairs if not fs.exists(pair_part(config, a, b))]
     if len(todo) < len(pairs):

@@ -18,6 +18,7 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     tuning/model=<m>/trial-<key>.parquet                     TRIAL_SCHEMA, one row per (lr, tv) trial
     tuning_images/model=<m>/trial-<key>/...png
     matches/pair=<a>~<b>/part-<key>.parquet                 MATCH_SCHEMA, each unit's best units in the other model
+    transfer/model=<m>/other=<o>/part-<key>.parquet          TRANSFER_SCHEMA, m's visualizations shown to o
     _profiles/model=<m>/key=<key>/layer-<l>-<j>.npy, done.json  the matching job's unit profiles (a cache)
     _probes/set=photos/<name>.png                            the shipped photos and their crops, as probe images
     runs/<run id>/manifest.json, driver.log                  what each sweep run did
@@ -159,6 +160,18 @@ MATCH_SCHEMA = pa.schema([
 ])
 
 
+#: A visualization shown to another model (sweep/experiments/transfer.py; model and other are the
+#: partition): its unit's counterpart there (the best match), the counterpart's activation on the image
+#: and where that stands against the counterpart's probe images (z, beats_probe).
+TRANSFER_SCHEMA = pa.schema([
+    ("layer", pa.int32()), ("site", pa.string()), ("feature", pa.int32()), ("image_path", pa.string()),
+    ("layer_b", pa.int32()), ("site_b", pa.string()), ("unit_b", pa.int32()), ("match_score", pa.float32()),
+    ("act_b", pa.float64()), ("z", pa.float64()), ("probe_mean", pa.float64()), ("probe_std", pa.float64()),
+    ("probe_max", pa.float64()), ("beats_probe", pa.bool_()), ("error", pa.string()), ("method", pa.string()),
+    ("probe_hash", pa.string()), ("weights_b", pa.string()), ("created_at", pa.string()),
+])
+
+
 def partition_value(value) -> str:
     """URI-encode a hive partition value (pyarrow decodes it back when reading)."""
     return urllib.parse.quote(str(value), safe="")
@@ -240,13 +253,14 @@ LABELS = Dataset("labels", ("model", "layer"), LABEL_SCHEMA)
 TUNING = Dataset("tuning", ("model",), TRIAL_SCHEMA)
 TUNING_IMAGES = Dataset("tuning_images", ("model",))
 MATCHES = Dataset("matches", ("pair",), MATCH_SCHEMA)
+TRANSFER = Dataset("transfer", ("model", "other"), TRANSFER_SCHEMA)
 PROFILES = Dataset("_profiles", ("model", "key"))  # underscore: a cache no dataset reader sees
 PROBES = Dataset("_probes", ("set",))  # probe images the job made itself (the shipped photos and crops)
 RUNS = Dataset("runs", ())
 
 #: Every dataset, by name; the folders a results root reserves for its data.
 DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
-                                LABELS, TUNING, TUNING_IMAGES, MATCHES, PROFILES, PROBES, RUNS)}
+                                LABELS, TUNING, TUNING_IMAGES, MATCHES, TRANSFER, PROFILES, PROBES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
 
 

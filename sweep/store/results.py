@@ -181,7 +181,7 @@ class Results:
 
     #: The datasets read here, with their partition keys (sweep.store.layout).
     DATASETS = {name: DATASETS[name].keys
-                for name in ("features", "ablations", "top_images", "invariance", "labels", "tuning", "matches")}
+                for name in ("features", "ablations", "top_images", "invariance", "labels", "tuning", "matches", "transfer")}
 
     def __init__(self, root: str, storage_options: dict | None = None,
                  filesystem: fsspec.AbstractFileSystem | None = None):
@@ -293,6 +293,14 @@ class Results:
         sort = [c for c in ("model_a", "layer_a", "unit_a", "model_b", "rank") if c in frame]
         return frame.sort_values(sort, kind="stable").reset_index(drop=True) if sort else frame
 
+    def transfer(self, model: str | None = None, other: str | None = None,
+                 columns: list[str] | None = None) -> pd.DataFrame:
+        """Each visualization of `model` shown to `other` (`jobs/transfer.py`): its unit's counterpart
+        there, the counterpart's activation on the image, z against the counterpart's probe images and
+        beats_probe (above all of them)."""
+        return self._read("transfer", {"model": self._key(model) if model else None,
+                                       "other": self._key(other) if other else None}, columns)
+
     @staticmethod
     def _key(model: str) -> str:
         from sweep.models.zoo import REGISTRY
@@ -316,11 +324,17 @@ class Results:
             raise SweepError(f"no top images of split {split!r}; allowed: {', '.join(splits) or 'none'}")
         if splits:
             tops = self.top_images(split=split or splits[0], model=model)
-        return quality_frame(feats, tops)
+        transfer = pd.DataFrame()
+        if self.fs.exists(posixpath.join(self.root, "transfer")):
+            transfer = self.transfer(model=model)
+        return quality_frame(feats, tops, transfer)
 
 
-def quality_frame(features: pd.DataFrame, tops: pd.DataFrame) -> pd.DataFrame:
-    """The quality columns of `Results.quality` from feature rows and top-image rows (pure pandas).
+def quality_frame(features: pd.DataFrame, tops: pd.DataFrame, transfer: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The quality columns of `Results.quality` from feature rows, top-image rows and transfer rows
+    (pure pandas). Transferability, where `jobs/transfer.py` showed the images to other models:
+    `transfer_z` (the median over them of the counterpart's z), `transfer_beats` (the fraction where
+    the counterpart rose above all its probe images), `transfer_models` (how many were scored).
 
     A visualization is compared with natural images only where both measure the same number: the
     unit objective, not negative, at the site the top images were read at (an `mlp_pre` image by its
@@ -330,6 +344,7 @@ def quality_frame(features: pd.DataFrame, tops: pd.DataFrame) -> pd.DataFrame:
     out["switched_off"] = (post <= 0) if post is not None else False
     out["natural_rank"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
     out["top_k"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    out = _with_transfer(out, transfer)
     if out.empty or tops.empty:
         return out
     objective = out["objective"].fillna("unit") if "objective" in out else pd.Series("unit", index=out.index)
@@ -349,3 +364,17 @@ def quality_frame(features: pd.DataFrame, tops: pd.DataFrame) -> pd.DataFrame:
     out.loc[ranks.index, "top_k"] = ranks["top_k"].astype("Int64")
     return out
 
+
+def _with_transfer(out: pd.DataFrame, transfer: pd.DataFrame | None) -> pd.DataFrame:
+    keys = ["model", "layer", "site", "feature"]
+    if transfer is None or transfer.empty or out.empty or not set(keys) <= set(out):
+        for c in ("transfer_z", "transfer_beats"):
+            out[c] = float("nan")
+        out["transfer_models"] = 0
+        return out
+    scored = transfer[transfer["error"].fillna("") == ""].assign(beats=lambda t: t["beats_probe"].astype(float))
+    per = scored.groupby(keys).agg(transfer_z=("z", "median"), transfer_beats=("beats", "mean"),
+                                   transfer_models=("other", "nunique")).reset_index()
+    merged = out.reset_index().merge(per, on=keys, how="left").set_index("index")
+    merged["transfer_models"] = merged["transfer_models"].fillna(0).astype(int)
+    return merged
