@@ -70,6 +70,17 @@ def site(tmp_path_factory, smoke_root):
             path = results / MATCHES.part("part-k.parquet", pair=pair_name(ma, mb))
             path.parent.mkdir(parents=True)
             path.write_bytes(frame_parquet_bytes(rows, MATCH_SCHEMA))
+    from sweep.store.layout import TRANSFER, TRANSFER_SCHEMA
+
+    # dev/vit-micro's layer-0 images shown to deit-micro (jobs/transfer.py): z 0.5, 3, -1, 2 for features 0-3
+    transfer = pd.DataFrame({"layer": 0, "site": "mlp", "feature": [0, 1, 2, 3], "image_path": "x", "layer_b": 0,
+                             "site_b": "mlp", "unit_b": [1, 2, 3, 4], "match_score": 0.5, "act_b": 1.0,
+                             "z": [0.5, 3.0, -1.0, 2.0], "probe_mean": 0.0, "probe_std": 1.0, "probe_max": 2.5,
+                             "beats_probe": [False, True, False, False], "error": "", "method": "counterpart-z",
+                             "probe_hash": "h", "weights_b": "random", "created_at": ""})
+    path = results / TRANSFER.part("part-k.parquet", model="dev/vit-micro", other="dev/deit-micro-distilled")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(frame_parquet_bytes(transfer, TRANSFER_SCHEMA))
     out = tmp_path_factory.mktemp("site")
     first = build_atlas(str(results), str(out), page_size=2)
     return results, out, first
@@ -253,6 +264,11 @@ def test_layer_sorted_across_pages_with_deep_links(site):
         _wait(driver, lambda d: _labels(d) == by_act[:2])
         Select(driver.find_element(By.ID, "sort")).select_by_value("feature")
         assert _labels(driver) == ["mlp 0", "mlp 1"]
+        Select(driver.find_element(By.ID, "sort")).select_by_value("transfer")  # the counterparts' z: 3, 2, 0.5, -1
+        _wait(driver, lambda d: "sorted by transferability" in d.find_element(By.ID, "status").text)
+        assert _labels(driver) == ["mlp 1", "mlp 3"]
+        options = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#sort option")]
+        assert options == ["feature", "act", "rel", "failed", "shift", "plausible", "transfer"], options
         driver.get(urljoin(base, f"models/{m}/index.html"))
         Select(driver.find_element(By.ID, "sort")).select_by_value("best")
         best = [float(r.get_attribute("data-best") or "-inf") for r in driver.find_elements(By.CSS_SELECTOR,

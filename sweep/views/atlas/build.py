@@ -59,6 +59,7 @@ from sweep.views.atlas.inputs import (
     read_feature_parts,
     read_labels,
     read_top_images,
+    read_transfer,
 )
 from sweep.views.atlas.publish import SiteWriter, digest, inside
 from sweep.views.atlas.render import (
@@ -121,6 +122,7 @@ class LayerTask:
     thumbs: dict = field(default_factory=dict)  # top_image_thumbs/... png -> fingerprint
     labels: dict = field(default_factory=dict)  # (layer, site, feature) -> [concept labels]
     matches: dict = field(default_factory=dict)  # (layer, site, feature) -> [its best unit in each other model]
+    transfer: dict = field(default_factory=dict)  # (layer, site, feature) -> median z of its counterparts
 
 
 def _row_key(r) -> str:
@@ -229,18 +231,22 @@ def build_layer(task: LayerTask) -> dict:
                       "concept_score": concepts[0]["score"] if concepts else None,
                       "thumb": href("..", "..", *img_dir, f"{stem}-thumb.png") if shown else None,
                       "act": fmt(act, ".3g") if act is not None else "", "act_value": act if act is not None else "",
-                      "rel": f"{rel_act:.2f}" if rel_act is not None else "", "failed": r.status != "ok"})
+                      "rel": f"{rel_act:.2f}" if rel_act is not None else "", "failed": r.status != "ok",
+                      "sorts": [number(getattr(r, "shift_robustness", None)), number(getattr(r, "plausibility", None)),
+                                task.transfer.get((layer, site, feature))]})
     # The whole layer as data (label, file stem, activation, relative, failed, image shown, texts): the
     # pages sort across pages and the index's go-to box finds a feature's page with it.
     put(posixpath.join("models", m, f"layer-{layer}.js"), script_data("atlasLayers", f"{m}/{layer}", {
         "size": task.page_size,
         "cells": [[c["label"], c["stem"], c["act_value"] if c["act_value"] != "" else None,
-                   number(c["rel"]), int(c["failed"]), int(c["thumb"] is not None), c["act"], c["rel"], c["concept"]]
-                  for c in cells]}))
+                   number(c["rel"]), int(c["failed"]), int(c["thumb"] is not None), c["act"], c["rel"], c["concept"],
+                   *c["sorts"]] for c in cells]}))
     for p in range(n_pages):
         page = render(env, "layer.html", 2, search=True, title=f"{model}: layer {layer} ({name})",
                       model_href="index.html", cells=cells[p * task.page_size:(p + 1) * task.page_size],
                       slug=m, layer=layer, page_size=task.page_size,
+                      sorts=[k for k, i in (("shift", 0), ("plausible", 1), ("transfer", 2))
+                             if any(c["sorts"][i] is not None for c in cells)],
                       pages=pages, current=p, layer_links={k: (href(f"layer-{v}-0.html"), v) if v is not None
                                                             else None for k, v in neighbours.items()})
         put(posixpath.join("models", m, f"layer-{layer}-{p}.html"), page)
@@ -477,7 +483,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
     old_layers = tuple(sorted(int(k) for k in mstate.get("layers", {})))
     side = digest(json.dumps([sorted(inputs.tops.items()), sorted(inputs.maps.items()),
                               sorted(inputs.thumbs.items()), sorted(inputs.labels.items()),
-                              sorted(inputs.matches.items()), sorted(inputs.others.items())]).encode())
+                              sorted(inputs.matches.items()), sorted(inputs.others.items()),
+                              sorted(inputs.transfer.items())]).encode())
     if side != mstate.get("side"):
         affected = set(layers)
     else:
@@ -497,6 +504,7 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
     labels = read_labels(fs, root, list(inputs.labels)) if affected and inputs.labels else {}
     matches = counterparts(read_matches(fs, root, list(inputs.matches), model), visualized()) \
         if affected and inputs.matches else {}
+    transfer = read_transfer(fs, root, list(inputs.transfer)) if affected and inputs.transfer else {}
     tasks = []
     for layer in sorted(affected):
         lrows = rows[rows["layer"] == layer]
@@ -506,7 +514,8 @@ def _plan_model(fs, root, inputs: ModelInputs, mstate: dict, salt: str, results_
                                lrows, {k: v for k, v in tops.items() if k[0] == layer},
                                {k: v for k, v in maps.items() if k[0] == layer}, salt, inputs.thumbs,
                                {k: v for k, v in labels.items() if k[0] == layer},
-                               {k: v for k, v in matches.items() if k[0] == layer}))
+                               {k: v for k, v in matches.items() if k[0] == layer},
+                               {k: v for k, v in transfer.items() if k[0] == layer}))
     context = {"inputs": inputs, "part_layers": part_layers, "layers": layers, "side": side,
                "old_layers": mstate.get("layers", {}),
                "model_page": mstate.get("model_page")}

@@ -33,6 +33,8 @@ from sweep.store.layout import (
     TOP_IMAGES,
     TOP_SCHEMA,
     TOP_THUMBS,
+    TRANSFER,
+    TRANSFER_SCHEMA,
     Dataset,
 )
 from sweep.store.outputs import fingerprint, is_local, under_root
@@ -60,10 +62,12 @@ class ModelInputs:
     # parts, since a unit's page links its counterparts' pages where those were visualized.
     matches: dict[str, str] = field(default_factory=dict)
     others: dict[str, str] = field(default_factory=dict)
+    transfer: dict[str, str] = field(default_factory=dict)  # transfer/... part -> fingerprint (jobs/transfer.py)
 
     def digest(self, salt: str) -> str:
         h = hashlib.sha256(salt.encode())
-        for kind in (self.parts, self.tops, self.maps, self.thumbs, self.labels, self.matches, self.others):
+        for kind in (self.parts, self.tops, self.maps, self.thumbs, self.labels, self.matches, self.others,
+                     self.transfer):
             for rel in sorted(kind):
                 h.update(f"{rel}\0{kind[rel]}\n".encode())
             h.update(b"|")
@@ -100,6 +104,7 @@ def list_inputs(fs, root: str) -> dict[str, ModelInputs]:
     add("tops", TOP_IMAGES)
     add("maps", MAP_FILES, ".png")
     add("labels", LABELS, ".parquet")
+    add("transfer", TRANSFER, ".parquet")
     base = posixpath.join(root, TOP_THUMBS.folder())
     thumbs: dict[str, dict[str, str]] = {}  # split -> {png: fingerprint}
     for path, info in _listing(fs, base).items():
@@ -201,6 +206,26 @@ def read_labels(fs, root: str, rels: list[str]) -> dict:
     for labels in found.values():
         labels.sort(key=lambda c: (c["method"] != "profile-correlation", c["method"], c["vocabulary"], c["rank"]))
     return found
+
+
+def read_transfer(fs, root: str, rels: list[str]) -> dict:
+    """(layer, site, feature) -> the median z of its counterparts over the other models its image was
+    shown to (`jobs/transfer.py`), from one model's transfer parts; a part that cannot be read is left
+    out with one warning."""
+    frames = []
+    for rel in sorted(rels):
+        try:
+            with fs.open(posixpath.join(root, rel), "rb") as fh:
+                frames.append(fit_schema(pq.read_table(fh), TRANSFER_SCHEMA).to_pandas())
+        except (*READ_ERRORS, ValueError) as exc:
+            log.warning("atlas: transfer %r cannot be read (%s); left out", rel, one_line(exc))
+    if not frames:
+        return {}
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[(rows["error"].fillna("") == "") & rows["layer"].notna() & rows["feature"].notna()]
+    rows = rows.assign(site=rows["site"].fillna(""), z=pd.to_numeric(rows["z"], errors="coerce"))
+    return {(int(k[0]), str(k[1]), int(k[2])): float(v) for k, v in rows.groupby(["layer", "site", "feature"])["z"].median()
+            .dropna().items()}
 
 
 def _float(v) -> float | None:
