@@ -19,7 +19,16 @@ from PIL import Image
 from test_atlas import browsing
 
 from sweep.core.errors import SweepError
-from sweep.store.layout import FEATURE_SCHEMA, LABEL_SCHEMA, LABELS, TOP_SCHEMA, partition_value
+from sweep.store.layout import (
+    FEATURE_SCHEMA,
+    LABEL_SCHEMA,
+    LABELS,
+    MATCH_SCHEMA,
+    MATCHES,
+    TOP_SCHEMA,
+    TRANSFER,
+    partition_value,
+)
 from sweep.views.atlas import SiteWriter, build_atlas, slug
 
 SCRIPT = "<script>alert(1)</script>"
@@ -114,6 +123,21 @@ def hostile(tmp_path_factory):
                                           "split": ONERROR, "images": 3, "weights": SCRIPT, "created_at": ""}
                                          for r, text in enumerate([SCRIPT, ONERROR, "'\"><svg onload=alert(1)>"])],
                                         schema=LABEL_SCHEMA), labels)
+    # Matches whose model names and sites are payloads (one linking a visualized unit, one a model with no
+    # rows, mutual across three: a Rosetta set), a damaged matches part and a damaged transfer part.
+    trio = [(SCRIPT, 0, SITES[0], 0), ("javascript:alert(1)", 0, SITES[1], 0), (ONERROR, 5, SCRIPT, 3)]
+    match_rows = [{"model_a": a[0], "layer_a": a[1], "site_a": a[2], "unit_a": a[3], "model_b": b[0], "layer_b": b[1],
+                   "site_b": b[2], "unit_b": b[3], "score": 0.9, "rank": 0, "mutual": True, "method": SCRIPT,
+                   "probe": ONERROR, "probe_hash": SCRIPT, "images": 3, "weights_a": SCRIPT, "weights_b": SCRIPT,
+                   "created_at": SCRIPT} for a in trio for b in trio if a is not b]
+    pair = results / MATCHES.part("part-x.parquet", pair=SCRIPT)
+    pair.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(match_rows, schema=MATCH_SCHEMA), pair)
+    (results / MATCHES.part("part-bad.parquet", pair=ONERROR)).parent.mkdir(parents=True)
+    (results / MATCHES.part("part-bad.parquet", pair=ONERROR)).write_bytes(b"PAR1 not really")
+    bad_transfer = results / TRANSFER.part("part-bad.parquet", model=SCRIPT, other=ONERROR)
+    bad_transfer.parent.mkdir(parents=True)
+    bad_transfer.write_bytes(b"not parquet")
     site = base / "sitebox" / "site"
     before = _snapshot(base)
     logger = logging.getLogger("sweep")
@@ -240,8 +264,21 @@ def test_bad_images_unavailable_with_one_warning_each(hostile):
                    if "image unavailable" in p.read_text()]
     assert len(unavailable) == 11
     feature = (site / "features" / first / "0" / f"{slug(ONERROR)}-0.html").read_text()
-    assert feature.count("<img ") == 2  # its visualization and the one activation map inside the root
+    assert feature.count("<img ") == 3  # its visualization, its visualized match, the one activation map inside the root
     assert "Top natural images" in feature and "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in feature
+
+
+def test_hostile_matches_are_text_and_damaged_parts_one_warning(hostile):
+    _, _, site, _, _, warnings, _ = hostile
+    assert sum("matches" in w and "part-bad.parquet" in w and "cannot be read" in w for w in warnings) >= 1
+    assert sum("transfer" in w and "part-bad.parquet" in w and "cannot be read" in w for w in warnings) == 1
+    rosetta = (site / "rosetta.html").read_text()
+    assert "Set 0: 3 models" in rosetta and "&lt;script&gt;alert(1)&lt;/script&gt;" in rosetta
+    first = slug(next(iter(MODELS)))
+    feature = (site / "features" / first / "0" / f"{slug(SITES[0])}-0.html").read_text()
+    assert "The same unit in other models" in feature
+    linked = slug("javascript:alert(1)")
+    assert f'href="../../../features/{linked}/0/{slug(SITES[1])}-0.html"' in feature  # visualized: a slug link
 
 
 def test_damaged_part_does_not_break_the_atlas(hostile, caplog):

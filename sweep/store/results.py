@@ -375,6 +375,7 @@ def _with_transfer(out: pd.DataFrame, transfer: pd.DataFrame | None) -> pd.DataF
     scored = transfer[transfer["error"].fillna("") == ""].assign(beats=lambda t: t["beats_probe"].astype(float))
     per = scored.groupby(keys).agg(transfer_z=("z", "median"), transfer_beats=("beats", "mean"),
                                    transfer_models=("other", "nunique")).reset_index()
-    merged = out.reset_index().merge(per, on=keys, how="left").set_index("index")
+    merged = out.rename_axis("_row").reset_index().merge(per, on=keys, how="left").set_index("_row")
+    merged.index.name = out.index.name
     merged["transfer_models"] = merged["transfer_models"].fillna(0).astype(int)
     return merged
