@@ -169,16 +169,6 @@ def test_bad_inputs_are_one_line_and_write_nothing(probe, tmp_path, capsys):
     root = tmp_path / "root"
     root.mkdir()
     (root / "keep.txt").write_text("mine")
-    weights = tmp_path / "w.pt"
-    from model_factories import relu_mixer
-
-    torch.save(relu_mixer()[0].state_dict(), weights)
-    made = tmp_path / "made"
-    assert run_job("--model", BASE, TWIN, "--weights", "random", "--images", probe, "--limit", 20, "--out", made,
-                   "--layers", 0, "--chunk", 8) == 0
-    capsys.readouterr()
-    done = [json.loads(p.read_text()) for p in (made / "_profiles").rglob("done.json")]
-    assert len(done) == 2 and all(d["images"] == 20 and d["shards"] == 3 and d["layers"] == [0] for d in done)
     cases = [
         (["--model", "no_such_model_xyz", BASE], root, "no_such_model_xyz"),
         (["--model", BASE], root, "models: matching needs at least two models"),
@@ -187,9 +177,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(probe, tmp_path, capsys):
         (["--model", BASE, TWIN, "--k", 0], root, "--k"),
         (["--model", BASE, TWIN, "--weights", "random", "random", "random"], root, "weights: give one"),
         (["--model", BASE, TWIN, "--layers", 9], root, "9"),
-        (["--model", BASE, TWIN, "--weights", weights, "random", "--images", probe, "--layers", 0], made,
-         "has rows made with weights 'random'"),
-    ]
+    ]  # weights other than a root's rows were made with: in the transfer test, which has such a root
     for argv, out, needle in cases:
         before = sorted(p.relative_to(out) for p in out.rglob("*"))
         argv = argv + ([] if "--weights" in argv else ["--weights", "random"])
@@ -241,7 +229,20 @@ def test_transfer_scores_a_visualization_on_its_twin_as_on_its_own_model(probe, 
     assert transfer(["--model", BASE, "--other", TWIN, "--out", str(out)]) == 2  # no matches yet: one line
     assert "run jobs/matching.py" in capsys.readouterr().err
     assert run_job("--model", BASE, TWIN, "--weights", "random", "--images", probe, "--limit", 60, "--out", out,
-                   "--layers", 1) == 0
+                   "--layers", 1, "--chunk", 25) == 0
+    done = [json.loads(p.read_text()) for p in (out / "_profiles").rglob("done.json")]
+    assert len(done) == 2 and all(d["images"] == 60 and d["shards"] == 3 and d["layers"] == [1] for d in done)
+    # the root's rows of BASE were made with random weights: matching it with others is one line, nothing written
+    weights = tmp_path / "w.pt"
+    from model_factories import relu_mixer
+
+    torch.save(relu_mixer()[0].state_dict(), weights)
+    before = sorted(out.rglob("*"))
+    capsys.readouterr()
+    assert run_job("--model", BASE, TWIN, "--weights", weights, "random", "--images", probe, "--layers", 1,
+                   "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has rows made with weights 'random" in err[0] and sorted(out.rglob("*")) == before
     assert transfer(["--model", BASE, "--other", TWIN, "--out", str(out)]) == 0
     assert "visualization(s) scored" in capsys.readouterr().out
     rows = Results(str(out)).transfer(model=BASE, other=TWIN).sort_values("feature")
