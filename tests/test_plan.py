@@ -133,12 +133,13 @@ def test_yaml_spellings_are_coerced(tmp_path):
 
 def test_demo_preset_adds_a_few_units_of_the_trained_model(tmp_path):
     """The README's first command: the smoke preset plus four units of the packaged ViT-S/14 with its
-    own weights (pretrained), layers, features and steps; the micro models keep the smoke settings."""
+    own weights (pretrained), layers, features and steps, each at the paper's site and before its GELU
+    (`sites`); the micro models keep the smoke settings."""
     cfg = SweepConfig.from_dict({"preset": "demo", "out": str(tmp_path)})
     tasks = expand(cfg)
     demo = [t.batch for t in tasks if t.batch.model == DEMO_MODEL]
-    assert [(b.layer, b.features, b.weights, b.recipe.steps, b.recipe.jitter) for b in demo] == [
-        (1, (0, 1), "pretrained", 40, 32), (5, (0, 1), "pretrained", 40, 32)]
+    assert [(b.site, b.layer, b.features, b.weights, b.recipe.steps, b.recipe.jitter) for b in demo] == [
+        (site, layer, (0, 1), "pretrained", 40, 32) for site in ("mlp", "mlp_pre") for layer in (1, 5)]
     micro = [t.batch for t in tasks if t.batch.model != DEMO_MODEL]
     assert len(micro) == 12 and {(b.weights, b.recipe.steps, b.recipe.jitter) for b in micro} == {("random", 4, 4)}
     summary = {r["model"]: r for r in plan_summary(cfg, tasks)}
@@ -159,6 +160,9 @@ def test_per_model_settings(tmp_path):
     folded = SweepConfig.from_dict({"models": ["dev/vit-micro"], "model_args": ["depth=2"], "out": str(tmp_path),
                                     "per_model": {"dev/vit-micro": {"layers": [1]}}})
     assert [t.batch.layer for t in expand(folded)] == [1]
+    both = SweepConfig.from_dict({"models": ["dev/vit-micro"], "out": str(tmp_path), "features": {"mode": "first", "count": 2},
+                                  "per_model": {"dev/vit-micro": {"layers": [1], "sites": ["mlp", "mlp_pre", "mlp"]}}})
+    assert [(t.batch.site, t.batch.features) for t in expand(both)] == [("mlp", (0, 1)), ("mlp_pre", (0, 1))]
 
 
 @pytest.mark.parametrize("per_model, message", [
@@ -168,6 +172,8 @@ def test_per_model_settings(tmp_path):
     ({"dev/vit-micro": {"recipe": {"stepz": 1}}}, "recipe.stepz: unknown key"),
     ({"dev/vit-micro": {"width": 1}}, "per_model.dev/vit-micro.width: unknown key; allowed: features, layers,"),
     ({"dev/vit-micro": {"weights": "pretrained"}}, "dev/vit-micro has no pretrained weights"),
+    ({"dev/vit-micro": {"sites": []}}, "per_model.dev/vit-micro.sites"),
+    ({"dev/vit-micro": {"sites": ["mlp", "nope"]}}, "nope"),
 ])
 def test_bad_per_model_settings_are_one_line(tmp_path, per_model, message):
     from sweep.work.plan import check_plan

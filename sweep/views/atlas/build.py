@@ -157,23 +157,19 @@ def build_layer(task: LayerTask) -> dict:
     position = {lay: i for i, lay in enumerate(task.layers)}.get(layer, 0)
     neighbours = {"previous": task.layers[position - 1] if position > 0 else None,
                   "next": task.layers[position + 1] if position + 1 < len(task.layers) else None}
+    img_dir = ("img", m, str(layer))
     cells = []
+    # Every image first: a feature's page shows its unit's images at the other side of its GELU too.
+    shown_at = [_copy_row_image(r, stems[i], img_dir, images, held, files, put)
+                for i, r in enumerate(rows.itertuples(index=False))]
+    by_unit = {(text(r.site), int(r.feature)): i for i, r in enumerate(rows.itertuples(index=False))}
     for i, r in enumerate(rows.itertuples(index=False)):
         site, feature, stem = text(r.site), int(r.feature), stems[i]
-        img_dir = ("img", m, str(layer))
-        img, thumb = posixpath.join(*img_dir, f"{stem}.png"), posixpath.join(*img_dir, f"{stem}-thumb.png")
-        shown = False
-        if r.status == "ok":
-            key = _row_key(r)
-            if held.get(img) == key and held.get(thumb) == key:
-                files[img] = files[thumb] = key  # copied by an earlier build from this very row
-                shown = True
-            else:
-                got = images.read(r.image_path)
-                if got is not None:
-                    put(img, got[0], key)
-                    put(thumb, got[1], key)
-                    shown = True
+        shown = shown_at[i]
+        same = [{"site": other, "method": text(getattr(rows.iloc[j], "method", "")) or "pixel unit",
+                 "act": fmt(rows.iloc[j]["act_final"], ".4g"), "post": fmt(getattr(rows.iloc[j], "post_final", None), ".4g"),
+                 "href": href(f"{stems[j]}.html"), "thumb": href("..", "..", "..", *img_dir, f"{stems[j]}-thumb.png")}
+                for other in SAME_UNIT.get(site, ()) if (j := by_unit.get((other, feature))) is not None and shown_at[j]]
         map_srcs = []
         for rel, fp in sorted(task.maps.get((layer, site, feature), [])):
             name = f"{stem}-map{len(map_srcs)}.png"
@@ -193,7 +189,7 @@ def build_layer(task: LayerTask) -> dict:
         page_key = digest(json.dumps([task.salt, _row_key(r), fmt(r.act_final), fmt(r.loss_final), text(r.error),
                                       text(r.part), shown, map_srcs, labels, i // task.page_size,
                                       fmt(tops), fmt(concepts), extra, fmt(measures(r)),
-                                      fmt(matched)]).encode())
+                                      fmt(matched), fmt(same)]).encode())
         if held.get(page_rel) == page_key:
             files[page_rel] = page_key
         else:
@@ -222,7 +218,7 @@ def build_layer(task: LayerTask) -> dict:
                           attribution=href(*up, *img_dir, extra["attribution"]) if extra.get("attribution") else None,
                           tops=[{**t, "activation": fmt(t["activation"], ".4g")} for t in tops], maps=map_srcs,
                           concepts=[{**c, "score": fmt(c["score"], ".3f")} for c in concepts],
-                          matches=[{**c, "score": fmt(c["score"], ".3f")} for c in matched])
+                          matches=[{**c, "score": fmt(c["score"], ".3f")} for c in matched], same=same)
             put(page_rel, page, page_key)
         act = acts[i]
         rel_act = act / best if act is not None and best not in (None, 0) else None
@@ -267,6 +263,29 @@ def build_layer(task: LayerTask) -> dict:
     writer.write_json(_layer_state_path(model, layer), {"files": files})
     return {"layer": layer, "files": len(files), "summary": summary, "written": writer.written,
             "deleted": writer.deleted}
+
+
+#: Sites that read the same unit: an MLP unit after its GELU (the paper's) and before it (issue 28's
+#: `mlp_pre`, which cannot win by switching the unit off): a feature's page shows the other's image.
+SAME_UNIT = {"mlp": ("mlp_pre",), "mlp_pre": ("mlp",)}
+
+
+def _copy_row_image(r, stem: str, img_dir: tuple, images: RootImages, held: dict, files: dict, put) -> bool:
+    """Copy a row's visualization and its thumbnail into the site (unless this very row's already are);
+    whether the page can show it."""
+    if r.status != "ok":
+        return False
+    img, thumb = posixpath.join(*img_dir, f"{stem}.png"), posixpath.join(*img_dir, f"{stem}-thumb.png")
+    key = _row_key(r)
+    if held.get(img) == key and held.get(thumb) == key:
+        files[img] = files[thumb] = key  # copied by an earlier build from this very row
+        return True
+    got = images.read(r.image_path)
+    if got is None:
+        return False
+    put(img, got[0], key)
+    put(thumb, got[1], key)
+    return True
 
 
 def measures(r) -> dict:
