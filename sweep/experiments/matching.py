@@ -430,10 +430,14 @@ def rosetta_sets(matches: pd.DataFrame, min_models: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["set", "models", "score_min", "score_mean", "model", "layer", "site", "unit"])
 
 
+#: The probe photos' short side at most, in pixels (larger ones are scaled down when written).
+PROBE_SIDE = 448
+
+
 def photo_probe(fs, root: str) -> list[dict]:
-    """The shipped photos and their crops (`sweep.data.photos.photo_crops`) as probe images: written
-    once into the root (`_probes/set=photos/`, so workers on any machine read them) and listed as
-    records like an image folder's."""
+    """The shipped photos and their crops (`sweep.data.photos.photo_crops`) as probe images, each at
+    most PROBE_SIDE on its short side: written once into the root (`_probes/set=photos/`, so workers on
+    any machine read them) and listed as records like an image folder's."""
     from PIL import Image
 
     from sweep.data.photos import photo_crops
@@ -445,8 +449,13 @@ def photo_probe(fs, root: str) -> list[dict]:
         rel = PROBES.part(f"{name}.png", set="photos")
         path = posixpath.join(root, rel)
         if not fs.exists(path):
+            picture = Image.fromarray(image)
+            scale = PROBE_SIDE / min(picture.size)
+            if scale < 1:  # every model reads 224 to 518 px: larger files only cost decoding
+                picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                                         Image.Resampling.BICUBIC)
             buf = io.BytesIO()
-            Image.fromarray(image).save(buf, format="PNG")
+            picture.save(buf, format="PNG", compress_level=1)
             atomic_write(fs, path, buf.getvalue())
         records.append({"image_id": f"photos/{name}", "path": path if is_local(fs) else fs.unstrip_protocol(path), "wnid": "",
                         "label": -1, "boxes": [], "box_error": ""})
