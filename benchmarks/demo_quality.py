@@ -55,8 +55,27 @@ def main(argv=None) -> int:
     parser.add_argument("--images", help="save each unit's image as IMAGES/LABEL/L<layer>-f<feature>.png "
                         "(benchmarks/contact_sheet.py tiles them)")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--methods", nargs="+", metavar="PARAM:SITE",
+                        help="run each of these methods in turn (e.g. pixel:mlp pixel:mlp_pre maco:mlp_pre), each "
+                        "labelled PARAM-SITE-STEPS, instead of one --param/--site")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the machine's accelerator where there is one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.methods:
+        rest = list(argv if argv is not None else sys.argv[1:])
+        cut = rest.index("--methods")
+        end = cut + 1
+        while end < len(rest) and not rest[end].startswith("--"):
+            end += 1
+        rest = rest[:cut] + rest[end:]
+        for method in args.methods:
+            param, _, site = method.partition(":")
+            if param not in ("pixel", "fourier", "maco") or not site:
+                parser.error(f"--methods: {method!r} is not PARAM:SITE with PARAM pixel, fourier or maco")
+            code = main([*rest, "--param", param, "--site", site, "--label", f"{param}-{site}-{args.steps}"])
+            if code:
+                return code
+        return 0
 
     from sweep.data.photos import photos
     from sweep.method.recipe import Recipe
@@ -66,7 +85,10 @@ def main(argv=None) -> int:
     from sweep.work.quality import judge_units
 
     anatomy = anatomy_of(args.model)
-    net = build(anatomy.entry, "pretrained")
+    from sweep.core.devices import resolve_device
+
+    device = resolve_device(args.device)
+    net = build(anatomy.entry, "pretrained", device)
     site = args.site or anatomy.default_site
     pick = FeatureSelection(mode="sample", count=args.count, seed=args.unit_seed)
     units = [(layer, f) for layer in args.layers
@@ -80,13 +102,15 @@ def main(argv=None) -> int:
     judged = []
     for layer in args.layers:  # one block at a time: its rows and images are kept as soon as it is done
         began = time.perf_counter()
-        mine, images = judge_units(net, anatomy, [u for u in units if u[0] == layer], recipe, photos(), site)
+        mine, images = judge_units(net, anatomy, [u for u in units if u[0] == layer], recipe, photos(), site,
+                                   device=device)
         seconds = (time.perf_counter() - began) / max(1, len(mine))
         rows = []
         for q, image in zip(mine, images):
             row = {"date": dt.date.today().isoformat(), "label": args.label, "model": anatomy.entry.key,
                    "site": site, **q.row(), "param": args.param, "jitter": recipe.jitter, "unit_seed": args.unit_seed,
-                   "seconds_per_unit": round(seconds, 2), "host": platform.node(), "device": "cpu",
+                   "seconds_per_unit": round(seconds, 2), "host": platform.node(), "device": str(device) if device.type == "cpu" else
+                   torch.cuda.get_device_name(device),
                    "threads": args.threads}
             rows.append(row)
             print(f"block {q.layer:2d} unit {q.feature:4d}: init {q.act_init:7.3f} final {q.act_final:7.3f} "

