@@ -80,8 +80,9 @@
 #   methods   not yet run on a GPU; ViT-S/14 at 224 px, 8 units x 8 copies = 64 images a step, forward and
 #             input gradient ~0.04 s on an H100 (ViT-B/16's measured 0.251 s for 1,024 images, / 16 images,
 #             x 1/4 for ViT-S's FLOPs, x 2 for small batches): 12 blocks x 100 steps x 0.04 = 48 s a method,
-#             + measures and judging ~10 s a block = 120 s, x 4 methods ~ 670 s: past one call; the default
-#             300 s is the first two methods (METHOD_STEPS / METHOD_UNITS trim it); first rows 90
+#             + measures and judging ~10 s a block = 120 s, x 4 methods ~ 670 s: past one call (540 s), so
+#             run it alone and it is cut at the deadline keeping every block's rows written (demo_quality.py
+#             appends per block), or trim it with METHOD_STEPS / METHOD_UNITS; first rows 90
 #   matching  not yet run on a GPU; from the CPU run (2026-12-07-matching-cost-cpu.csv): Ray start and 1,000
 #             noise PNGs 15 + 10 model builds and scans, each bound by Ray Data's decode of 1,000 images
 #             (~40 images/s per decode task on this CPU; 16 cores here: ~10 s) 10 x 12 = 120 + 29 pairs of
@@ -99,7 +100,7 @@ all_parts="engine families ablation fidelity methods matching"
 all_variants="fp32 bf16 bf16+compile bf16+step bf16+step+fused bf16+step+graphs"  # bench_engine.VARIANTS
 all_checks="device-vs-cpu bf16-vs-fp32 host-syncs"                                 # check_engine --checks
 # The H100 seconds worked out above, and the seconds each part needs left to write its first rows.
-declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380 [methods]=300 [matching]=240)
+declare -A EST=([start-up]=20 [engine]=202 [families]=290 [ablation]=91 [fidelity]=380 [methods]=670 [matching]=240)
 declare -A NEED=([engine]=45 [families]=60 [ablation]=91 [fidelity]=90 [methods]=90 [matching]=120)
 
 die() { echo "error: $*" >&2; exit 2; }
