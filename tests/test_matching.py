@@ -268,3 +268,41 @@ def test_transfer_scores_a_visualization_on_its_twin_as_on_its_own_model(probe, 
     assert "skipped" in capsys.readouterr().out
     assert transfer(["--model", BASE, "--other", BASE, "--out", str(out)]) == 2
     assert "the model itself" in capsys.readouterr().err
+
+
+def test_a_pair_resumes_at_the_layer_group_it_stopped_in(tmp_path):
+    """Each finished group of a's layers is checkpointed; a run that dies in a later group redoes only
+    that group, and gives what one uninterrupted run gives."""
+    import fsspec
+
+    from sweep.experiments.matching import GroupCheckpoint, match_pair
+
+    rng = np.random.default_rng(4)
+    a = {0: rng.normal(size=(30, 5)), 1: rng.normal(size=(30, 4)), 2: rng.normal(size=(30, 6))}
+    b = {0: rng.normal(size=(30, 3)), 1: rng.normal(size=(30, 7))}
+    reads = []
+
+    def reader(profile, side, fail_at=None):
+        def read(layers):
+            reads.append((side, tuple(layers)))
+            if fail_at is not None and tuple(layers) == fail_at:
+                raise RuntimeError("worker lost")
+            return (np.concatenate([profile[layer][i:i + 8] for layer in layers], 1) for i in range(0, 30, 8))
+        return read
+
+    args = ([0, 1, 2], [5, 4, 6])
+    whole = match_pair(reader(a, "a"), *args, reader(b, "b"), [0, 1], [3, 7], 2, budget_bytes=1)
+    point = GroupCheckpoint(fsspec.filesystem("file"), str(tmp_path), "pairkey")
+    with pytest.raises(RuntimeError):
+        match_pair(reader(a, "a", fail_at=(2,)), *args, reader(b, "b"), [0, 1], [3, 7], 2, budget_bytes=1,
+                   checkpoint=point)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairkey-0.npz", "pairkey-1.npz"]
+    reads.clear()
+    again = match_pair(reader(a, "a"), *args, reader(b, "b"), [0, 1], [3, 7], 2, budget_bytes=1, checkpoint=point)
+    assert [r for r in reads if r[0] == "a"] == [("a", (2,))]  # only the group that died
+    for one, two in zip(whole[:2], again[:2]):
+        for layer in one:
+            assert torch.equal(one[layer].ids, two[layer].ids)
+            assert torch.allclose(one[layer].values, two[layer].values)
+    point.clear()
+    assert list(tmp_path.iterdir()) == []

@@ -304,14 +304,16 @@ def _joined(moments: dict | None, layers: list[int]):
 def match_pair(read_a: Callable[[list[int]], Iterable], layers_a: list[int], widths_a: list[int],
                read_b: Callable[[list[int]], Iterable], layers_b: list[int], widths_b: list[int], k: int,
                device: torch.device | str = "cpu", moments_a: dict | None = None, moments_b: dict | None = None,
-               budget_bytes: float = 2e9, progress: Callable[[], None] | None = None):
+               budget_bytes: float = 2e9, progress: Callable[[], None] | None = None, checkpoint=None):
     """Every unit's k best units of the other model, both ways.
 
     `read_x(layers)` yields, shard by shard (the same images in the same order for both models), the
     profiles of those layers side by side; `moments_x[layer]` its units' (mean, 1/std), as `moments`
     reads them (None: raw values, fine for small profiles). Model a's layers go in groups that fit
     `budget_bytes` against all of b's units (`layer_groups`): each group is one pass over the shards,
-    so b's profile is read once per group, a's once in all.
+    so b's profile is read once per group, a's once in all. `checkpoint` (`GroupCheckpoint`) keeps each
+    group's result as it is made and gives back those already made: an interrupted pair resumes at
+    the group (layer pair) it stopped in.
 
     Returns (top_a, top_b, n): top_a[la] a `TopK` over la's units whose ids index the other model's
     units in (layer, feature) order (`unit_index`), top_b likewise; n the images used."""
@@ -326,31 +328,22 @@ def match_pair(read_a: Callable[[list[int]], Iterable], layers_a: list[int], wid
     n = 0
     for group in layer_groups(widths_a, units_b, budget_bytes):
         mine = [layers_a[i] for i in group]
-        ca, sa = _joined(moments_a, mine)
-        sums = PairSums(sum(widths_a[i] for i in group), units_b, device, ca, sa, cb, sb)
-        for a, b in zip(read_a(mine), read_b(list(layers_b)), strict=True):
-            sums.update(a, b)
-        n = sums.n
-        corr = sums.correlation().cpu()
-        alive_a, alive_b = (t.cpu() for t in sums.live())
-        del sums
+        done = checkpoint.load(mine) if checkpoint is not None else None
+        if done is None:
+            done = _match_group(read_a, read_b, group, layers_a, widths_a, layers_b, offset_a, offset_b, k, device,
+                                _joined(moments_a, mine), (cb, sb))
+            if checkpoint is not None:
+                checkpoint.save(mine, done)
+        group_a, group_b, alive_a, alive_b, n = done
         live_b |= alive_b
-        corr[~alive_a, :] = float("-inf")  # a constant unit is nobody's match: -inf never enters a top-k
-        corr[:, ~alive_b] = float("-inf")
-        # each unit's best k of this group first (torch.topk, linear in the candidates), then merged
-        # into its running top-k: a full sort of every units x units block would cost as much as the sums
         row = 0
         for i in group:
             la, wa = layers_a[i], widths_a[i]
             live_a[la] = alive_a[row:row + wa]
-            values, index = torch.topk(corr[row:row + wa], min(k, units_b), dim=1)
-            top_a[la].offer(values, index)
+            top_a[la] = group_a[la]  # a's units meet all of b's in their group: their top-k is final
             row += wa
-        first = offset_a[group[0]]
-        for j, lb in enumerate(layers_b):
-            values, index = torch.topk(corr[:, offset_b[j]:offset_b[j + 1]], min(k, corr.shape[0]), dim=0)
-            top_b[lb].offer(values.T, index.T + first)
-        del corr
+        for lb in layers_b:
+            top_b[lb] = top_b[lb].merge(group_b[lb])
         if progress is not None:
             progress()
     for top, live in ((top_a, live_a), (top_b, {lb: live_b[offset_b[j]:offset_b[j + 1]]
@@ -359,6 +352,79 @@ def match_pair(read_a: Callable[[list[int]], Iterable], layers_a: list[int], wid
             t.ids[~live[layer]] = -1
             t.ids[torch.isinf(t.values)] = -1
     return top_a, top_b, n
+
+
+def _match_group(read_a, read_b, group, layers_a, widths_a, layers_b, offset_a, offset_b, k, device, moments_a,
+                 moments_b):
+    """One group of a's layers against all of b: (its units' TopK per layer, b's units' TopK per layer
+    over this group's units only, a's and b's live masks, images used)."""
+    mine = [layers_a[i] for i in group]
+    units_b = offset_b[-1]
+    sums = PairSums(sum(widths_a[i] for i in group), units_b, device, *moments_a, *moments_b)
+    for a, b in zip(read_a(mine), read_b(list(layers_b)), strict=True):
+        sums.update(a, b)
+    n = sums.n
+    corr = sums.correlation().cpu()
+    alive_a, alive_b = (t.cpu() for t in sums.live())
+    del sums
+    corr[~alive_a, :] = float("-inf")  # a constant unit is nobody's match: -inf never enters a top-k
+    corr[:, ~alive_b] = float("-inf")
+    # each unit's best k of this group first (torch.topk, linear in the candidates), then merged into
+    # its running top-k: a full sort of every units x units block would cost as much as the sums
+    group_a, row = {}, 0
+    for i in group:
+        values, index = torch.topk(corr[row:row + widths_a[i]], min(k, units_b), dim=1)
+        group_a[layers_a[i]] = TopK(widths_a[i], k).offer(values, index)
+        row += widths_a[i]
+    group_b, first = {}, offset_a[group[0]]
+    for j, lb in enumerate(layers_b):
+        values, index = torch.topk(corr[:, offset_b[j]:offset_b[j + 1]], min(k, corr.shape[0]), dim=0)
+        group_b[lb] = TopK(offset_b[j + 1] - offset_b[j], k).offer(values.T, index.T + first)
+    return group_a, group_b, alive_a, alive_b, n
+
+
+class GroupCheckpoint:
+    """Each finished group of a model pair as one .npz file under `folder` (named by the pair's key and
+    the group's layers), so a pair task that dies resumes at the group it was in; `clear` removes them
+    once the pair's part is written."""
+
+    def __init__(self, fs, folder: str, key: str):
+        self.fs, self.folder, self.key = fs, folder, key
+
+    def path(self, layers: list[int]) -> str:
+        return posixpath.join(self.folder, f"{self.key}-{'_'.join(map(str, layers))}.npz")
+
+    def save(self, layers: list[int], done) -> None:
+        group_a, group_b, alive_a, alive_b, n = done
+        arrays = {"alive_a": alive_a.numpy(), "alive_b": alive_b.numpy(), "n": np.array(n)}
+        for side, tops in (("a", group_a), ("b", group_b)):
+            for layer, t in tops.items():
+                arrays[f"{side}{layer}_values"], arrays[f"{side}{layer}_ids"] = t.values.numpy(), t.ids.numpy()
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(self.fs, self.path(layers), buf.getvalue())
+
+    def load(self, layers: list[int]):
+        path = self.path(layers)
+        if not self.fs.exists(path):
+            return None
+        try:
+            got = np.load(io.BytesIO(self.fs.cat_file(path)), allow_pickle=False)
+            tops: dict = {"a": {}, "b": {}}
+            for name in got.files:
+                if name.endswith("_values"):
+                    side, layer = name[0], int(name[1:-len("_values")])
+                    t = TopK(got[name].shape[0], got[name].shape[1])
+                    t.values, t.ids = torch.from_numpy(got[name]), torch.from_numpy(got[f"{name[:-7]}_ids"])
+                    tops[side][layer] = t
+            return (tops["a"], tops["b"], torch.from_numpy(got["alive_a"]), torch.from_numpy(got["alive_b"]),
+                    int(got["n"]))
+        except (OSError, ValueError, KeyError):
+            return None  # damaged: made again
+
+    def clear(self) -> None:
+        for path in self.fs.glob(posixpath.join(self.folder, f"{self.key}-*.npz")):
+            self.fs.rm(path)
 
 
 def unit_index(layers: list[int], widths: list[int]) -> list[tuple[int, int]]:

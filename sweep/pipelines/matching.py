@@ -2,9 +2,10 @@
 one Ray task per model pair streams two models' shards into correlation sums and writes the pair's
 matches (sweep/experiments/matching.py says what and why).
 
-Resumable at both stages: a model whose profiles for this probe set, weights, site and layers are
+Resumable at three levels: a model whose profiles for this probe set, weights, site and layers are
 all there (`done.json`) is not scanned again; a pair whose part (named by both models' profile keys
-and k) is there is skipped. A pair made with another probe set or other weights is replaced by the
+and k) is there is skipped; within a pair, each finished group of layer pairs is kept
+(`_pair_checkpoints/`) until the pair's part is written, so a task that dies resumes at its group. A pair made with another probe set or other weights is replaced by the
 new one, so a root holds one current matching per pair.
 """
 
@@ -25,6 +26,7 @@ from sweep.core.errors import SweepError
 from sweep.core.redact import secret_values
 from sweep.experiments.matching import (
     METHOD,
+    GroupCheckpoint,
     MatchConfig,
     ProfileWriter,
     mark_mutual,
@@ -40,7 +42,7 @@ from sweep.experiments.top_images import ActivationScanner
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import check_weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
-from sweep.store.layout import MATCH_SCHEMA, MATCHES, PROFILES, pair_name
+from sweep.store.layout import MATCH_SCHEMA, MATCHES, PAIR_CHECKPOINTS, PROFILES, pair_name
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,12 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
         raise SweepError(f"profiles of {a['model']} and {b['model']} cover different numbers of images")
     started = time.perf_counter()
     fa, fb, da, db = folders[a["model"]], folders[b["model"]], done[a["model"]], done[b["model"]]
+    checkpoint = GroupCheckpoint(fs, posixpath.join(root, PAIR_CHECKPOINTS.folder(pair=pair_name(a["model"], b["model"]))),
+                                 pair_key(a, b, config.k))
     top_a, top_b, n = match_pair(lambda layers: shards(fs, fa, da, layers), a["layers"], a["widths"],
                                  lambda layers: shards(fs, fb, db, layers), b["layers"], b["widths"],
                                  config.k, device, moments(fs, fa, da), moments(fs, fb, db),
-                                 budget_bytes=config.pair_memory_gb * 1e9)
+                                 budget_bytes=config.pair_memory_gb * 1e9, checkpoint=checkpoint)
     rows = pd.concat([match_rows(a, b, top_a, config.k), match_rows(b, a, top_b, config.k)], ignore_index=True)
     rows = mark_mutual(rows)
     weights = {a["model"]: a["weights"], b["model"]: b["weights"]}
@@ -190,6 +194,7 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
     for stale in fs.glob(posixpath.join(posixpath.dirname(path), "part-*.parquet")):
         if posixpath.basename(stale) != posixpath.basename(path):
             fs.rm(stale)
+    checkpoint.clear()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: this worker's peak so far
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
     return {"pair": (a["model"], b["model"]), "rows": len(rows), "mutual": int(rows["mutual"].sum()),

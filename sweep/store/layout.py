@@ -20,6 +20,7 @@ beside it. Writers ask a dataset for a file's path (`part`), readers for its par
     matches/pair=<a>~<b>/part-<key>.parquet                 MATCH_SCHEMA, each unit's best units in the other model
     transfer/model=<m>/other=<o>/part-<key>.parquet          TRANSFER_SCHEMA, m's visualizations shown to o
     _profiles/model=<m>/key=<key>/layer-<l>-<j>.npy, done.json  the matching job's unit profiles (a cache)
+    _pair_checkpoints/pair=<a>~<b>/<key>-<layers>.npz        a matching pair's finished layer groups (resume)
     _probes/set=photos/<name>.png                            the shipped photos and their crops, as probe images
     runs/<run id>/manifest.json, driver.log                  what each sweep run did
     _index/features.parquet                                  a cache of the feature rows' index, per part
@@ -255,12 +256,13 @@ TUNING_IMAGES = Dataset("tuning_images", ("model",))
 MATCHES = Dataset("matches", ("pair",), MATCH_SCHEMA)
 TRANSFER = Dataset("transfer", ("model", "other"), TRANSFER_SCHEMA)
 PROFILES = Dataset("_profiles", ("model", "key"))  # underscore: a cache no dataset reader sees
+PAIR_CHECKPOINTS = Dataset("_pair_checkpoints", ("pair",))  # a matching pair's finished layer groups, until its part
 PROBES = Dataset("_probes", ("set",))  # probe images the job made itself (the shipped photos and crops)
 RUNS = Dataset("runs", ())
 
 #: Every dataset, by name; the folders a results root reserves for its data.
 DATASETS = {d.name: d for d in (FEATURES, IMAGES, TOP_IMAGES, TOP_THUMBS, INVARIANCE, ABLATIONS, MAP_FILES, MAP_TABLE,
-                                LABELS, TUNING, TUNING_IMAGES, MATCHES, TRANSFER, PROFILES, PROBES, RUNS)}
+                                LABELS, TUNING, TUNING_IMAGES, MATCHES, TRANSFER, PROFILES, PAIR_CHECKPOINTS, PROBES, RUNS)}
 DATA_FOLDERS = tuple(dict.fromkeys(d.name.split("/")[0] for d in DATASETS.values()))
 
 
