@@ -325,7 +325,7 @@ class Results:
         if splits:
             tops = self.top_images(split=split or splits[0], model=model)
         transfer = pd.DataFrame()
-        if self.fs.exists(posixpath.join(self.root, "transfer")):
+        if self.fs.exists(posixpath.join(self.root, DATASETS["transfer"].name)):
             transfer = self.transfer(model=model)
         return quality_frame(feats, tops, transfer)
 
