@@ -43,7 +43,7 @@ from sweep.models.anatomy import anatomy_of
 from sweep.models.build import check_weights
 from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
 from sweep.store.layout import MATCH_SCHEMA, MATCHES, PAIR_CHECKPOINTS, PROFILES, pair_name
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
+from sweep.store.outputs import check_writable, frame_parquet_bytes, open_root, replace_part
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,7 @@ def match_models(config: MatchConfig, a: dict, b: dict, probe: str, probe_hash: 
     rows["weights_b"] = rows["model_b"].map(weights)
     rows["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     path = pair_part(config, a, b)
-    atomic_write(fs, path, frame_parquet_bytes(rows, MATCH_SCHEMA, secret_values(config.storage_options)))
-    for stale in fs.glob(posixpath.join(posixpath.dirname(path), "part-*.parquet")):
-        if posixpath.basename(stale) != posixpath.basename(path):
-            fs.rm(stale)
+    replace_part(fs, path, frame_parquet_bytes(rows, MATCH_SCHEMA, secret_values(config.storage_options)))
     checkpoint.clear()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: this worker's peak so far
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None

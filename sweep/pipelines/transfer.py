@@ -22,7 +22,7 @@ from sweep.experiments.transfer import METHOD, TransferConfig, TransferScanner, 
 from sweep.models.anatomy import anatomy_of
 from sweep.pipelines.images import gpus_per_actor
 from sweep.store.layout import TRANSFER, TRANSFER_SCHEMA
-from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
+from sweep.store.outputs import check_writable, frame_parquet_bytes, open_root, replace_part
 from sweep.store.results import Results
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,7 @@ def run_transfer(config: TransferConfig, plans: list[dict]) -> list[dict]:
             "beats_probe": np.where(np.isnan(act), None, beats), "error": got["error"].astype(str).to_numpy(),
             "method": METHOD, "probe_hash": rows["probe_hash"].astype(str), "weights_b": plan["weights"],
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-        atomic_write(fs, plan["path"], frame_parquet_bytes(frame, TRANSFER_SCHEMA, secret_values(config.storage_options)))
-        for stale in fs.glob(posixpath.join(posixpath.dirname(plan["path"]), "part-*.parquet")):
-            if posixpath.basename(stale) != posixpath.basename(plan["path"]):
-                fs.rm(stale)
+        replace_part(fs, plan["path"], frame_parquet_bytes(frame, TRANSFER_SCHEMA, secret_values(config.storage_options)))
         ok = frame["error"] == ""
         summaries.append({"other": plan["other"], "rows": len(frame), "skipped": False,
                           "median_z": float(np.nanmedian(frame.loc[ok, "z"])) if ok.any() else float("nan"),

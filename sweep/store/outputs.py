@@ -77,6 +77,15 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         raise SweepError(f"cannot write {path!r}: {storage_problem(exc)}") from None
 
 
+def replace_part(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a partition's one current part, then remove its other `part-*.parquet` (made from older
+    inputs): written first, so an interruption leaves the old part or both, never neither."""
+    atomic_write(fs, path, data)
+    for stale in fs.glob(posixpath.join(posixpath.dirname(path), "part-*.parquet")):
+        if posixpath.basename(stale) != posixpath.basename(path):
+            fs.rm(stale)
+
+
 def check_writable(fs: fsspec.AbstractFileSystem, root: str, url: str, what: str = "results root") -> None:
     """Check the bucket, then write and remove a probe file, so an unwritable root fails before any
     work, in one line. A missing bucket is reported, never created; folders the probe had to make are
