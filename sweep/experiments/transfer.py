@@ -15,18 +15,17 @@ with classifier logits). Pure torch; `TransferScanner` is the Ray Data actor and
 
 from __future__ import annotations
 
-import io
 import posixpath
 from dataclasses import field
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pydantic import Field
 
 from sweep.core.validation import Count, Positive, Text, config_dataclass
-from sweep.store.outputs import open_root, under_root
+from sweep.experiments.ablations import decode
+from sweep.store.outputs import is_local, open_root, under_root
 
 METHOD = "counterpart-z"
 
@@ -44,17 +43,13 @@ class TransferConfig:
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-def read_png(fs, root: str, rel) -> np.ndarray:
+def read_png(fs, root: str, rel, storage_options: dict | None = None) -> np.ndarray:
     """A visualization from the root as (H, W, 3) floats in [0, 1]; ValueError naming what is wrong (a
-    path that would leave the root, a missing or undecodable file)."""
+    path that would leave the root; a missing, empty or damaged file: `decode`'s one line)."""
     path = under_root(root, rel)
     if path is None:
         raise ValueError(f"image path {rel!r} leaves the results root: refused")
-    try:
-        with Image.open(io.BytesIO(fs.cat_file(path))) as im:
-            return np.asarray(im.convert("RGB"), np.float32) / 255.0
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"image {rel!r}: cannot be read ({type(exc).__name__})") from None
+    return decode(path if is_local(fs) else fs.unstrip_protocol(path), storage_options).astype(np.float32) / 255.0
 
 
 class TransferScanner:
@@ -69,6 +64,7 @@ class TransferScanner:
         from sweep.models.build import build
 
         self.fs, self.root = open_root(root, storage_options)
+        self.storage_options = storage_options
         anatomy = anatomy_of(model)
         self.device = resolve_device(None, gpu_ids=assigned_gpus())  # a GPU given but unusable: one line
         self.net = build(anatomy.entry, weights, self.device)
@@ -84,7 +80,7 @@ class TransferScanner:
         acts, errors, ready = np.full(n, np.nan, np.float32), [""] * n, []
         for i, rel in enumerate(batch["image_path"]):
             try:
-                image = torch.from_numpy(read_png(self.fs, self.root, str(rel))).permute(2, 0, 1)[None]
+                image = torch.from_numpy(read_png(self.fs, self.root, str(rel), self.storage_options)).permute(2, 0, 1)[None]
                 ready.append((i, self.prepare(image.to(self.device))))  # each to the model's input size
             except ValueError as exc:
                 errors[i] = str(exc)
