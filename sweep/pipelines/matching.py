@@ -102,10 +102,9 @@ def check_one_weights(config: MatchConfig, models: list[dict]) -> None:
     for m in models:
         found = set()
         label = weights_label(m["weights"], anatomy_of(m["name"]).entry.tag)  # how feature rows name weights
-        for dataset, column, filters, mine in (("features", "weights", {"model": m["model"]}, label),
-                                               ("matches", "weights_a", {"model_a": m["model"]}, m["weights"])):
+        for read, column, mine in ((results.features, "weights", label), (results.matches, "weights_a", m["weights"])):
             try:
-                frame = results._read(dataset, filters, [column])
+                frame = read(model=m["model"], columns=[column])
             except SweepError:  # the dataset is not there
                 continue
             found |= set(frame[column].dropna().astype(str)) - {mine}

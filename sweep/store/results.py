@@ -193,13 +193,11 @@ class Results:
             self.fs, self.root = filesystem, root.rstrip("/")
 
     def _read(self, name: str, filters: dict, columns: list[str] | None) -> pd.DataFrame:
-        from sweep.models.zoo import REGISTRY
-
         path = posixpath.join(self.root, name)
         if not self.fs.exists(path):
             raise SweepError(f"no {name} under {self.root!r}")
-        if filters.get("model") is not None and filters["model"] in REGISTRY:
-            filters = {**filters, "model": REGISTRY.get(filters["model"]).key}
+        if filters.get("model") is not None:
+            filters = {**filters, "model": self._key(filters["model"])}
         # Leading partition keys that are given narrow the path itself: other partitions are never listed.
         fixed = {}
         for key in self.DATASETS[name]:
@@ -298,11 +296,11 @@ class Results:
         """Each visualization of `model` shown to `other` (`jobs/transfer.py`): its unit's counterpart
         there, the counterpart's activation on the image, z against the counterpart's probe images and
         beats_probe (above all of them)."""
-        return self._read("transfer", {"model": self._key(model) if model else None,
-                                       "other": self._key(other) if other else None}, columns)
+        return self._read("transfer", {"model": model, "other": self._key(other) if other else None}, columns)
 
     @staticmethod
     def _key(model: str) -> str:
+        """A zoo alias as its registry key (the name rows are written under); any other name as given."""
         from sweep.models.zoo import REGISTRY
 
         return REGISTRY.get(model).key if model in REGISTRY else model
