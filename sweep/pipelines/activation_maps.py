@@ -32,6 +32,13 @@ def check_activation_maps(model: str, layer, features: list[int], out: str, site
     return anatomy, block, site
 
 
+def map_table_part(model_key: str, layer: int, site: str, features: list[int], image_ids: list[str]) -> str:
+    """The root-relative Parquet part a map run writes: named by its features and images, so a caller
+    can tell whether that very run is already there."""
+    name = config_hash({"features": list(features), "images": list(image_ids)})
+    return MAP_TABLE.part(f"part-{site}-{name}.parquet", model=model_key, layer=layer)
+
+
 def run_activation_maps(model: str, layer, features: list[int], listing, out: str, site: str | None = None,
                         weights: str = "pretrained", actors: int = 1, storage_options: dict | None = None):
     """Maps for every image of `listing` on Ray Data; also writes one Parquet of all maps (row-major grids)."""
@@ -48,8 +55,7 @@ def run_activation_maps(model: str, layer, features: list[int], listing, out: st
     frame.insert(2, "site", site)
     frame["values"] = frame["values"].map(lambda v: np.asarray(v, np.float32).tolist())
     fs, root = open_root(out, storage_options)
-    name = config_hash({"features": list(features), "images": [r["image_id"] for r in listing.records]})
-    atomic_write(fs, posixpath.join(root, MAP_TABLE.part(f"part-{site}-{name}.parquet", model=anatomy.entry.key,
-                                                         layer=block.index)),
+    part = map_table_part(anatomy.entry.key, block.index, site, features, [r["image_id"] for r in listing.records])
+    atomic_write(fs, posixpath.join(root, part),
                  frame_parquet_bytes(frame.drop(columns=["layer"])))  # layer lives in the partition path
     return frame

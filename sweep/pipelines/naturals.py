@@ -14,11 +14,10 @@ import posixpath
 from sweep.data.imagenet import Listing
 from sweep.experiments.matching import photo_probe
 from sweep.experiments.top_images import TopImagesConfig
-from sweep.method.recipe import config_hash
 from sweep.models.anatomy import anatomy_of
-from sweep.pipelines.activation_maps import run_activation_maps
+from sweep.pipelines.activation_maps import map_table_part, run_activation_maps
 from sweep.pipelines.top_images import check_top_images, scan_top_images
-from sweep.store.layout import MAP_TABLE, TOP_IMAGES
+from sweep.store.layout import TOP_IMAGES
 from sweep.store.outputs import open_root
 from sweep.store.results import Results
 
@@ -55,8 +54,7 @@ def photo_naturals(out: str, model: str, units: dict[int, list[int]], weights: s
         if not ids:
             continue
         listing = Listing(records=[by_id[i] for i in ids])
-        name = config_hash({"features": list(features), "images": ids})  # run_activation_maps' own part name
-        if fs.exists(posixpath.join(root, MAP_TABLE.part(f"part-mlp-{name}.parquet", model=key, layer=layer))):
+        if fs.exists(posixpath.join(root, map_table_part(key, layer, "mlp", features, ids))):
             continue
         frame = run_activation_maps(key, layer, list(features), listing, out, site="mlp", weights=weights,
                                     storage_options=storage_options)
