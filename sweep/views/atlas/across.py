@@ -14,14 +14,11 @@ import logging
 import posixpath
 
 import pandas as pd
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweep.core.errors import one_line
 from sweep.experiments.matching import rosetta_sets
 from sweep.store.layout import FEATURES, MATCH_SCHEMA
-from sweep.store.results import fit_schema
-from sweep.views.atlas.inputs import READ_ERRORS
+from sweep.views.atlas.inputs import READ_ERRORS, read_part
 from sweep.views.atlas.render import href, render, script_data, slug
 
 log = logging.getLogger(__name__)
@@ -42,16 +39,9 @@ def read_matches(fs, root: str, rels: list[str], model: str | None = None) -> pd
     `model`'s units only when given; a part that cannot be read is left out with one warning."""
     frames = []
     for rel in sorted(rels):
-        try:
-            with fs.open(posixpath.join(root, rel), "rb") as fh:
-                table = fit_schema(pq.read_table(fh, columns=MATCH_COLUMNS), MATCH_SCHEMA)
-        except (*READ_ERRORS, ValueError) as exc:
-            log.warning("atlas: matches %r cannot be read (%s); left out", rel, one_line(exc))
-            continue
-        keep = pds.field("rank") == 0
-        if model is not None:
-            keep = keep & (pds.field("model_a") == model)
-        frames.append(pds.dataset(table).to_table(filter=keep, columns=MATCH_COLUMNS).to_pandas())
+        part = read_part(fs, root, rel, MATCH_SCHEMA, "matches", MATCH_COLUMNS)
+        if part is not None:
+            frames.append(part[(part["rank"] == 0) & ((part["model_a"] == model) if model is not None else True)])
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MATCH_COLUMNS)
     frame = frame.dropna(subset=["model_a", "model_b", "layer_a", "layer_b", "unit_a", "unit_b", "score"])
     return frame.fillna({"site_a": "", "site_b": "", "mutual": False})

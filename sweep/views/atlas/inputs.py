@@ -159,16 +159,26 @@ def read_feature_parts(fs, root: str, rels: list[str]) -> pd.DataFrame:
     return frame
 
 
+def read_part(fs, root: str, rel: str, schema: pa.Schema, what: str, columns: list[str] | None = None):
+    """One part of a side dataset (top images, labels, matches, transfer) as a frame in the layout's
+    `schema` (`fit_schema`, the rule `Results` reads by; only `columns` when given, which must all be
+    there), or None after one warning naming it when it cannot be read."""
+    try:
+        with fs.open(posixpath.join(root, rel), "rb") as fh:
+            table = fit_schema(pq.read_table(fh, columns=columns), schema)
+    except (*READ_ERRORS, ValueError) as exc:
+        log.warning("atlas: %s %r cannot be read (%s); left out", what, rel, one_line(exc))
+        return None
+    return (table.select(columns) if columns else table).to_pandas()
+
+
 def read_top_images(fs, root: str, rels: list[str]) -> dict:
     """(layer, site, feature) -> [{split, rank, image, activation}] from one model's top-image parts."""
     found: dict = {}
     for rel in sorted(rels):
         split = TOP_IMAGES.keys_of(rel).get("split", "")
-        try:
-            with fs.open(posixpath.join(root, rel), "rb") as fh:
-                top = fit_schema(pq.read_table(fh), TOP_SCHEMA).to_pandas()
-        except (*READ_ERRORS, ValueError) as exc:
-            log.warning("atlas: top images %r cannot be read (%s); left out", rel, one_line(exc))
+        top = read_part(fs, root, rel, TOP_SCHEMA, "top images")
+        if top is None:
             continue
         for c in ("layer", "feature", "rank"):
             top[c] = pd.to_numeric(top[c], errors="coerce")
@@ -186,13 +196,13 @@ def read_labels(fs, root: str, rels: list[str]) -> dict:
     vocabulary and rank; a part that cannot be read is left out with one warning."""
     found: dict = {}
     for rel in sorted(rels):
-        layer = LABELS.keys_of(rel).get("layer")
         try:
-            with fs.open(posixpath.join(root, rel), "rb") as fh:
-                rows = fit_schema(pq.read_table(fh), LABEL_SCHEMA).to_pandas()
-            layer = int(layer)
-        except (*READ_ERRORS, TypeError, ValueError) as exc:
+            layer = int(LABELS.keys_of(rel).get("layer"))
+        except (TypeError, ValueError) as exc:
             log.warning("atlas: labels %r cannot be read (%s); left out", rel, one_line(exc))
+            continue
+        rows = read_part(fs, root, rel, LABEL_SCHEMA, "labels")
+        if rows is None:
             continue
         rows = rows.fillna({c: "" for c in ("site", "vocabulary", "judge", "method")})
         for c in ("feature", "rank", "score"):
@@ -212,13 +222,7 @@ def read_transfer(fs, root: str, rels: list[str]) -> dict:
     """(layer, site, feature) -> the median z of its counterparts over the other models its image was
     shown to (`jobs/transfer.py`), from one model's transfer parts; a part that cannot be read is left
     out with one warning."""
-    frames = []
-    for rel in sorted(rels):
-        try:
-            with fs.open(posixpath.join(root, rel), "rb") as fh:
-                frames.append(fit_schema(pq.read_table(fh), TRANSFER_SCHEMA).to_pandas())
-        except (*READ_ERRORS, ValueError) as exc:
-            log.warning("atlas: transfer %r cannot be read (%s); left out", rel, one_line(exc))
+    frames = [f for f in (read_part(fs, root, rel, TRANSFER_SCHEMA, "transfer") for rel in sorted(rels)) if f is not None]
     if not frames:
         return {}
     rows = pd.concat(frames, ignore_index=True)
