@@ -38,10 +38,9 @@ from sweep.experiments.matching import (
     read_done,
     shards,
 )
-from sweep.experiments.top_images import ActivationScanner
 from sweep.models.anatomy import anatomy_of
 from sweep.models.build import check_weights
-from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
+from sweep.pipelines.images import gpus_per_actor, scan_activations
 from sweep.store.layout import MATCH_SCHEMA, MATCHES, PAIR_CHECKPOINTS, PROFILES, pair_name
 from sweep.store.outputs import check_writable, frame_parquet_bytes, open_root, replace_part
 
@@ -123,23 +122,13 @@ def scan_profiles(config: MatchConfig, model: dict, records: list[dict], probe_h
         log.info("%s: profiles already there (%s), not scanned again", model["model"], model["key"])
         return done
     anatomy = anatomy_of(model["name"])
-    index = {str(r["image_id"]): i for i, r in enumerate(records)}
-    if len(index) != len(records):
-        raise SweepError("probe images: image ids are not unique in this listing")
-    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options,
-                         preprocess=anatomy.preprocess)
-    ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, model["weights"], model["layers"],
-                                                                model["site"]),
-                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
-                        num_cpus=config.actor_cpus)
     writer = ProfileWriter(fs, folder, len(records), model["layers"], model["widths"], config.chunk)
     started = time.perf_counter()
     with tqdm(total=len(records), desc=f"profiles {model['model']}", unit="img", leave=False) as bar:
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
-            acts = stacked(batch["acts"])
-            for error in np.asarray(batch["error"])[np.isnan(acts).any(axis=1)]:
-                log.warning("image skipped: %s", error)
-            writer.add(np.array([index[str(i)] for i in batch["image_id"]]), acts)
+        for index, acts in scan_activations(records, anatomy, model["weights"], model["layers"], model["site"],
+                                            config.batch_size, config.actors, config.actor_cpus,
+                                            config.storage_options, what="probe images: "):
+            writer.add(index, acts)
             bar.update(len(acts))
     done = writer.finish({"model": model["model"], "weights": model["weights"], "site": model["site"],
                           "method": METHOD, "probe_hash": probe_hash})

@@ -6,17 +6,16 @@ from __future__ import annotations
 import logging
 import posixpath
 
-import numpy as np
 import pandas as pd
 import ray
 import torch
 
 from sweep.core.errors import SweepError
 from sweep.data.imagenet import Listing
-from sweep.experiments.top_images import ActivationScanner, TopImagesConfig, top_rows, unit_table, write_thumbs
+from sweep.experiments.top_images import TopImagesConfig, top_rows, unit_table, write_thumbs
 from sweep.experiments.topk import TopK
 from sweep.models.build import check_weights
-from sweep.pipelines.images import gpus_per_actor, prepared_images, stacked
+from sweep.pipelines.images import scan_activations
 from sweep.store.layout import TOP_IMAGES, TOP_SCHEMA
 from sweep.store.outputs import atomic_write, check_writable, frame_parquet_bytes, open_root
 
@@ -41,24 +40,15 @@ def scan_top_images(config: TopImagesConfig, listing: Listing, checked: tuple | 
     anatomy, blocks, site, units = checked or check_top_images(config)
     fs, root = open_root(config.out, config.storage_options)
     records = listing.records
-    index = {r["image_id"]: i for i, r in enumerate(records)}
-    if len(index) != len(records):
-        raise SweepError("image ids are not unique in this listing")
-    ds = prepared_images(records, anatomy.preprocess.input_size, storage_options=config.storage_options,
-                         preprocess=anatomy.preprocess)
-    ds = ds.map_batches(ActivationScanner, fn_constructor_args=(anatomy.entry.key, config.weights,
-                                                                [b.index for b in blocks], site),
-                        batch_size=config.batch_size, concurrency=config.actors or 1, num_gpus=gpus_per_actor(),
-                        num_cpus=config.actor_cpus)
     state = TopK(len(units), config.k)
     seen = skipped = 0
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=config.batch_size):
-        acts = torch.from_numpy(stacked(batch["acts"]))
+    for positions, batch_acts in scan_activations(records, anatomy, config.weights, [b.index for b in blocks], site,
+                                              config.batch_size, config.actors, config.actor_cpus,
+                                              config.storage_options):
+        acts = torch.from_numpy(batch_acts)
         ok = ~torch.isnan(acts).any(dim=1)
         skipped += int((~ok).sum())
-        for error in np.asarray(batch["error"])[~ok.numpy()]:
-            log.warning("image skipped: %s", error)
-        ids = torch.tensor([index[str(i)] for i in batch["image_id"]])
+        ids = torch.from_numpy(positions)
         state.update(acts[ok], ids[ok])
         seen += len(ids)
     if seen != len(records):
@@ -68,7 +58,8 @@ def scan_top_images(config: TopImagesConfig, listing: Listing, checked: tuple | 
     atomic_write(fs, path, frame_parquet_bytes(rows, TOP_SCHEMA))
     log.info("%s: top-%d of %d units over %d images (%d unreadable) -> %s", anatomy.entry.key, config.k,
              len(units), seen, skipped, path)
-    thumbs = [records[index[i]] for i in sorted(set(rows["image_id"]))]
+    by_id = {r["image_id"]: r for r in records}
+    thumbs = [by_id[i] for i in sorted(set(rows["image_id"]))]
     if thumbs:  # a small picture of each distinct top image, made in tasks, for the atlas
         made = ray.data.from_items([{"image_id": r["image_id"], "path": r["path"]} for r in thumbs],
                                    override_num_blocks=max(1, min(len(thumbs) // 16, 200)))
