@@ -172,13 +172,18 @@ def read_done(fs, folder: str) -> dict | None:
     return done if isinstance(done, dict) and {"layers", "widths", "chunk", "images", "shards"} <= set(done) else None
 
 
+def _load_array(fs, path: str, folder: str, what: str) -> np.ndarray:
+    """An .npy file of a model's profiles (never pickles); one line naming it when it cannot be read."""
+    try:
+        return np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"{what} {path}: unreadable ({exc}); delete {folder} to scan again") from None
+
+
 def unit_stats(fs, folder: str, done: dict) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per layer, each unit's (mean, std, max) over the readable probe images (the scan's `moments.npy`)."""
     path = posixpath.join(folder, "moments.npy")
-    try:
-        stats = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SweepError(f"profile moments {path}: unreadable ({exc}); delete {folder} to scan again") from None
+    stats = _load_array(fs, path, folder, "profile moments")
     if stats.shape != (3, sum(done["widths"])) or not np.isfinite(stats).all():
         raise SweepError(f"profile moments {path}: not the {sum(done['widths'])} units' means, spreads and maxima; "
                          f"delete {folder} to scan again")
@@ -205,10 +210,7 @@ def shards(fs, folder: str, done: dict, layers: list[int]) -> Iterator[np.ndarra
         for layer in layers:
             width = done["widths"][done["layers"].index(layer)]
             path = posixpath.join(folder, shard_name(layer, j))
-            try:
-                array = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise SweepError(f"profile shard {path}: unreadable ({exc}); delete {folder} to scan again") from None
+            array = _load_array(fs, path, folder, "profile shard")
             if array.shape != (rows, width) or array.dtype != np.float32:
                 raise SweepError(f"profile shard {path}: {array.dtype} {array.shape}, expected float32 {(rows, width)}; "
                                  f"delete {folder} to scan again")
