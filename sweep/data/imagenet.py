@@ -134,7 +134,8 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _url(fs, path: str) -> str:
+def url_of(fs, path: str) -> str:
+    """A path of `fs` as a URL any process can open (the bare path on local disk)."""
     return fs.unstrip_protocol(path) if "file" not in _protocols(fs) else path
 
 
@@ -163,21 +164,21 @@ def train_with_boxes(train_root: str, boxes_root: str, storage_options: dict | N
         for xml in xmls:
             stem = _stem(xml)
             if stem not in images:
-                out.problem(_url(fs, xml), "image", "annotation without its image in the train folder")
+                out.problem(url_of(fs, xml), "image", "annotation without its image in the train folder")
                 continue
             own, box_error = [], ""
             try:
                 own, _ = parse_voc(fs.cat_file(xml), wnid)
             except BadBox as exc:
-                box_error = f"{_url(fs, xml)}: {exc}"
+                box_error = f"{url_of(fs, xml)}: {exc}"
             except ValueError as exc:
-                out.problem(_url(fs, xml), "annotation", one_line(exc))
+                out.problem(url_of(fs, xml), "annotation", one_line(exc))
                 continue
             except OSError as exc:
-                out.problem(_url(fs, xml), "annotation", storage_reason(exc, _url(fs, xml)))
+                out.problem(url_of(fs, xml), "annotation", storage_reason(exc, url_of(fs, xml)))
                 continue
             if own or box_error:
-                out.records.append(_record(stem, _url(fs, images[stem]), wnid, index[wnid], own, box_error))
+                out.records.append(_record(stem, url_of(fs, images[stem]), wnid, index[wnid], own, box_error))
             if limit is not None and len(out.records) >= limit:
                 return out
     return out
@@ -226,7 +227,7 @@ def val_from_solution(val_root: str, solution_csv: str, storage_options: dict | 
         boxes, box_error = _solution_boxes(parts, wnid)
         if with_boxes_only and not boxes and not box_error:
             continue
-        out.records.append(_record(image_id, _url(fs, images[image_id]), wnid, index[wnid], boxes,
+        out.records.append(_record(image_id, url_of(fs, images[image_id]), wnid, index[wnid], boxes,
                                    box_error and f"{solution_csv}, {image_id}: {box_error}"))
         if limit is not None and len(out.records) >= limit:
             break
@@ -274,7 +275,7 @@ def val_from_devkit(val_root: str, ground_truth: str, meta_mat: str, storage_opt
         if image_id not in images:
             out.problem(image_id, "image", "missing from the val folder")
             continue
-        out.records.append(_record(image_id, _url(fs, images[image_id]), wnid, index[wnid], []))
+        out.records.append(_record(image_id, url_of(fs, images[image_id]), wnid, index[wnid], []))
         if limit is not None and len(out.records) >= limit:
             break
     return out
@@ -288,7 +289,7 @@ def image_folder(root: str, storage_options: dict | None = None, limit: int | No
     out = Listing()
     for p in sorted(p for p in fs.find(path) if _is_image(p)):
         rel = posixpath.relpath(p, path)
-        out.records.append(_record(posixpath.splitext(rel)[0], _url(fs, p), "", -1, []))
+        out.records.append(_record(posixpath.splitext(rel)[0], url_of(fs, p), "", -1, []))
         if limit is not None and len(out.records) >= limit:
             break
     if not out.records:

@@ -510,7 +510,7 @@ def photo_probe(fs, root: str) -> list[dict]:
 
     from sweep.data.photos import photo_crops
     from sweep.store.layout import PROBES
-    from sweep.store.outputs import is_local
+    from sweep.data.imagenet import url_of
 
     records = []
     for name, image in sorted(photo_crops().items()):
@@ -525,7 +525,7 @@ def photo_probe(fs, root: str) -> list[dict]:
             buf = io.BytesIO()
             picture.save(buf, format="PNG", compress_level=1)
             atomic_write(fs, path, buf.getvalue())
-        records.append({"image_id": f"photos/{name}", "path": path if is_local(fs) else fs.unstrip_protocol(path), "wnid": "",
+        records.append({"image_id": f"photos/{name}", "path": url_of(fs, path), "wnid": "",
                         "label": -1, "boxes": [], "box_error": ""})
     return records
 

@@ -25,7 +25,8 @@ from pydantic import Field
 
 from sweep.core.validation import Count, Positive, Text, config_dataclass
 from sweep.experiments.ablations import decode
-from sweep.store.outputs import is_local, open_root, under_root
+from sweep.data.imagenet import url_of
+from sweep.store.outputs import open_root, under_root
 
 METHOD = "counterpart-z"
 
@@ -49,7 +50,7 @@ def read_png(fs, root: str, rel, storage_options: dict | None = None) -> np.ndar
     path = under_root(root, rel)
     if path is None:
         raise ValueError(f"image path {rel!r} leaves the results root: refused")
-    return decode(path if is_local(fs) else fs.unstrip_protocol(path), storage_options).astype(np.float32) / 255.0
+    return decode(url_of(fs, path), storage_options).astype(np.float32) / 255.0
 
 
 class TransferScanner:
