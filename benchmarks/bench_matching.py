@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     threads = os.cpu_count() or 1
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)  # this script's own Ray
+    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)  # its own Ray
     rows = []
     try:
         for count in args.count:

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     spec.loader.exec_module(job)
 
     other = f"{args.model}[img_size={args.other_size}]"
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)  # this script's own Ray
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False,
+             log_to_driver=False)  # its own Ray, never a foreign one
     try:
         began = time.perf_counter()
         argv = ["--model", args.model, other, "--weights", "pretrained", "--out", args.out, "--k", str(args.k),
