@@ -1,5 +1,5 @@
 """Methods x depth: a contact sheet of the images `benchmarks/demo_quality.py --images DIR` saved, and
-the per-block table of its CSV (fraction of units visualized, median shift ratio, seconds per unit).
+the per-block table of its CSV (benchmarks/method_table.py's: units visualized per block, the medians).
 
     .venv/bin/python benchmarks/contact_sheet.py --images /tmp/bench/images \\
         --labels pixel-mlp-60 pixel-mlp_pre-60 --csv benchmarks/results/2026-12-07-method-depth-cpu.csv \\
@@ -14,32 +14,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image, ImageDraw
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.method_table import markdown  # noqa: E402
+
 THUMB = 96
 PAD = 4
-
-
-def table(frame: pd.DataFrame, labels: list[str]) -> str:
-    """Markdown: per label and block, units visualized / units, median shift ratio, seconds per unit."""
-    layers = sorted(frame["layer"].unique())
-    head = "| method | " + " | ".join(f"block {layer}" for layer in layers) + " | all | median shift | s per unit |"
-    lines = [head, "|" + " --- |" * (len(layers) + 4)]
-    for label in labels:
-        mine = frame[frame["label"] == label]
-        cells = []
-        for layer in layers:
-            block = mine[mine["layer"] == layer]
-            cells.append(f"{int(block['beats_photos'].sum())}/{len(block)}" if len(block) else "")
-        won = int(mine["beats_photos"].sum())
-        per_unit = mine["seconds_per_unit"].median() if "seconds_per_unit" in mine else float("nan")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {won}/{len(mine)} ({won / max(1, len(mine)):.0%}) | "
-                     f"{statistics.median(mine['shift_ratio']):.2f} | {per_unit:.0f} |")
-    return "\n".join(lines)
 
 
 def sheet(images: str, labels: list[str], frame: pd.DataFrame | None) -> Image.Image:
@@ -87,7 +74,7 @@ def main(argv=None) -> int:
     sheet(args.images, args.labels, frame).save(args.out)
     print(f"wrote {args.out}")
     if frame is not None:
-        print(table(frame, args.labels))
+        print(markdown(pd.concat([frame[frame["label"] == label] for label in args.labels], ignore_index=True)))
     return 0
 
 

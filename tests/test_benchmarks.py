@@ -86,4 +86,61 @@ def test_contact_sheet_tiles_methods_by_depth_and_tabulates(tmp_path, capsys):
     with Image.open(out) as sheet:
         assert sheet.size == (150 + 2 * 100, 24 + 2 * (2 * 100 + 12))  # 2 blocks; 2 methods of up to 2 units
     text = capsys.readouterr().out
-    assert "| a | 0/2 | 1/1 | 1/3 (33%) | 0.50 | 10 |" in text and "| b | 2/2 | 1/1 | 3/3 (100%)" in text
+    assert "| a | 0/2 | 1/1 | 1/3 (33%) |" in text and "| b | 2/2 | 1/1 | 3/3 (100%) |" in text
+    assert "| a | 1/3 | ? | 0.50 | 10 |" in text  # rows without switched_on: "?", not 0
+
+
+def test_method_table_summarizes_methods_by_block(tmp_path, capsys):
+    from benchmarks import method_table
+
+    rows = [{"label": label, "layer": layer, "feature": f, "beats_photos": won, "switched_on": on,
+             "percentile": pct, "shift_ratio": 0.9, "scale_ratio": 0.8, "plausibility": 0.3, "seconds_per_unit": 12.0}
+            for label, layer, f, won, on, pct in [("maco", 0, 1, True, True, 100.0), ("maco", 0, 2, False, False, 10.0),
+                                                   ("maco", 3, 4, True, True, 100.0), ("pixel", 3, 4, False, True, 90.0)]]
+    pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
+    assert method_table.main(["--csv", str(tmp_path / "q.csv"), "--summary", str(tmp_path / "s.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "| maco | 1/2 | 1/1 | 2/3 (67%) |" in text and "| pixel |  | 0/1 | 0/1 (0%) |" in text
+    assert "| maco | 2/3 | 1 | 100.00 | 0.90 | 0.80 | 0.30 | 12 |" in text
+    summary = pd.read_csv(tmp_path / "s.csv")
+    assert summary[["label", "layer", "units", "visualized", "switched_off"]].values.tolist() == [
+        ["maco", 0, 2, 1, 1], ["maco", 3, 1, 1, 0], ["pixel", 3, 1, 0, 0]]
+    assert summary["percentile"].tolist() == [55.0, 100.0, 90.0]
+    assert method_table.main(["--csv", str(tmp_path / "q.csv"), "--labels", "nope"]) == 2
+    assert "error: --labels: nope not in the CSV; allowed: maco, pixel" in capsys.readouterr().err
+
+
+def test_demo_quality_methods_take_an_optional_learning_rate():
+    from benchmarks.demo_quality import parse_method
+
+    assert parse_method("maco:mlp_pre:0.2") == ("maco", "mlp_pre", 0.2)
+    assert parse_method("pixel:mlp") == ("pixel", "mlp", None)
+    for bad in ("pixel", "nope:mlp", "maco:mlp_pre:x", "maco:mlp_pre:-1", "maco:mlp_pre:0.2:9", "maco::0.2"):
+        assert parse_method(bad)[0] is None, bad
+
+
+def test_method_table_promotes_the_best_methods_by_depth(tmp_path, capsys):
+    import json
+
+    from benchmarks import method_table
+
+    rows = []
+    for label, param, site, lr, wins in (("paper", "pixel", "mlp", 0.1, [2, 2, 0]), ("maco", "maco", "mlp_pre", 0.2, [0, 1, 2])):
+        for layer in range(3):  # dev/vit-micro: 3 blocks, 2 units each
+            for unit in range(2):
+                won = unit < wins[layer]
+                rows.append({"label": label, "model": "dev/vit-micro", "layer": layer, "feature": unit, "param": param,
+                             "site": site, "lr": lr, "tv": 1.0, "steps": 100, "beats_photos": won, "switched_on": True,
+                             "percentile": 100.0 if won else 50.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
+    registry = tmp_path / "tuned.json"
+    assert method_table.main(["--csv", str(tmp_path / "q.csv"), "--promote", "--registry-file", str(registry)]) == 0
+    assert "promoted vit --recipe best: pixel at mlp (lr 0.1) from depth 0, maco at mlp_pre (lr 0.2) from 0.667" \
+        in capsys.readouterr().out
+    stored = json.loads(registry.read_text())["vit"]["by_depth"]
+    assert [(m["start"], m["param"], m["site"], m["lr"]) for m in stored["methods"]] == [
+        (0.0, "pixel", "mlp", 0.1), (2 / 3, "maco", "mlp_pre", 0.2)]
+    assert stored["provenance"]["visualized"] == "6/6" and stored["provenance"]["chosen"] == "paper from block 0, maco from block 2"
+    pd.DataFrame([r for r in rows if not (r["label"] == "maco" and r["layer"] == 1)]).to_csv(tmp_path / "gap.csv", index=False)
+    assert method_table.main(["--csv", str(tmp_path / "gap.csv"), "--promote", "--registry-file", str(registry)]) == 2
+    assert "error: --promote: method maco was not measured on every block of dev/vit-micro (0-2)" in capsys.readouterr().err

@@ -3,7 +3,10 @@
 For each unit: its activation on the optimized image (clean: no augmentation) against its own
 initial image and against every natural photo of a reference set, and how much of it survives
 random shifts of the image (torch.roll, up to the recipe's jitter, wrapping as the recipe's own
-jitter does). A unit whose image switches it on and beats every photo is said to be *visualized*;
+jitter does) and zooms of 0.8 to 1.2 (sweep/method/measures.py's), where the clean activation falls
+among the unit's activations on a larger natural reference set (its percentile; by default the
+shipped photos and their crops) and how near the model sees the image to a photo (plausibility).
+Every number is measured here in fp32, whatever arithmetic rendered the image. A unit whose image switches it on and beats every photo is said to be *visualized*;
 the fraction of visualized units is the number the tuning and the quality tests report.
 
 A unit is judged where the paper reads it (its `mlp` site, after the GELU) whatever site the image
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from sweep.method.engine import Engine
-from sweep.method.measures import SHIFT_SEED_OFFSET
+from sweep.method.measures import SCALES, SHIFT_SEED_OFFSET, Plausibility, zoom
 from sweep.method.recipe import Recipe
 from sweep.method.render import render, seeds_for
 from sweep.models.anatomy import Anatomy
@@ -45,6 +48,11 @@ class UnitQuality:
     site: str = "mlp"
     pre_final: float | None = None  # mean pre-activation over patch tokens (MLP units only)
     best_photo_pre: float | None = None  # the highest pre-activation of any photo
+    scale_ratio: float | None = None  # mean activation over zooms 0.8, 0.9, 1.1, 1.2 / clean activation
+    percentile: float | None = None  # % of the reference images whose activation is below the image's
+    references: int | None = None  # how many reference images the percentile is over
+    plausibility: float | None = None  # best cosine of the image's final features to a photo's
+    plausibility_reference: float | None = None  # the same for the photos themselves (mean best other)
 
     @property
     def switched_on(self) -> bool:
@@ -83,6 +91,20 @@ def shift_ratio(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature
     return float(unit_activations(net, anatomy, layer, site, [feature], rolled).mean()) / clean
 
 
+def scale_ratio(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature: int, image: torch.Tensor,
+                clean: float) -> float:
+    """Mean activation of `image` zoomed by each of measures.SCALES about its centre / `clean`."""
+    if clean <= 0:
+        return 0.0
+    zoomed = torch.cat([zoom(image[None], s) for s in SCALES])
+    return float(unit_activations(net, anatomy, layer, site, [feature], zoomed).mean()) / clean
+
+
+def percentile(value: float, reference: torch.Tensor) -> float:
+    """% of `reference` activations strictly below `value` (100: above every reference image)."""
+    return 100.0 * float((reference < value).float().mean())
+
+
 def judged_site(site: str) -> str:
     """Where a unit optimized at `site` is judged: `mlp_pre` units as `mlp` units (after the GELU)."""
     return "mlp" if site == "mlp_pre" else site
@@ -91,14 +113,22 @@ def judged_site(site: str) -> str:
 def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], recipe: Recipe,
                 photos: Mapping[str, np.ndarray], site: str | None = None, base_seed: int = 0,
                 shift_draws: int = 8, device: str | torch.device = "cpu",
-                engine: Engine = Engine(precision="fp32", compile="off")) -> tuple[list[UnitQuality], torch.Tensor]:
+                engine: Engine = Engine(precision="fp32", compile="off"),
+                references: Mapping[str, np.ndarray] | None = None,
+                plausible: bool = False) -> tuple[list[UnitQuality], torch.Tensor]:
     """Render every (layer, feature) unit with `recipe` at `site` and judge its image at
-    `judged_site(site)`; also returns the images."""
+    `judged_site(site)`; also returns the images. `references` (e.g. `photo_crops()`): the natural
+    images the percentile is over (None: no percentile); `plausible`: measure plausibility against
+    `photos` (one pass of the photos through the whole model)."""
+    from sweep.method.render import ModelInput
     from sweep.method.tuned import resolve_recipe
 
     site = site or anatomy.default_site
     pre = anatomy.preprocess
     refs = photo_batch(photos, pre.input_size, pre.resize_size, pre.interpolation).to(device)
+    pool = None if references is None else photo_batch(references, pre.input_size, pre.resize_size,
+                                                       pre.interpolation).to(device)
+    plausibility = Plausibility(net, anatomy, photos, ModelInput(anatomy), device) if plausible else None
     names = list(photos)
     resolved, _ = resolve_recipe(recipe, anatomy.entry, pre.input_size)
     out, images = [], []
@@ -107,22 +137,31 @@ def judge_units(net: nn.Module, anatomy: Anatomy, units: list[tuple[int, int]], 
         seeds = seeds_for(feats, base_seed)
         made = render(net, anatomy, anatomy.block(layer), site, feats, recipe, seeds, device, engine=engine)
         at = judged_site(site)
-        on_photos = unit_activations(net, anatomy, layer, at, feats, refs).cpu()
         final = made.images.to(device)
-        acts = made.act_final if at == site else made.post_final  # the render measured both sides of the GELU
-        inits = made.act_init if at == site else unit_activations(
-            net, anatomy, layer, at, feats, made.initial.to(device)).diagonal().cpu()
-        pre = made.pre_final
-        pre_photos = None if pre is None else unit_activations(
-            net, anatomy, layer, "mlp_pre", feats, refs).amax(0).cpu()
+
+        def clean(where: str, batch: torch.Tensor) -> torch.Tensor:  # fp32, image i for feature i
+            return unit_activations(net, anatomy, layer, where, feats, batch).diagonal().cpu()
+
+        acts, inits = clean(at, final), clean(at, made.initial.to(device))
+        on_photos = unit_activations(net, anatomy, layer, at, feats, refs).cpu()
+        on_pool = None if pool is None else unit_activations(net, anatomy, layer, at, feats, pool).cpu()
+        mlp = at == "mlp" and "mlp_pre" in anatomy.block(layer).sites
+        pres = clean("mlp_pre", final) if mlp else None
+        pre_photos = unit_activations(net, anatomy, layer, "mlp_pre", feats, refs).amax(0).cpu() if mlp else None
+        plaus = None if plausibility is None else plausibility(final)
         for i, f in enumerate(feats):
             best = int(on_photos[:, i].argmax())
             act = float(acts[i])
             ratio = shift_ratio(net, anatomy, layer, at, f, final[i], act, resolved.jitter,
                                 shift_draws, base_seed + f + SHIFT_SEED_OFFSET)
-            out.append(UnitQuality(layer, f, seeds[i], float(inits[i]), act, names[best],
-                                   float(on_photos[best, i]), ratio, resolved.steps, float(resolved.lr),
-                                   float(resolved.tv), site, None if pre is None else float(pre[i]),
-                                   None if pre_photos is None else float(pre_photos[i])))
+            out.append(UnitQuality(
+                layer, f, seeds[i], float(inits[i]), act, names[best], float(on_photos[best, i]), ratio,
+                resolved.steps, float(resolved.lr), float(resolved.tv), site,
+                None if pres is None else float(pres[i]), None if pre_photos is None else float(pre_photos[i]),
+                scale_ratio(net, anatomy, layer, at, f, final[i], act),
+                None if on_pool is None else percentile(act, on_pool[:, i]),
+                None if on_pool is None else len(on_pool),
+                None if plaus is None else float(plaus[i]),
+                None if plausibility is None else plausibility.reference))
             images.append(made.images[i])
     return out, torch.stack(images)
