@@ -124,9 +124,10 @@ def gather(args, fields: dict[str, str]) -> tuple[dict, dict[str, str]]:
 
 
 def add_recipe_switch(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", choices=["tuned", "paper"],
+    p.add_argument("--recipe", choices=["tuned", "paper", "best"],
                    help="defaults for lr and tv not given: tuned (the family's tuned values where stored, "
-                   "else the paper's; the default) or paper (exactly the paper's)")
+                   "else the paper's; the default), paper (exactly the paper's) or best (the family's best "
+                   "measured method at each depth: parametrization, site, lr and tv; sweep/method/by_depth.py)")
     add_method_arguments(p)
 
 

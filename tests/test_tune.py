@@ -162,7 +162,7 @@ def test_tuned_defaults_are_used_and_recipe_paper_restores_the_paper(tmp_path, m
     assert torch.equal(image(Recipe(steps=5, jitter=4, defaults="paper")), default_before)  # bit for bit
     resolved, source = resolve_recipe(Recipe(tv=3.0, lr=0.2), anatomy.entry, 32)
     assert (resolved.lr, resolved.tv, source) == (0.2, 3.0, "given")
-    with pytest.raises(SweepError, match="Recipe.defaults: input should be 'tuned' or 'paper'; got 'mine'"):
+    with pytest.raises(SweepError, match="Recipe.defaults: input should be 'tuned', 'paper' or 'best'; got 'mine'"):
         Recipe(defaults="mine")
 
 

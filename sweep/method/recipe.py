@@ -46,8 +46,10 @@ class Recipe:
     tv: the paper's `-v` multiplier; the TV coefficient is tv_base * tv (0.0005 * v); None means the
         family's default.
     defaults: where lr and tv left at None come from: "tuned" (the family's tuned values stored with
-        the registry, sweep/method/tuned_recipes.json, else the paper's) or "paper" (always the
-        paper's: lr 0.1 for ViTs, 1.0 for CLIP; tv 1).
+        the registry, sweep/method/tuned_recipes.json, else the paper's), "paper" (always the
+        paper's: lr 0.1 for ViTs, 1.0 for CLIP; tv 1) or "best" (the family's best measured method
+        at each depth, sweep/method/by_depth.py: parametrization, site, lr and tv; tuned where the
+        family has none).
     reference_scale: the paper's loss -sum(a)/copies**2 (an accidental extra 1/copies from `.diag()`
         on a 1-D tensor, which weights TV `copies` times more); False uses -mean(a).
     image_size: side of the optimized image; None means the model's input size.
@@ -86,7 +88,7 @@ class Recipe:
     image_size: Count | None = None
     reference_scale: bool = True
     log_every: Count = 20
-    defaults: Literal["tuned", "paper"] = "tuned"
+    defaults: Literal["tuned", "paper", "best"] = "tuned"
     param: Literal["pixel", "fourier", "maco"] = "pixel"
     spectrum: Spectrum | None = None
     objective: Literal["unit", "neuron", "direction"] = "unit"

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from sweep.core.errors import SweepError
 from sweep.core.validation import Count, Layer, NonNegativeInt, Positive, Seed, Text, config_dataclass, parse
+from sweep.method.by_depth import pick_method
 from sweep.method.engine import Engine
 from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe, config_hash
@@ -113,9 +114,6 @@ class ModelPlan:
     site: str | None
     recipe: Recipe
     sites: tuple[str, ...] | None = None
-
-    def planned_sites(self, default: str) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.sites)) if self.sites else (self.site or default,)
 
 
 @config_dataclass
@@ -311,19 +309,22 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
         blocks = anatomy.blocks if plan.layers is None else list(
             {b.index: b for b in (anatomy.block(l) for l in plan.layers)}.values())
         cost_per_image = flops_to_block(key)
-        for site in plan.planned_sites(anatomy.default_site):
+        given = plan.sites or ((plan.site,) if plan.site else (None,))  # None: the model's, or recipe best's
+        for wanted in dict.fromkeys(given):
+            chosen = {b.index: pick_method(plan.recipe, wanted, anatomy, b) for b in blocks}  # (site, recipe)
             for block in blocks:
-                block.site(site)  # every layer has the site, before anything else is said about them
-            goals = {b.index: objective_for(plan.recipe, b, site) for b in blocks}  # a direction file: its rows
-            counts = {b.index: goals[b.index].count(b.width(site)) for b in blocks}
+                block.site(chosen[block.index][0])  # every layer has the site, before anything else is said about them
+            goals = {b.index: objective_for(chosen[b.index][1], b, chosen[b.index][0]) for b in blocks}  # a direction file: its rows
+            counts = {b.index: goals[b.index].count(b.width(chosen[b.index][0])) for b in blocks}
             check_count(plan.features, key, list(counts.values()))
             for block in blocks:
+                site, recipe = chosen[block.index]
                 feats = plan.features.pick(counts[block.index], key, block.index)
                 goals[block.index].check(anatomy, block, site, feats)
                 todo = [f for f in feats if (key, block.index, site, f) not in skip]
                 for i in range(0, len(todo), config.features_per_batch):
                     chunk = tuple(todo[i:i + config.features_per_batch])
-                    batch = Batch(key, block.index, site, chunk, plan.weights, config.base_seed, plan.recipe)
+                    batch = Batch(key, block.index, site, chunk, plan.weights, config.base_seed, recipe)
                     tasks.append(Task(batch, cost_per_image[block.index] * len(chunk)))
     if tasks:
         check_batch(tasks[0].batch)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from sweep.core.errors import SweepError
 from sweep.core.validation import Count, Layer, NonNegativeInt, Seed, Text, config_dataclass
+from sweep.method.by_depth import pick_method
 from sweep.method.engine import Engine
 from sweep.method.objective import objective_for
 from sweep.method.recipe import Recipe
@@ -55,11 +56,11 @@ class VisualizeJob:
         """The job as validated batches of at most batch_size features."""
         anatomy = anatomy_of(self.model)
         block = anatomy.block(self.layer)
-        site = self.site or anatomy.default_site
+        site, recipe = pick_method(self.recipe, self.site, anatomy, block)  # recipe best: the block's method
         block.site(site)
-        features = tuple(objective_for(self.recipe, block, site).check(anatomy, block, site, self.features))
+        features = tuple(objective_for(recipe, block, site).check(anatomy, block, site, self.features))
         out = [Batch(anatomy.entry.key, block.index, site, features[i:i + self.batch_size], self.weights,
-                     self.base_seed, self.recipe) for i in range(0, len(features), self.batch_size)]
+                     self.base_seed, recipe) for i in range(0, len(features), self.batch_size)]
         for b in out:
             check_batch(b)
         return out
