@@ -101,3 +101,19 @@ def test_cli_visualize_recipe_best_records_the_method_it_used(registry, tmp_path
     row = rows.iloc[0]
     assert (row["site"], row["param"], row["lr"], row["recipe_source"].split()[0]) == ("mlp_pre", "maco", 0.2, "best:vit")
     assert cli.main([*common, "--layer", "2", "--param", "fourier", "--out", str(tmp_path / "s")]) == 2
+
+
+def test_site_recipes_give_one_site_its_own_recipe(registry, tmp_path):
+    """The demo's way of showing the paper's image beside the best method's: one site each."""
+    promote_methods("vit", METHODS, {"model": "demo/dinov2-vits14"})
+    config = {"out": str(tmp_path), "models": [MODEL], "weights": "random", "features": {"mode": "first", "count": 1},
+              "recipe": {"steps": 3}}
+    per_model = {MODEL: {"sites": ["mlp", "mlp_pre"], "recipe": {"jitter": 4}, "site_recipes": {"mlp_pre": {"defaults": "best"}}}}
+    tasks = expand(SweepConfig.from_dict({**config, "per_model": per_model}))
+    got = {(t.batch.layer, t.batch.site): (t.batch.recipe.param, t.batch.recipe.steps, t.batch.recipe.jitter) for t in tasks}
+    assert got == {(0, "mlp"): ("pixel", 3, 4), (1, "mlp"): ("pixel", 3, 4), (2, "mlp"): ("pixel", 3, 4),
+                   (0, "mlp_pre"): ("pixel", 3, 4), (1, "mlp_pre"): ("pixel", 3, 4), (2, "mlp_pre"): ("maco", 3, 4)}
+    assert {t.batch.recipe.defaults for t in tasks if t.batch.site == "mlp"} == {"tuned"}
+    stray = {MODEL: {"sites": ["mlp"], "site_recipes": {"mlp_pre": {"defaults": "best"}}}}
+    with pytest.raises(SweepError, match="site_recipes names site 'mlp_pre', which is not one of the model's sites"):
+        SweepConfig.from_dict({**config, "per_model": stray})

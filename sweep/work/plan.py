@@ -102,6 +102,16 @@ class ModelSettings:
     # `mlp_pre`, the same unit before its GELU, side by side on the atlas); replaces `site` when given.
     sites: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
     recipe: Recipe | None = None
+    # A recipe for one of those sites, merged key by key over the model's (the demo: the paper's image
+    # at `mlp` beside `recipe: {defaults: best}`'s at `mlp_pre`, the best measured method at its depth).
+    site_recipes: dict[Text, Recipe] | None = None
+
+    def __post_init__(self):
+        named = self.sites or ((self.site,) if self.site else ())
+        stray = [s for s in (self.site_recipes or {}) if s not in named]
+        if stray:
+            raise ValueError(f"site_recipes names site {stray[0]!r}, which is not one of the model's sites "
+                             f"({', '.join(named) or 'none given: name them in sites'})")
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,11 @@ class ModelPlan:
     site: str | None
     recipe: Recipe
     sites: tuple[str, ...] | None = None
+    site_recipes: dict[str, Recipe] | None = None
+
+    def recipe_at(self, site: str | None) -> Recipe:
+        """The recipe of one of the model's sites: its own where `site_recipes` gives one."""
+        return (self.site_recipes or {}).get(site, self.recipe)
 
 
 @config_dataclass
@@ -163,7 +178,7 @@ class SweepConfig:
         own = self.per_model.get(model) or ModelSettings()
         return ModelPlan(own.weights or self.weights, own.layers if own.layers is not None else self.layers,
                          own.features or self.features, own.site or self.site, own.recipe or self.recipe,
-                         own.sites)
+                         own.sites, own.site_recipes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], flags: dict[str, str] | None = None,
@@ -209,7 +224,7 @@ def merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 def _per_model_recipes(data: dict[str, Any]) -> dict[str, Any]:
     """Each per_model section in full spelling, its recipe merged over the sweep's (a per-model
-    `recipe: {steps: 40}` keeps the sweep's lr, TV and jitter)."""
+    `recipe: {steps: 40}` keeps the sweep's lr, TV and jitter), and its site recipes over its own."""
     per_model = data.get("per_model")
     if not isinstance(per_model, dict):
         return data
@@ -220,6 +235,10 @@ def _per_model_recipes(data: dict[str, Any]) -> dict[str, Any]:
             settings = shorthand(dict(settings))
             if isinstance(settings.get("recipe"), dict):
                 settings["recipe"] = {**base, **settings["recipe"]}
+            if isinstance(settings.get("site_recipes"), dict):
+                own = settings["recipe"] if isinstance(settings.get("recipe"), dict) else base
+                settings["site_recipes"] = {site: {**own, **r} if isinstance(r, dict) else r
+                                            for site, r in settings["site_recipes"].items()}
         out[model] = settings
     return {**data, "per_model": out}
 
@@ -311,7 +330,7 @@ def expand(config: SweepConfig, skip: set[tuple[str, int, str, int]] | None = No
         cost_per_image = flops_to_block(key)
         given = plan.sites or ((plan.site,) if plan.site else (None,))  # None: the model's, or recipe best's
         for wanted in dict.fromkeys(given):
-            chosen = {b.index: pick_method(plan.recipe, wanted, anatomy, b) for b in blocks}  # (site, recipe)
+            chosen = {b.index: pick_method(plan.recipe_at(wanted), wanted, anatomy, b) for b in blocks}  # (site, recipe)
             for block in blocks:
                 block.site(chosen[block.index][0])  # every layer has the site, before anything else is said about them
             goals = {b.index: objective_for(chosen[b.index][1], b, chosen[b.index][0]) for b in blocks}  # a direction file: its rows
