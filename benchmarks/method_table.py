@@ -71,6 +71,9 @@ def promote(rows: pd.DataFrame, csv: list[str], path: str | None = None) -> tupl
     from sweep.method.by_depth import DepthMethod, describe, promote_methods, split_by_depth
     from sweep.models.anatomy import anatomy_of
 
+    missing = {"model", "param", "site", "lr", "tv", "steps", "percentile"} - set(rows)
+    if missing:
+        raise SweepError(f"--promote: the rows lack {', '.join(sorted(missing))} (demo_quality.py writes them)")
     models = sorted(rows["model"].unique())
     if len(models) != 1:
         raise SweepError(f"--promote: the rows must be of one model, not {', '.join(models)}")

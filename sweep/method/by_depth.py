@@ -100,8 +100,8 @@ def split_by_depth(scores: Mapping[str, Sequence[tuple[float, float]]]) -> tuple
     (units visualized, median percentile). Returns ((0, A),) or ((0, A), (switch, B)): A on the
     blocks before `switch`, B from it on, maximizing the units visualized in all (then the median
     percentile summed over blocks, then the method listed first); a split only where it visualizes
-    more units than any one method. Two ranges at most: with 8
-    units a block, a per-block winner would follow noise."""
+    more units than any one method. Two ranges at most: with 8 units a block, a per-block winner
+    would follow noise."""
     labels = list(scores)
     blocks = {len(v) for v in scores.values()}
     if len(blocks) != 1 or not labels:

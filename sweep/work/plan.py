@@ -281,12 +281,15 @@ DEMO_MODEL = "demo/dinov2-vits14"
 
 def _demo_preset() -> dict:
     """The smoke preset plus four units of a trained ViT-S/14 whose weights a package on the index
-    ships (blocks 1 and 5, two features each, 40 steps of the paper's recipe): a newcomer's first
-    results hold real feature visualizations, made in a few minutes on a laptop CPU."""
+    ships (blocks 1 and 5, two features each, 40 steps): a newcomer's first results hold real
+    feature visualizations, made in a few minutes on a laptop CPU. Each unit twice: the paper's
+    recipe at the paper's site, and the best measured method at its depth (`--recipe best`,
+    sweep/method/by_depth.py) before the GELU."""
     smoke = _smoke_preset()
     return {**smoke, "models": [*smoke["models"], DEMO_MODEL],
             "per_model": {DEMO_MODEL: {"weights": "pretrained", "layers": [1, 5], "features": 2,
-                                       "sites": ["mlp", "mlp_pre"], "recipe": {"steps": 40, "jitter": 32}}}}
+                                       "sites": ["mlp", "mlp_pre"], "recipe": {"steps": 40, "jitter": 32},
+                                       "site_recipes": {"mlp_pre": {"defaults": "best"}}}}}
 
 
 PRESETS = {"paper": _paper_preset, "smoke": _smoke_preset, "demo": _demo_preset}

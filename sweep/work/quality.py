@@ -6,8 +6,9 @@ random shifts of the image (torch.roll, up to the recipe's jitter, wrapping as t
 jitter does) and zooms of 0.8 to 1.2 (sweep/method/measures.py's), where the clean activation falls
 among the unit's activations on a larger natural reference set (its percentile; by default the
 shipped photos and their crops) and how near the model sees the image to a photo (plausibility).
-Every number is measured here in fp32, whatever arithmetic rendered the image. A unit whose image switches it on and beats every photo is said to be *visualized*;
-the fraction of visualized units is the number the tuning and the quality tests report.
+Every number is measured here in fp32, whatever arithmetic rendered the image. A unit whose image
+switches it on and beats every photo is said to be *visualized*; the fraction of visualized units is
+the number the tuning and the quality tests report.
 
 A unit is judged where the paper reads it (its `mlp` site, after the GELU) whatever site the image
 was optimized at: an image made for `mlp_pre` (the same unit before the GELU) is scored by the same
