@@ -140,6 +140,9 @@ def test_demo_preset_adds_a_few_units_of_the_trained_model(tmp_path):
     demo = [t.batch for t in tasks if t.batch.model == DEMO_MODEL]
     assert [(b.site, b.layer, b.features, b.weights, b.recipe.steps, b.recipe.jitter) for b in demo] == [
         (site, layer, (0, 1), "pretrained", 40, 32) for site in ("mlp", "mlp_pre") for layer in (1, 5)]
+    # mlp_pre takes --recipe best: the vit_ssl family's promoted methods (sweep/method/tuned_recipes.json)
+    assert [(b.site, b.layer, b.recipe.param, b.recipe.lr) for b in demo] == [
+        ("mlp", 1, "pixel", None), ("mlp", 5, "pixel", None), ("mlp_pre", 1, "pixel", 0.1), ("mlp_pre", 5, "maco", 0.2)]
     micro = [t.batch for t in tasks if t.batch.model != DEMO_MODEL]
     assert len(micro) == 12 and {(b.weights, b.recipe.steps, b.recipe.jitter) for b in micro} == {("random", 4, 4)}
     summary = {r["model"]: r for r in plan_summary(cfg, tasks)}
