@@ -144,7 +144,7 @@ CASES = [
     ("yaml-color-std-negative", yaml("recipe: {color_std: -1}"), "recipe.color_std: input should be greater"),
     ("yaml-color-mean-negative", yaml("recipe: {color_mean: -1}"), "recipe.color_mean: input should be greater"),
     ("yaml-offset-std-negative", yaml("recipe: {offset_std: -0.5}"), "recipe.offset_std: input should be greater"),
-    ("yaml-defaults-unknown", yaml("recipe: {defaults: fancy}"), "recipe.defaults: input should be 'tuned' or"),
+    ("yaml-defaults-unknown", yaml("recipe: {defaults: fancy}"), "recipe.defaults: input should be 'tuned', 'paper' or 'best'"),
     ("yaml-recipe-unknown-key", yaml("recipe: {stepz: 3}"), "recipe.stepz: unknown key; allowed: accentuate, accentuate_weight, beta1"),
     ("yaml-unknown-key", yaml("layerz: [1]"), "layerz: unknown key; allowed: base_seed"),
     ("yaml-base-seed-negative", yaml("base_seed: -1"), "base_seed: input should be greater than or equal to 0"),
