@@ -6,6 +6,8 @@ the reference photos of the method's measures), so a photo means the same pixels
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from PIL import Image
 
@@ -28,6 +30,14 @@ def resize_center_crop(image: np.ndarray, size: int, resize: int | None = None,
     left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     pil = pil.crop((left, top, left + size, top + size))
     return np.asarray(pil, dtype=np.float32) / 255.0
+
+
+def center_crop_batch(images: Iterable[np.ndarray], size: int, resize: int | None = None,
+                      interpolation: str = "bilinear") -> np.ndarray:
+    """(N, 3, size, size) float32 in [0, 1], contiguous: each image through `resize_center_crop`,
+    channels first as a model reads them."""
+    crops = np.stack([resize_center_crop(image, size, resize, interpolation) for image in images])
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
 
 
 #: PIL's filters by the names torchvision's InterpolationMode and timm's configs use.

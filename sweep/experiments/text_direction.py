@@ -71,11 +71,8 @@ def fit_readout(features: np.ndarray, embeddings: np.ndarray, ridges: Sequence[f
     x = (features - mean) / scale
     y = embeddings - embeddings.mean(0)
     fit, held = slice(0, None, 2), slice(1, None, 2)
-    scores = []
-    for ridge in ridges:
-        yc = y[fit].mean(0)
-        coef = _solve(x[fit] - x[fit].mean(0), y[fit] - yc, ridge)
-        scores.append(_r2(y[held], (x[held] - x[fit].mean(0)) @ coef + yc))
+    xc, yc = x[fit].mean(0), y[fit].mean(0)  # the held-out half is centred with the fitted half's means
+    scores = [_r2(y[held], (x[held] - xc) @ _solve(x[fit] - xc, y[fit] - yc, ridge) + yc) for ridge in ridges]
     best = int(np.argmax(scores))
     return Readout(_solve(x, y, ridges[best]), mean, scale, float(ridges[best]), float(scores[best]), len(x))
 
@@ -85,7 +82,7 @@ def probe_views(net: torch.nn.Module, anatomy: Anatomy, layer: int, site: str, j
                 images: Mapping[str, np.ndarray], device: torch.device, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(N, width) pooled features of the layer and (N, dim) judge embeddings of the same probe
     images, each resized and centre-cropped once with the model's evaluation transform."""
-    from sweep.data.transforms import resize_center_crop
+    from sweep.data.transforms import center_crop_batch
 
     pre = anatomy.preprocess
     block = anatomy.block(layer)
@@ -93,11 +90,10 @@ def probe_views(net: torch.nn.Module, anatomy: Anatomy, layer: int, site: str, j
     feats, embeds = [], []
     names = list(images)
     for i in range(0, len(names), batch):
-        crops = np.stack([resize_center_crop(images[n], pre.input_size, pre.resize_size, pre.interpolation)
-                          for n in names[i:i + batch]])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous().float().to(device)
-        feats.append(read_features(net, block, site, prepare(x)).float().cpu().numpy())
-        embeds.append(judge.images((crops * 255).round().astype(np.uint8)).cpu().numpy())
+        crops = center_crop_batch((images[n] for n in names[i:i + batch]), pre.input_size, pre.resize_size,
+                                  pre.interpolation)
+        feats.append(read_features(net, block, site, prepare(torch.from_numpy(crops).to(device))).float().cpu().numpy())
+        embeds.append(judge.images((crops.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)).cpu().numpy())
     return np.concatenate(feats), np.concatenate(embeds)
 
 

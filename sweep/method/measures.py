@@ -87,13 +87,13 @@ class Plausibility:
     """The model's final features of a reference set of photos, and how near an image comes to them."""
 
     def __init__(self, net: nn.Module, anatomy: Anatomy, photos: Mapping[str, np.ndarray], prepare, device):
-        from sweep.data.transforms import resize_center_crop
+        from sweep.data.transforms import center_crop_batch
 
         pre = anatomy.preprocess
         self.net, self.block, self.prepare = net, anatomy.blocks[-1], prepare
         self.site = anatomy.default_site
-        refs = torch.from_numpy(np.stack([resize_center_crop(p, pre.input_size, pre.resize_size, pre.interpolation)
-                                          for p in photos.values()])).permute(0, 3, 1, 2).contiguous().to(device)
+        refs = torch.from_numpy(center_crop_batch(photos.values(), pre.input_size, pre.resize_size,
+                                                  pre.interpolation)).to(device)
         self.refs = self.embed(refs)
         sims = self.refs @ self.refs.T
         sims.fill_diagonal_(-1.0)

@@ -75,10 +75,9 @@ class UnitQuality:
 
 def photo_batch(photos: Mapping[str, np.ndarray], size: int, resize: int, interpolation: str) -> torch.Tensor:
     """(N, 3, size, size) in [0, 1]: each photo through the model's evaluation transform."""
-    from sweep.data.transforms import resize_center_crop
+    from sweep.data.transforms import center_crop_batch
 
-    return torch.from_numpy(np.stack([resize_center_crop(p, size, resize, interpolation) for p in photos.values()])
-                            ).permute(0, 3, 1, 2).contiguous().float()
+    return torch.from_numpy(center_crop_batch(photos.values(), size, resize, interpolation))
 
 
 def shift_ratio(net: nn.Module, anatomy: Anatomy, layer: int, site: str, feature: int, image: torch.Tensor,
